@@ -1,0 +1,16 @@
+"""ntkdist: NTK and NNGP Gram matrices of deep fully-connected networks at scale, their spectra, and theory.
+
+The top level re-exports the math a user reaches for first; the workflow lives in `ntkdist.config`,
+`ntkdist.cluster`, `ntkdist.store` and the Prefect flows in ``flows/``.
+"""
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from .kernels import MLP, gram_block, nngp, ntk
+
+try:
+    __version__ = _version("ntkdist")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["MLP", "gram_block", "nngp", "ntk", "__version__"]

@@ -1,0 +1,6 @@
+"""Ray actors and pools binding kernels, store and linalg to workers and devices (the only room that knows Ray)."""
+
+from .builder import BuildReport, GramBlockWorker, build_gram, plan_tasks
+from .runtime import ray_session, start_local_ray
+
+__all__ = ["BuildReport", "GramBlockWorker", "build_gram", "plan_tasks", "ray_session", "start_local_ray"]

@@ -1,0 +1,86 @@
+"""Connecting to Ray: an embedded local instance bound to loopback, or an existing cluster by address."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+log = logging.getLogger("ntkdist.cluster")
+
+# Ray ≤ 2.60 binds its gRPC servers to every interface unless it believes it runs a single-machine
+# "cluster" (the mode it uses on macOS/Windows). That mode is what an embedded instance is, so we ask for it:
+# every server then listens on 127.0.0.1 only (tests/cluster/test_runtime.py checks the sockets).
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def _loopback_only():
+    import ray._private.ray_constants as ray_constants
+
+    saved_env = os.environ.get(_LOOPBACK_ENV)
+    saved_flag = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_LOOPBACK_ENV] = "0"  # read by the Ray processes started now
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read by this process (already imported)
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_LOOPBACK_ENV, None)
+        else:
+            os.environ[_LOOPBACK_ENV] = saved_env
+
+
+def start_local_ray(*, num_cpus: int | None = None, num_gpus: int | None = None) -> None:
+    """Start an embedded single-machine Ray instance: loopback only, no dashboard.
+
+    ``num_gpus`` may exceed the real devices: Ray then schedules on logical GPUs (how the tests exercise
+    GPU placement on a CPU machine).
+    """
+    import ray
+
+    with _loopback_only():
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+        )
+    log.info("started an embedded Ray instance (loopback only): %s", ray.cluster_resources())
+
+
+@contextlib.contextmanager
+def ray_session(address: str = "", *, num_cpus: int | None = None, num_gpus: int | None = None):
+    """Use the Ray instance this process is connected to, else connect to ``address``, else start one.
+
+    Parameters
+    ----------
+    address : str
+        ``""`` starts an embedded local instance (stopped again on exit); anything else (``"auto"``,
+        ``"host:port"``, ``"ray://host:port"``) is passed to ``ray.init``.
+    num_cpus, num_gpus : int, optional
+        Resources of an embedded instance (default: what the machine has).
+
+    Yields
+    ------
+    bool
+        True when this call started an embedded instance.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield False
+        return
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        started = False
+    else:
+        start_local_ray(num_cpus=num_cpus, num_gpus=num_gpus)
+        started = True
+    try:
+        yield started
+    finally:
+        ray.shutdown()

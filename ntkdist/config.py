@@ -1,0 +1,240 @@
+"""The run configuration: a TOML file, validated on load.
+
+Every key is checked before anything is computed or written: an unknown key, a wrong type or an impossible
+value raises `ConfigError` with one paragraph naming the key (``[data] n``) and the fix. Relative paths are
+resolved against the current working directory.
+
+    [run]      name, store (default: $NTKDIST_STORAGE or ./storage, then runs/<name>.zarr)
+    [data]     source = "sphere" | "gaussian" | "npy", n, dim, seed, path (npy), radius (sphere)
+    [network]  depth, activation, weight_var, bias_var
+    [kernel]   kind = "ntk" | "nngp", dtype = "float64" | "float32", block
+    [solver]   method = "exact", k
+    [cluster]  address ("" starts an embedded local Ray), workers, device, cpus_per_worker
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+from .kernels import MLP, available_activations, get_activation
+
+#: Largest N the exact dense eigensolver accepts (the matrix and LAPACK's workspace must fit in memory).
+EXACT_MAX_N = 50_000
+#: Largest Gram block edge: one float64 block of this size is 2 GiB in a worker's memory.
+MAX_BLOCK = 16_384
+DEFAULT_BLOCK = 2048
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+class RunSection(_Section):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    store: str | None = None
+
+
+class DataSection(_Section):
+    source: Literal["sphere", "gaussian", "npy"]
+    n: int | None = Field(default=None, ge=1)
+    dim: int | None = Field(default=None, ge=1)
+    seed: int = Field(default=0, ge=0)
+    path: str | None = None
+    radius: float = Field(default=1.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _source_fields(self):
+        if self.source == "npy":
+            if not self.path:
+                raise ValueError("path: required when source = \"npy\" (the .npy file of shape (n, dim))")
+        else:
+            if self.path is not None:
+                raise ValueError(f"path: only used with source = \"npy\"; remove it for source = {self.source!r}")
+            for key in ("n", "dim"):
+                if getattr(self, key) is None:
+                    raise ValueError(f"{key}: required when source = {self.source!r}")
+        if self.source == "sphere" and self.dim is not None and self.dim < 2:
+            raise ValueError("dim: the sphere S^(dim-1) needs dim ≥ 2")
+        if self.source != "sphere" and "radius" in self.model_fields_set:
+            raise ValueError(f"radius: only used with source = \"sphere\"; remove it for source = {self.source!r}")
+        return self
+
+
+class NetworkSection(_Section):
+    depth: int = Field(ge=1, le=1000)
+    activation: str = "relu"
+    weight_var: float = Field(default=2.0, gt=0.0)
+    bias_var: float = Field(default=0.0, ge=0.0)
+
+    @field_validator("activation")
+    @classmethod
+    def _known_activation(cls, value: str) -> str:
+        try:
+            return get_activation(value).describe()
+        except (ValueError, TypeError):
+            raise ValueError(f"unknown activation {value!r}; use one of {', '.join(available_activations())}")
+
+
+class KernelSection(_Section):
+    kind: Literal["ntk", "nngp"] = "ntk"
+    dtype: Literal["float64", "float32"] = "float64"
+    block: int = Field(default=DEFAULT_BLOCK, ge=1, le=MAX_BLOCK)
+
+
+class SolverSection(_Section):
+    method: Literal["exact"] = "exact"
+    k: int | None = Field(default=None, ge=1)
+
+
+class ClusterSection(_Section):
+    address: str = ""
+    workers: int = Field(default=2, ge=1, le=4096)
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    cpus_per_worker: float | None = Field(default=None, gt=0.0)
+
+
+class Config(_Section):
+    """A validated run configuration. Build it with `load_config` or `Config.from_dict`."""
+
+    run: RunSection
+    data: DataSection
+    network: NetworkSection
+    kernel: KernelSection = KernelSection()
+    solver: SolverSection = SolverSection()
+    cluster: ClusterSection = ClusterSection()
+
+    @model_validator(mode="after")
+    def _cross_section(self):
+        n = self.data.n
+        if n is not None:
+            if self.solver.k is not None and self.solver.k > n:
+                raise ValueError(f"[solver] k: asks for {self.solver.k} eigenvalues of a {n}×{n} matrix; use k ≤ {n}")
+            if self.solver.method == "exact" and n > EXACT_MAX_N:
+                gib = 16 * n * n / 2**30
+                raise ValueError(
+                    f"[solver] method: \"exact\" holds the whole {n}×{n} matrix (about {gib:.0f} GiB with "
+                    f"workspace); it accepts n ≤ {EXACT_MAX_N}"
+                )
+        return self
+
+    # -- constructors -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, source: str = "") -> "Config":
+        """Validate a parsed TOML document; raises `ConfigError` naming every bad key."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source or 'configuration'}: expected a table of sections, got {type(raw).__name__}")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, source)) from None
+
+    # -- derived values -----------------------------------------------------------------------------------------
+    @property
+    def net(self) -> MLP:
+        """The network as the kernels see it."""
+        return MLP(
+            depth=self.network.depth,
+            activation=self.network.activation,
+            weight_var=self.network.weight_var,
+            bias_var=self.network.bias_var,
+        )
+
+    @property
+    def store_path(self) -> Path:
+        """Where the run's zarr group lives (absolute)."""
+        if self.run.store:
+            return Path(self.run.store).expanduser().resolve()
+        root = Path(os.environ.get("NTKDIST_STORAGE", "storage")).expanduser()
+        return (root / "runs" / f"{self.run.name}.zarr").resolve()
+
+    @property
+    def data_path(self) -> Path | None:
+        return Path(self.data.path).expanduser().resolve() if self.data.path else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration with every default filled in (JSON-ready; what the store records)."""
+        return self.model_dump(mode="json")
+
+    def kernel_fingerprint(self, data_digest: str) -> str:
+        """A digest of everything that determines the stored Gram matrix.
+
+        Two runs with the same fingerprint write the same bytes, so a store with a matching fingerprint can be
+        resumed; ``data_digest`` is the digest of the input array (see `ntkdist.datasets.digest`).
+        """
+        payload = {
+            "data": data_digest,
+            "network": self.net.describe(),
+            "kernel": {"kind": self.kernel.kind, "dtype": self.kernel.dtype, "block": self.kernel.block},
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a TOML configuration file.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, is not valid TOML, or fails validation.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such configuration file; pass the path of a TOML file such as examples/demo.toml")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax and run again") from None
+    return Config.from_dict(raw, source=str(path))
+
+
+def _where(loc: tuple) -> str:
+    """('data', 'n') → '[data] n'; ('data',) → '[data]'."""
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    if not parts:
+        return "(top level)"
+    section, rest = parts[0], parts[1:]
+    return f"[{section}]" + (f" {'.'.join(rest)}" if rest else "")
+
+
+def _explain(exc: ValidationError, source: str) -> str:
+    sections = {name: sorted(field.annotation.model_fields) for name, field in Config.model_fields.items()}
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc, kind, msg = tuple(err["loc"]), err["type"], err["msg"]
+        where = _where(loc)
+        if kind == "extra_forbidden":
+            if len(loc) == 1:
+                problems.append(f"[{loc[0]}] is not a known section (known: {', '.join(sections)})")
+            else:
+                known = sections.get(str(loc[0]), [])
+                problems.append(f"{where} is not a known key of [{loc[0]}] (known: {', '.join(known)})")
+            continue
+        if kind == "missing":
+            problems.append(f"{where} is required")
+            continue
+        if kind == "value_error":
+            # Our own validators phrase the whole problem; they may name a key inside the section.
+            text = msg.removeprefix("Value error, ")
+            head = text.split(":", 1)[0]
+            if len(loc) == 1 and head in sections.get(str(loc[0]), []):
+                problems.append(f"[{loc[0]}] {text}")
+            elif not loc:
+                problems.append(text)
+            else:
+                problems.append(f"{where}: {text}")
+            continue
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        problems.append(f"{where}: {msg[0].lower()}{msg[1:]}{shown}")
+    plural = "s" if len(problems) > 1 else ""
+    where_from = f" {source}" if source else ""
+    return f"Invalid configuration{where_from}: " + "; ".join(problems) + f". Fix the key{plural} named and run again."
+

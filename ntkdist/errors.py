@@ -1,0 +1,23 @@
+"""Errors that are the user's to fix.
+
+A `UserError` carries one paragraph naming the offending field and the fix. The command line prints it without a
+traceback and exits with status 2; everything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """Bad input: the message names the field and says how to fix it."""
+
+
+class ConfigError(UserError):
+    """The run configuration is invalid (unknown key, wrong type, impossible value)."""
+
+
+class DataError(UserError):
+    """The data set is invalid (NaN/inf, wrong shape, dimension mismatch)."""
+
+
+class StoreError(UserError):
+    """A run store is missing, incomplete, corrupt, or belongs to a different configuration."""

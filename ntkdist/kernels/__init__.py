@@ -1,0 +1,13 @@
+"""Kernels: activations, the analytic NNGP/NTK recursions and their Gram matrices.
+
+Pure functions on arrays; ``xp`` is NumPy or CuPy, whichever holds the input. Never imports ray, prefect or zarr.
+"""
+
+from .activations import Activation, Erf, ReLU, available_activations, get_activation
+from .gram import DTYPES, KINDS, TILE, gram_block, nngp, ntk, validate_inputs
+from .network import MLP
+
+__all__ = [
+    "Activation", "Erf", "ReLU", "available_activations", "get_activation",
+    "MLP", "DTYPES", "KINDS", "TILE", "gram_block", "nngp", "ntk", "validate_inputs",
+]

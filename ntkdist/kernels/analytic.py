@@ -1,0 +1,101 @@
+"""The infinite-width NNGP and NTK recursions of a fully-connected network, on one tile of pairs.
+
+Convention (neural-tangents ``stax``, ``parameterization='ntk'``; Jacot et al. 2018, Lee et al. 2019): with
+w = weight_var, b = bias_var, d = input dimension and φ the activation,
+
+    Σ¹(x, y) = w·⟨x, y⟩/d + b,                        Θ¹ = Σ¹
+    Σˡ⁺¹     = w·E[φ(u)φ(v)] + b,                      Θˡ⁺¹ = Σˡ⁺¹ + w·E[φ'(u)φ'(v)]·Θˡ,
+
+(u, v) ~ N(0, Σˡ restricted to {x, y}), for ``depth`` hidden layers and the linear readout, i.e. depth + 1
+Dense layers. The NNGP is Σ and the NTK is Θ of the readout.
+
+Each pair carries its correlation three times, as ρ, 1 − ρ and 1 + ρ (see `ntkdist.kernels.activations`). The
+Dense layer turns the activation's Cauchy–Schwarz gaps into the next 1 ∓ ρ without subtracting nearly equal
+numbers. With E_x = E φ(u)², q_x' = w·E_x + b, s' = √(q_x' q_y') and g = w√(E_x E_y) + b:
+
+    1 − ρ' = [(s' − g) + w·(√(E_x E_y) − E[φφ])] / s',
+    1 + ρ' = [(s' − g) + 2b + w·(√(E_x E_y) + E[φφ])] / s',
+    s' − g = b·w(√E_x − √E_y)² / (s' + g)          (AM–GM gap, ≥ 0).
+
+Every term is ≥ 0.
+"""
+
+from __future__ import annotations
+
+from ._xp import array_module
+from .network import MLP
+
+
+def dense_layer(weight_var, bias_var, cov, var_x, var_y, gap_parallel, gap_antiparallel):
+    """One Dense layer on the moments of its input features a(·).
+
+    Parameters
+    ----------
+    cov : (n, m) array
+        E[a(x)a(y)] (⟨x, y⟩/d for the first layer).
+    var_x, var_y : (n, 1) and (1, m) arrays
+        E[a(x)²], E[a(y)²].
+    gap_parallel, gap_antiparallel : (n, m) arrays
+        √(var_x var_y) ∓ cov ≥ 0, accurate to relative rounding.
+
+    Returns
+    -------
+    sigma, q_x, q_y, c, e, f
+        The pre-activation covariance Σ = w·cov + b, the variances q, and ρ, 1 − ρ, 1 + ρ. Pairs with a zero
+        variance get ρ = 0 (the value neural-tangents uses; it multiplies a zero).
+    """
+    xp = array_module(cov)
+    w, b = weight_var, bias_var
+    sigma = w * cov + b
+    q_x = w * var_x + b
+    q_y = w * var_y + b
+    scale = xp.sqrt(q_x * q_y)
+    root_x, root_y = xp.sqrt(var_x), xp.sqrt(var_y)
+    geometric = w * (root_x * root_y) + b
+    positive = scale > 0.0
+    safe = xp.where(positive, scale, 1.0)
+    am_gm_gap = (b * w) * (root_x - root_y) ** 2 / (safe + geometric)
+    c = xp.where(positive, sigma / safe, 0.0)
+    e = xp.where(positive, (am_gm_gap + w * gap_parallel) / safe, 1.0)
+    f = xp.where(positive, (am_gm_gap + 2.0 * b + w * gap_antiparallel) / safe, 1.0)
+    return sigma, q_x, q_y, xp.clip(c, -1.0, 1.0), xp.clip(e, 0.0, 2.0), xp.clip(f, 0.0, 2.0)
+
+
+def recursion(net: MLP, dim: int, inner, sq_x, sq_y, gap_parallel, gap_antiparallel, *, want_ntk: bool = True):
+    """NNGP and NTK of ``net`` on a tile of pairs, from the input moments.
+
+    Parameters
+    ----------
+    net : MLP
+    dim : int
+        Input dimension d.
+    inner : (n, m) array
+        ⟨x_i, y_j⟩.
+    sq_x, sq_y : (n,) and (m,) arrays
+        ‖x_i‖², ‖y_j‖².
+    gap_parallel, gap_antiparallel : (n, m) arrays
+        ‖x_i‖‖y_j‖ ∓ ⟨x_i, y_j⟩ ≥ 0, accurate for near-(anti)parallel pairs (see `gram.input_moments`).
+    want_ntk : bool
+        Skip the Θ accumulation when only the NNGP is needed.
+
+    Returns
+    -------
+    (nngp, ntk) : (n, m) arrays; ``ntk`` is None when ``want_ntk`` is False.
+    """
+    act = net.activation
+    w, b = net.weight_var, net.bias_var
+    inv_d = 1.0 / dim
+    cov = inner * inv_d
+    var_x = (sq_x * inv_d)[:, None]
+    var_y = (sq_y * inv_d)[None, :]
+    below, above = gap_parallel * inv_d, gap_antiparallel * inv_d
+    theta = dcov = None
+    for layer in range(net.depth + 1):
+        sigma, q_x, q_y, c, e, f = dense_layer(w, b, cov, var_x, var_y, below, above)
+        if want_ntk:
+            theta = sigma if layer == 0 else sigma + w * dcov * theta
+        if layer == net.depth:
+            return sigma, theta
+        cov, dcov, below, above = act.pair_moments(q_x, q_y, c, e, f)
+        var_x, var_y = act.second_moment(q_x), act.second_moment(q_y)
+    raise AssertionError("unreachable")

@@ -1,0 +1,204 @@
+"""Gram matrices of the analytic kernels, tile by tile.
+
+Every entry is computed inside a tile of ``TILE × TILE`` pairs whose input inner products come from one BLAS
+call of a fixed shape (rows zero-padded to ``TILE``). BLAS results depend on the shapes of the call, not on
+where a row sits in it, so an entry's value is the same whichever block, tile or run computed it: a Gram matrix
+assembled from stored blocks of any size equals `ntk` of the whole data set bit for bit. For symmetric Gram
+matrices, the pair (i, j) is always computed with the lower index as the row, so both triangles agree exactly.
+
+Input inner products of near-parallel pairs (1 − cos < ``NEAR_PARALLEL``) are recomputed from the difference
+of the normalised rows, 1 − cos = ‖x̂ − ŷ‖²/2, and those of near-antiparallel pairs from their sum,
+1 + cos = ‖x̂ + ŷ‖²/2. That keeps their angle accurate where ⟨x, y⟩ from a product has lost half the digits;
+a point's correlation with itself is then exactly 1.
+"""
+
+from __future__ import annotations
+
+from ._xp import array_module
+from .analytic import recursion
+from .network import MLP
+
+#: Rows and columns of one tile; fixed so that every entry's arithmetic is the same in every call.
+TILE = 256
+#: Pairs with 1 − cos(x, y) below this get their angle from the difference of the normalised rows.
+NEAR_PARALLEL = 1e-2
+#: Near-parallel pairs are gathered this many at a time (bounds the temporary to a few MiB per tile).
+_GATHER = 4096
+
+KINDS = ("ntk", "nngp")
+DTYPES = ("float64", "float32")
+
+
+def validate_inputs(X, Y=None):
+    """Check and convert inputs: 2-D, finite, equal feature dimension; returns float64 arrays.
+
+    Raises
+    ------
+    ValueError
+        Naming the argument and what is wrong with it.
+    """
+    xp = array_module(X) if Y is None else array_module(X, Y)
+    arrays = {"X": X} if Y is None else {"X": X, "Y": Y}
+    out = {}
+    for name, a in arrays.items():
+        a = xp.asarray(a)
+        if a.ndim != 2:
+            raise ValueError(f"{name}: expected a 2-D array (points × features), got shape {tuple(a.shape)}")
+        if a.shape[1] == 0:
+            raise ValueError(f"{name}: has zero features; inputs need at least one column")
+        if a.dtype.kind not in "fiu":
+            raise ValueError(f"{name}: expected real numbers, got dtype {a.dtype}")
+        a = a.astype(xp.float64, copy=False)
+        if not bool(xp.isfinite(a).all()):
+            bad = int((~xp.isfinite(a)).any(axis=1).argmax())
+            raise ValueError(f"{name}: row {bad} contains NaN or inf; remove or impute it")
+        out[name] = a
+    if Y is not None and out["X"].shape[1] != out["Y"].shape[1]:
+        raise ValueError(
+            f"Y: has {out['Y'].shape[1]} features but X has {out['X'].shape[1]}; both must share the input dimension"
+        )
+    return out["X"], out.get("Y")
+
+
+def _check_kind_dtype(kind, dtype):
+    if kind not in KINDS:
+        raise ValueError(f"kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+    if str(dtype) not in DTYPES:
+        raise ValueError(f"dtype: must be one of {', '.join(DTYPES)}, got {dtype!r}")
+
+
+def row_sq_norms(X):
+    """‖x_i‖² per row; einsum reduces each row alone, so the value does not depend on the other rows."""
+    xp = array_module(X)
+    return xp.einsum("ij,ij->i", X, X)
+
+
+def _padded(X, tile=TILE):
+    """X with zero rows appended up to a multiple of ``tile`` (so every tile view has the same shape)."""
+    xp = array_module(X)
+    n, d = X.shape
+    rows = -(-max(n, 1) // tile) * tile
+    out = xp.zeros((rows, d), dtype=xp.float64)
+    out[:n] = X
+    return out
+
+
+def input_moments(X_tile, Y_tile, sq_x, sq_y, n_x, n_y):
+    """Inner products and their Cauchy–Schwarz gaps for one tile.
+
+    Parameters
+    ----------
+    X_tile, Y_tile : (TILE, d) arrays
+        Zero-padded rows; only the first ``n_x`` and ``n_y`` are real.
+    sq_x, sq_y : (n_x,), (n_y,) arrays
+        Squared row norms (from `row_sq_norms`).
+
+    Returns
+    -------
+    inner, gap_parallel, gap_antiparallel : (n_x, n_y) arrays
+        ⟨x, y⟩ and ‖x‖‖y‖ ∓ ⟨x, y⟩ ≥ 0, the gaps of near-(anti)parallel pairs from the normalised difference
+        (sum) of the points.
+    """
+    xp = array_module(X_tile)
+    inner = (X_tile @ Y_tile.T)[:n_x, :n_y]
+    # √ of the product (not the product of √): for x = y it is exactly ‖x‖², the same arithmetic as sq_x.
+    norm_product = xp.sqrt(sq_x[:, None] * sq_y[None, :])
+    below = norm_product - inner
+    above = norm_product + inner
+    threshold = NEAR_PARALLEL * norm_product
+    for sign, gap, other in ((-1.0, below, above), (1.0, above, below)):
+        rows, cols = xp.nonzero((gap < threshold) & (norm_product > 0.0))
+        if rows.size == 0:
+            continue
+        x_hat = X_tile[:n_x] / xp.sqrt(xp.where(sq_x > 0, sq_x, 1.0))[:, None]
+        y_hat = Y_tile[:n_y] / xp.sqrt(xp.where(sq_y > 0, sq_y, 1.0))[:, None]
+        for start in range(0, rows.size, _GATHER):
+            r, c = rows[start:start + _GATHER], cols[start:start + _GATHER]
+            diff = x_hat[r] + sign * y_hat[c]
+            # ‖x̂ ∓ ŷ‖²/2 = 1 ∓ cos(x, y); einsum reduces each pair alone (position-independent rounding).
+            gap[r, c] = norm_product[r, c] * (0.5 * xp.einsum("ij,ij->i", diff, diff))
+            inner[r, c] = sign * (gap[r, c] - norm_product[r, c])
+            other[r, c] = norm_product[r, c] * 2.0 - gap[r, c]  # ≈ 2‖x‖‖y‖: no cancellation
+    return inner, xp.maximum(below, 0.0), xp.maximum(above, 0.0)
+
+
+def _tile_kernel(net, kind, X_tile, Y_tile, sq_x, sq_y, n_x, n_y):
+    inner, below, above = input_moments(X_tile, Y_tile, sq_x, sq_y, n_x, n_y)
+    nngp, ntk = recursion(net, X_tile.shape[1], inner, sq_x, sq_y, below, above, want_ntk=(kind == "ntk"))
+    return ntk if kind == "ntk" else nngp
+
+
+def gram_block(X_rows, X_cols=None, *, net: MLP, kind: str = "ntk", dtype: str = "float64"):
+    """The kernel between two sets of points: the entry point of workers that build stored Gram blocks.
+
+    Parameters
+    ----------
+    X_rows : (n, d) array
+        NumPy or CuPy; the result lives in the same array module.
+    X_cols : (m, d) array or None
+        None means ``X_rows`` itself: the symmetric Gram, computed once per pair and mirrored.
+    net : MLP
+    kind : {"ntk", "nngp"}
+    dtype : {"float64", "float32"}
+        Storage precision of the result. The arithmetic is float64 in either case.
+
+    Returns
+    -------
+    (n, m) array of the infinite-width kernel, not divided by n.
+    """
+    _check_kind_dtype(kind, dtype)
+    symmetric = X_cols is None
+    X, Y = validate_inputs(X_rows, None if symmetric else X_cols)
+    if symmetric:
+        Y = X
+    xp = array_module(X)
+    n, m = X.shape[0], Y.shape[0]
+    out = xp.empty((n, m), dtype=dtype)
+    if n == 0 or m == 0:
+        return out
+    sq_x = row_sq_norms(X)
+    sq_y = sq_x if symmetric else row_sq_norms(Y)
+    Xp = _padded(X)
+    Yp = Xp if symmetric else _padded(Y)
+    for i0 in range(0, n, TILE):
+        i1 = min(i0 + TILE, n)
+        for j0 in range(i0 if symmetric else 0, m, TILE):
+            j1 = min(j0 + TILE, m)
+            Y_tile = Yp[j0:j0 + TILE]
+            if symmetric and i0 == j0:
+                # numpy routes A @ A.T to SYRK, whose rounding may differ from the GEMM of every other tile.
+                Y_tile = Y_tile.copy()
+            tile = _tile_kernel(net, kind, Xp[i0:i0 + TILE], Y_tile, sq_x[i0:i1], sq_y[j0:j1], i1 - i0, j1 - j0)
+            if symmetric and i0 == j0:
+                # The lower triangle of a diagonal tile is the mirror of its upper triangle (row = lower index).
+                upper = xp.triu(tile)
+                tile = upper + xp.triu(tile, 1).T
+            out[i0:i1, j0:j1] = tile
+            if symmetric and j0 != i0:
+                out[j0:j1, i0:i1] = tile.T
+    return out
+
+
+def ntk(X, Y=None, *, net: MLP, dtype: str = "float64"):
+    """Infinite-width neural tangent kernel Θ(x_i, y_j) of ``net`` (neural-tangents ``stax`` convention).
+
+    Parameters
+    ----------
+    X : (n, d) array, NumPy or CuPy
+    Y : (m, d) array or None
+        None gives the symmetric (n, n) Gram matrix of X.
+    net : MLP
+    dtype : {"float64", "float32"}
+        Precision of the returned array (arithmetic is float64).
+
+    Returns
+    -------
+    (n, m) array in the array module of X: the Gram matrix itself, not divided by n.
+    """
+    return gram_block(X, Y, net=net, kind="ntk", dtype=dtype)
+
+
+def nngp(X, Y=None, *, net: MLP, dtype: str = "float64"):
+    """Infinite-width NNGP kernel Σ(x_i, y_j) of the readout of ``net``; arguments as `ntk`."""
+    return gram_block(X, Y, net=net, kind="nngp", dtype=dtype)
+

@@ -1,0 +1,227 @@
+"""The stages of a spectrum run, each a plain function of the configuration that reads and writes the store.
+
+    prepare  load or generate X ─► validate ─► create (or resume) the store ─► inputs
+    build    Ray actor pool ─► gram blocks + manifest
+    solve    eigenvalues ─► spectrum (xarray)
+    report   PNG + markdown beside the store
+
+Each stage records itself in the store when its last write is done and is skipped when the store already
+records it, so a crashed or killed run resumes at the first unfinished stage (and, inside build, at the first
+unfinished block). The Prefect flow in ``flows/spectrum.py`` calls these functions, one per task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from . import datasets
+from .config import EXACT_MAX_N, Config
+from .errors import DataError, StoreError
+from .store import RunStore
+
+log = logging.getLogger("ntkdist.pipeline")
+
+_VERSIONED = ("ntkdist", "numpy", "scipy", "zarr", "xarray", "ray", "prefect", "numba", "cupy-cuda12x")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages a run's numbers depend on (recorded in the store)."""
+    found = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def load_dataset(config: Config) -> datasets.Dataset:
+    """The run's data set, validated (raises `DataError` naming the ``[data]`` key at fault)."""
+    data = config.data
+    if data.source == "sphere":
+        return datasets.uniform_sphere(data.n, data.dim, data.seed, data.radius)
+    if data.source == "gaussian":
+        return datasets.isotropic_gaussian(data.n, data.dim, data.seed)
+    return datasets.npy_file(config.data_path, n=data.n, dim=data.dim)
+
+
+# -- prepare -------------------------------------------------------------------------------------------------------
+def preflight(config: Config, *, overwrite: bool = False) -> str:
+    """Every check that can fail on bad input, before anything is written; returns the data digest.
+
+    Loads (and for files, scans) the data, and checks that an existing store at the run's path was made by the
+    same data, network and kernel. Raises `UserError` subclasses naming the field at fault.
+    """
+    dataset = load_dataset(config)
+    if config.solver.k is not None and config.solver.k > dataset.n:
+        raise DataError(f"[solver] k: {config.solver.k} exceeds the {dataset.n} points of the data; use k ≤ {dataset.n}")
+    if config.solver.method == "exact" and dataset.n > EXACT_MAX_N:
+        raise DataError(f"[solver] method: \"exact\" accepts n ≤ {EXACT_MAX_N}, the data has {dataset.n} points")
+    data_digest = datasets.digest(dataset)
+    _existing_store(config, config.kernel_fingerprint(data_digest), overwrite)
+    return data_digest
+
+
+def _existing_store(config: Config, fingerprint: str, overwrite: bool) -> RunStore | None:
+    """The store already at the run's path if it may be resumed; None if there is none or it will be replaced."""
+    path = config.store_path
+    if overwrite or not path.exists():
+        return None
+    store = RunStore.open(path, mode="r+")
+    if store.fingerprint != fingerprint:
+        raise StoreError(
+            f"[run] store: {path} holds a run of a different data set, network or kernel; give this run "
+            "another [run] name or store, or pass --overwrite to replace it"
+        )
+    return store
+
+
+def prepare(config: Config, *, overwrite: bool = False, data_digest: str | None = None) -> dict:
+    """Validate the data and create the run store with its inputs, or check and reuse an existing one.
+
+    A store made by a different configuration of data, network or kernel is never reused silently: it is an
+    error unless ``overwrite`` is set. A store whose prepare stage never finished is recreated.
+    """
+    start = time.perf_counter()
+    if data_digest is None:
+        data_digest = preflight(config, overwrite=overwrite)
+    dataset = load_dataset(config)
+    fingerprint = config.kernel_fingerprint(data_digest)
+    path = config.store_path
+    block = min(config.kernel.block, dataset.n)
+
+    store = _existing_store(config, fingerprint, overwrite)
+    if store is not None:
+        if store.stage("prepare") is not None:
+            log.info("resuming %s", path)
+            return {"store": str(path), "resumed": True, "n": store.n, "dim": store.dim}
+        overwrite = True  # a prepare that never finished: nothing in it is worth keeping
+
+    store = RunStore.create(
+        path, n=dataset.n, dim=dataset.dim, block=block, dtype=config.kernel.dtype,
+        config=config.to_dict(), fingerprint=fingerprint, versions=package_versions(), overwrite=overwrite,
+    )
+    row = 0
+    # Chunk-aligned writes: whole input chunks per step.
+    for chunk in dataset.iter_chunks(rows=max(block, datasets.ROW_CHUNK // block * block)):
+        store.inputs[row:row + len(chunk)] = chunk
+        row += len(chunk)
+    store.mark_stage("prepare", data=dataset.description, data_sha256=data_digest,
+                     seconds=round(time.perf_counter() - start, 3))
+    return {"store": str(path), "resumed": False, "n": dataset.n, "dim": dataset.dim}
+
+
+def _open_after(config: Config, stage: str) -> RunStore:
+    store = RunStore.open(config.store_path, mode="r+")
+    if store.stage(stage) is None:
+        raise StoreError(f"{config.store_path}: the {stage} stage has not finished; run the whole flow "
+                         "(`ntkdist run CONFIG.toml`) so it completes first")
+    return store
+
+
+# -- build ---------------------------------------------------------------------------------------------------------
+def build(config: Config) -> dict:
+    """Compute the missing Gram blocks on a Ray actor pool (embedded local Ray unless an address is given)."""
+    from .cluster import build_gram, ray_session
+
+    store = _open_after(config, "prepare")
+    record = store.stage("build")
+    if record is not None:
+        return {"store": str(store.path), "resumed": True, **record}
+    cluster = config.cluster
+    embedded_cpus = None
+    if not cluster.address:
+        embedded_cpus = max(os.cpu_count() or 1, 1)
+    with ray_session(cluster.address, num_cpus=embedded_cpus):
+        report = build_gram(store.path, net=config.net, kind=config.kernel.kind, workers=cluster.workers,
+                            device=cluster.device, cpus_per_worker=cluster.cpus_per_worker)
+    missing = store.missing_blocks()
+    if missing:
+        raise RuntimeError(f"build finished with {len(missing)} blocks unrecorded, e.g. {missing[:3]}")
+    info = {"computed_blocks": report.computed, "skipped_blocks": report.skipped,
+            "seconds": round(report.seconds, 3), "entries_per_second": round(report.entries_per_second),
+            "workers": [{k: w[k] for k in ("pid", "note", "threads")} for w in report.workers]}
+    store.mark_stage("build", **info)
+    return {"store": str(store.path), "resumed": False, **info}
+
+
+# -- solve ---------------------------------------------------------------------------------------------------------
+def solve(config: Config) -> dict:
+    """Eigenvalues of the stored Gram matrix, written as the ``spectrum`` group (xarray)."""
+    import xarray as xr
+
+    from .linalg import exact_eigenvalues
+
+    store = _open_after(config, "build")
+    record = store.stage("solve")
+    if record is not None and record.get("solver") == config.solver.model_dump(mode="json"):
+        return {"store": str(store.path), "resumed": True, **record}
+    store.clear_stages("solve", "report")
+    start = time.perf_counter()
+    gram = store.gram[:]
+    values = exact_eigenvalues(gram, config.solver.k)
+    del gram
+    n = store.n
+    dataset = xr.Dataset(
+        {"eigenvalue": ("mode", values, {
+            "long_name": f"eigenvalue of the {config.kernel.kind.upper()} Gram matrix",
+            "description": "eigenvalues of K = [Θ(x_i, x_j)] itself (not divided by N), descending",
+        })},
+        coords={"mode": ("mode", np.arange(1, len(values) + 1), {"long_name": "index, 1 = largest"})},
+        attrs={
+            "title": f"ntkdist spectrum of run {config.run.name}",
+            "kind": config.kernel.kind,
+            "n": n,
+            "dim": store.dim,
+            "network": config.net.describe(),
+            "solver": config.solver.method,
+            "stored_dtype": config.kernel.dtype,
+            "config": config.to_dict(),
+            "versions": package_versions(),
+            "store_fingerprint": store.fingerprint,
+        },
+    )
+    store.write_spectrum(dataset)
+    seconds = round(time.perf_counter() - start, 3)
+    store.mark_stage("solve", solver=config.solver.model_dump(mode="json"), modes=len(values), seconds=seconds)
+    return {"store": str(store.path), "resumed": False, "modes": len(values), "seconds": seconds,
+            "lambda_max": float(values[0]), "lambda_min": float(values[-1])}
+
+
+# -- report --------------------------------------------------------------------------------------------------------
+def report_paths(config: Config) -> dict[str, Path]:
+    """Where the report of a run goes: beside the store, named after it."""
+    base = config.store_path.with_suffix("")
+    return {"plot": base.with_name(base.name + ".spectrum.png"), "summary": base.with_name(base.name + ".summary.md")}
+
+
+def report(config: Config) -> dict:
+    """Plot the spectrum (log-log) and write a markdown summary beside the store."""
+    from .report import plot_spectrum, summary_markdown
+
+    store = _open_after(config, "solve")
+    spectrum = store.read_spectrum()
+    values = spectrum["eigenvalue"].values
+    paths = report_paths(config)
+    plot_spectrum(values, paths["plot"], title=spectrum.attrs["title"], kind=config.kernel.kind)
+    text = summary_markdown(config, store, values, paths)
+    paths["summary"].write_text(text)
+    store.mark_stage("report", plot=str(paths["plot"]), summary=str(paths["summary"]))
+    return {"store": str(store.path), "plot": str(paths["plot"]), "summary": str(paths["summary"]),
+            "markdown": text}
+
+
+def run_all(config: Config, *, overwrite: bool = False) -> dict:
+    """All stages in order, without Prefect (what the flow does, for scripts and notebooks)."""
+    results = {"prepare": prepare(config, overwrite=overwrite)}
+    results["build"] = build(config)
+    results["solve"] = solve(config)
+    results["report"] = report(config)
+    return results

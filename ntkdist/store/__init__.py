@@ -1,0 +1,9 @@
+"""The store: the zarr layout of a run, its manifest and integrity checks, and readers for downstream users.
+
+Never imported by the math rooms (kernels, theory, linalg).
+"""
+
+from .run_store import FORMAT_VERSION, STAGES, RunStore, block_checksum
+from .readers import open_gram, open_inputs, open_spectrum
+
+__all__ = ["FORMAT_VERSION", "STAGES", "RunStore", "block_checksum", "open_gram", "open_inputs", "open_spectrum"]

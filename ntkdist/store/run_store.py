@@ -1,0 +1,268 @@
+"""One run's zarr v3 group: its inputs, its Gram matrix, the manifest of finished blocks, and its spectrum.
+
+Layout (see ``storage/README.md`` for the reader's view)::
+
+    <run>.zarr/
+      zarr.json          group attrs["ntkdist"]: format, config, fingerprint, versions, stage records
+      inputs             (N, d) float64, chunks (block, d)
+      gram               (N, N) float64|float32, chunks (block, block), fill NaN; the full symmetric matrix
+      manifest/blocks    (nb, nb) int64, chunks (1, 1), fill −1; CRC-32 of each finished upper block I ≤ J
+      spectrum/          xarray Dataset (consolidated): eigenvalue(mode), …
+
+Writes are chunk-aligned and idempotent: a block is written as its chunk and its mirror's chunk, and only then is
+its manifest entry set, so a crash never leaves a block that counts as finished without its bytes. A stage is
+recorded as complete in the group attrs after its last write, so nothing half-written looks complete.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import warnings
+import zlib
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from ..errors import StoreError
+
+FORMAT = "ntkdist-run"
+FORMAT_VERSION = 1
+INPUTS = "inputs"
+GRAM = "gram"
+MANIFEST = "manifest/blocks"
+SPECTRUM = "spectrum"
+STAGES = ("prepare", "build", "solve", "compare", "report")
+_NOT_DONE = -1
+
+
+def block_checksum(block: np.ndarray) -> int:
+    """CRC-32 of a block's bytes in C order (what the manifest records and `RunStore.verify` recomputes)."""
+    return zlib.crc32(np.ascontiguousarray(block).tobytes())
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class RunStore:
+    """Access to one run's store. Create with `RunStore.create`, open with `RunStore.open`."""
+
+    def __init__(self, group: zarr.Group, path: Path):
+        self._group = group
+        self.path = path
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path, *, n: int, dim: int, block: int, dtype: str, config: dict, fingerprint: str,
+               versions: dict, overwrite: bool = False) -> "RunStore":
+        """Create an empty run store (inputs, gram, manifest) and record the configuration.
+
+        Raises
+        ------
+        StoreError
+            If something already exists at ``path`` and ``overwrite`` is False.
+        """
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise StoreError(f"[run] store: {path} already exists; remove it, choose another store, or pass --overwrite")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        group = zarr.open_group(str(path), mode="w", zarr_format=3)
+        nb = -(-n // block)
+        group.create_array(INPUTS, shape=(n, dim), chunks=(min(block, n), dim), dtype="float64")
+        group.create_array(GRAM, shape=(n, n), chunks=(min(block, n),) * 2, dtype=dtype, fill_value=np.nan)
+        group.create_array(MANIFEST, shape=(nb, nb), chunks=(1, 1), dtype="int64", fill_value=_NOT_DONE)
+        group.attrs.update({
+            "ntkdist": {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "created": _now(),
+                "n": n,
+                "dim": dim,
+                "block": block,
+                "dtype": dtype,
+                "fingerprint": fingerprint,
+                "config": config,
+                "versions": versions,
+                "stages": {},
+            }
+        })
+        store = cls(group, path)
+        store._consolidate()
+        return store
+
+    @classmethod
+    def open(cls, path, mode: str = "r") -> "RunStore":
+        """Open an existing run store (``mode`` "r" or "r+").
+
+        Raises
+        ------
+        StoreError
+            If there is no ntkdist run store at ``path``.
+        """
+        path = Path(path)
+        if not (path / "zarr.json").is_file():
+            raise StoreError(f"{path}: no run store here; run `ntkdist run CONFIG.toml` to create one")
+        group = zarr.open_group(str(path), mode=mode)
+        meta = group.attrs.asdict().get("ntkdist", {})
+        if meta.get("format") != FORMAT:
+            raise StoreError(f"{path}: a zarr group, but not an ntkdist run store (no ntkdist attrs)")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise StoreError(
+                f"{path}: store format version {meta.get('format_version')} is not {FORMAT_VERSION}; "
+                "re-run it with this version of ntkdist"
+            )
+        return cls(group, path)
+
+    # -- metadata ----------------------------------------------------------------------------------------------
+    @property
+    def meta(self) -> dict[str, Any]:
+        return dict(self._group.attrs.asdict()["ntkdist"])
+
+    @property
+    def n(self) -> int:
+        return int(self.meta["n"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    @property
+    def block(self) -> int:
+        return int(self.meta["block"])
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.n // self.block)
+
+    @property
+    def config(self) -> dict:
+        return self.meta["config"]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta["fingerprint"]
+
+    def stage(self, name: str) -> dict | None:
+        """The record of a completed stage, or None."""
+        return self.meta["stages"].get(name)
+
+    def mark_stage(self, name: str, **info) -> None:
+        """Record a stage as complete (call after its last write)."""
+        if name not in STAGES:
+            raise ValueError(f"unknown stage {name!r}")
+        meta = self.meta
+        meta["stages"] = {**meta["stages"], name: {"completed": _now(), **info}}
+        self._write_meta(meta)
+
+    def clear_stages(self, *names: str) -> None:
+        """Forget stage records (before re-doing a stage, so a crash in between is not read as complete)."""
+        meta = self.meta
+        meta["stages"] = {k: v for k, v in meta["stages"].items() if k not in names}
+        self._write_meta(meta)
+
+    def _write_meta(self, meta: dict) -> None:
+        self._group.attrs.update({"ntkdist": meta})
+        self._consolidate()
+
+    def _consolidate(self) -> None:
+        # xarray opens ``spectrum`` through the root's consolidated metadata; a root that changed since its
+        # last consolidation would send it to a slow fallback with a warning, so re-consolidate on each change.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            zarr.consolidate_metadata(str(self.path), zarr_format=3)
+
+    # -- arrays ------------------------------------------------------------------------------------------------
+    @cached_property
+    def inputs(self) -> zarr.Array:
+        return self._group[INPUTS]
+
+    @cached_property
+    def gram(self) -> zarr.Array:
+        return self._group[GRAM]
+
+    @cached_property
+    def manifest(self) -> zarr.Array:
+        return self._group[MANIFEST]
+
+    def block_slice(self, index: int) -> slice:
+        return slice(index * self.block, min((index + 1) * self.block, self.n))
+
+    def upper_blocks(self) -> list[tuple[int, int]]:
+        nb = self.n_blocks
+        return [(i, j) for i in range(nb) for j in range(i, nb)]
+
+    def finished_blocks(self) -> np.ndarray:
+        """Boolean (nb, nb) matrix: True where the manifest records the upper block (I, J) as written."""
+        return self.manifest[:] != _NOT_DONE
+
+    def missing_blocks(self) -> list[tuple[int, int]]:
+        done = self.finished_blocks()
+        return [(i, j) for i, j in self.upper_blocks() if not done[i, j]]
+
+    def write_block(self, i: int, j: int, values: np.ndarray) -> int:
+        """Write the upper block (I, J), its mirror (J, I), then its manifest entry; returns the CRC-32.
+
+        Each write covers whole chunks, so concurrent writers of different blocks never touch the same object.
+        """
+        if i > j:
+            raise ValueError(f"write_block takes upper blocks (I ≤ J), got ({i}, {j})")
+        rows, cols = self.block_slice(i), self.block_slice(j)
+        expected = (rows.stop - rows.start, cols.stop - cols.start)
+        if values.shape != expected:
+            raise ValueError(f"block ({i}, {j}) has shape {values.shape}, expected {expected}")
+        values = np.ascontiguousarray(values, dtype=self.gram.dtype)
+        self.gram[rows, cols] = values
+        if i != j:
+            self.gram[cols, rows] = values.T
+        checksum = block_checksum(values)
+        self.manifest[i, j] = checksum
+        return checksum
+
+    def diagonal(self) -> np.ndarray:
+        """The diagonal K_ii of the stored Gram matrix (reads only the diagonal blocks), as float64."""
+        out = np.empty(self.n)
+        for i in range(self.n_blocks):
+            rows = self.block_slice(i)
+            out[rows] = np.diagonal(self.gram[rows, rows])
+        return out
+
+    # -- integrity ---------------------------------------------------------------------------------------------
+    def verify(self) -> list[str]:
+        """Re-read every finished block and compare with its manifest checksum; returns the problems found.
+
+        Checks that each upper block matches its CRC-32, that its mirror is its exact transpose, and that no
+        value is NaN (the fill of unwritten chunks). An empty list means the stored Gram matrix is intact.
+        """
+        problems = []
+        manifest = self.manifest[:]
+        for i, j in self.upper_blocks():
+            if manifest[i, j] == _NOT_DONE:
+                problems.append(f"block ({i}, {j}) was never written")
+                continue
+            rows, cols = self.block_slice(i), self.block_slice(j)
+            upper = self.gram[rows, cols]
+            if block_checksum(upper) != manifest[i, j]:
+                problems.append(f"block ({i}, {j}) does not match its checksum")
+            elif np.isnan(upper).any():
+                problems.append(f"block ({i}, {j}) holds NaN")
+            if i != j and not np.array_equal(self.gram[cols, rows], upper.T):
+                problems.append(f"block ({j}, {i}) is not the transpose of block ({i}, {j})")
+        return problems
+
+    # -- spectrum ----------------------------------------------------------------------------------------------
+    def write_spectrum(self, dataset) -> None:
+        """Write (replace) the ``spectrum`` group from an xarray Dataset, with consolidated metadata so that
+        ``xarray.open_zarr(store, group="spectrum")`` opens it without a fallback warning."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            dataset.to_zarr(str(self.path), group=SPECTRUM, mode="w", zarr_format=3, consolidated=True)
+
+    def read_spectrum(self):
+        import xarray as xr
+
+        if SPECTRUM not in self._group:
+            raise StoreError(f"{self.path}: has no spectrum yet; run the solve stage (`ntkdist run`) first")
+        return xr.open_zarr(str(self.path), group=SPECTRUM)

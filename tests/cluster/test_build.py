@@ -1,0 +1,220 @@
+"""Building stored Gram matrices on a real local Ray (2 CPUs) with real zarr stores on disk."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ntkdist
+from ntkdist import pipeline
+from ntkdist.cluster import build_gram, plan_tasks
+from ntkdist.config import load_config
+from ntkdist.store import RunStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def prepared(config):
+    pipeline.prepare(config)
+    return RunStore.open(config.store_path, mode="r+")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_pool_builds_the_exact_gram_of_the_stored_inputs(ray_local, make_config, dtype):
+    config = make_config(data={"n": 450, "dim": 5, "source": "gaussian"}, kernel={"block": 100, "dtype": dtype},
+                         network={"depth": 3, "bias_var": 0.2})
+    store = prepared(config)
+    report = build_gram(store.path, net=config.net, kind="ntk", workers=2, device="cpu")
+    assert report.computed == 15 and report.skipped == 0
+    assert len({w["pid"] for w in report.workers}) == 2 and all(w["threads"] == 1 for w in report.workers)
+    expected = ntkdist.ntk(store.inputs[:], net=config.net, dtype=dtype)
+    assert np.array_equal(store.gram[:], expected)
+    assert store.verify() == []
+
+
+def test_nngp_kind_is_built_too(ray_local, make_config):
+    config = make_config(kernel={"kind": "nngp", "block": 64}, network={"activation": "erf"})
+    store = prepared(config)
+    build_gram(store.path, net=config.net, kind="nngp", workers=2, device="cpu")
+    assert np.array_equal(store.gram[:], ntkdist.nngp(store.inputs[:], net=config.net))
+
+
+def test_rebuild_computes_only_missing_blocks(ray_local, make_config):
+    config = make_config(kernel={"block": 64})
+    store = prepared(config)
+    build_gram(store.path, net=config.net, kind="ntk", workers=2, device="cpu")
+    first = store.gram[:]
+    # Forget three blocks as a crash between writing chunks and recording them would.
+    lost = [(0, 1), (2, 4), (3, 3)]
+    for i, j in lost:
+        store.manifest[i, j] = -1
+        store.gram[store.block_slice(i), store.block_slice(j)] = np.nan
+    report = build_gram(store.path, net=config.net, kind="ntk", workers=2, device="cpu")
+    assert report.computed == len(lost) and report.skipped == len(store.upper_blocks()) - len(lost)
+    assert np.array_equal(store.gram[:], first) and store.verify() == []
+    again = build_gram(store.path, net=config.net, kind="ntk", workers=2, device="cpu")
+    assert again.computed == 0
+
+
+def test_tasks_cover_each_missing_block_once_longest_rows_first():
+    missing = [(i, j) for i in range(5) for j in range(i, 5) if (i, j) != (1, 3)]
+    tasks = plan_tasks(missing, per_task=2)
+    flat = [b for t in tasks for b in t]
+    assert sorted(flat) == sorted(missing) and len(flat) == len(set(flat))
+    assert all(len({i for i, _ in t}) == 1 for t in tasks)  # a task stays on one block row
+    assert tasks[0][0][0] == 0
+
+
+def _listening_sockets_of_descendants() -> list[tuple[int, str]]:
+    """(pid, local address) of every listening TCP socket owned by this process or its descendants."""
+    me = os.getpid()
+    parent = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parent[int(entry.name)] = int(fields[1])
+            except OSError:
+                continue
+
+    def descends(pid):
+        while pid in parent and pid > 1:
+            if pid == me:
+                return True
+            pid = parent[pid]
+        return False
+
+    inode_owner = {}
+    for pid in parent:
+        if not descends(pid):
+            continue
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inode_owner[target[8:-1]] = pid
+        except OSError:
+            continue
+    found = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inode_owner:  # 0A = LISTEN
+                found.append((inode_owner[cols[9]], cols[1].split(":")[0]))
+    return found
+
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+
+
+def test_embedded_ray_listens_on_loopback_only(ray_local):
+    sockets = _listening_sockets_of_descendants()
+    assert sockets, "found no listening sockets of the embedded Ray"
+    assert all(addr in LOOPBACK for _, addr in sockets), sockets
+
+
+@pytest.mark.slow
+def test_gpu_workers_are_placed_one_per_logical_gpu(tmp_path):
+    """A fresh Ray declaring two logical GPUs: one actor per GPU, each told a different device."""
+    script = textwrap.dedent(f"""
+        import json, numpy as np, ntkdist
+        from ntkdist import pipeline
+        from ntkdist.cluster import start_local_ray, build_gram
+        from ntkdist.config import Config
+        from ntkdist.store import RunStore
+        start_local_ray(num_cpus=2, num_gpus=2)
+        config = Config.from_dict({{"run": {{"name": "g", "store": "{tmp_path / 'g.zarr'}"}},
+                                    "data": {{"source": "sphere", "n": 200, "dim": 4}},
+                                    "network": {{"depth": 2}}, "kernel": {{"block": 50}},
+                                    "cluster": {{"workers": 2, "device": "auto"}}}})
+        pipeline.prepare(config)
+        report = build_gram(config.store_path, net=config.net, kind="ntk", workers=2, device="auto")
+        store = RunStore.open(config.store_path)
+        exact = bool(np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net)))
+        print(json.dumps({{"workers": report.workers, "exact": exact}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    import json
+
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    gpu_ids = [w["gpu_ids"] for w in result["workers"]]
+    assert sorted(g for ids in gpu_ids for g in ids) == ["0", "1"]
+    assert all("logical gpu" in w["note"] or w["array_module"] == "cupy" for w in result["workers"])
+    assert result["exact"]
+
+
+@pytest.mark.slow
+def test_killed_build_resumes_without_recomputing_written_blocks(tmp_path):
+    """SIGKILL the whole run mid-build; a re-run keeps every recorded block's bytes and finishes the rest."""
+    config_path = tmp_path / "kill.toml"
+    store_path = tmp_path / "kill.zarr"
+    config_path.write_text(textwrap.dedent(f"""
+        [run]
+        name = "kill"
+        store = "{store_path}"
+        [data]
+        source = "sphere"
+        n = 1500
+        dim = 3
+        [network]
+        depth = 3
+        [kernel]
+        block = 50
+        [cluster]
+        workers = 1
+        device = "cpu"
+    """))
+    script = textwrap.dedent(f"""
+        from ntkdist import pipeline
+        from ntkdist.config import load_config
+        config = load_config("{config_path}")
+        pipeline.prepare(config)
+        pipeline.build(config)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    total = 30 * 31 // 2
+    try:
+        deadline = time.time() + 240
+        done = 0
+        while time.time() < deadline:
+            time.sleep(0.05)
+            try:
+                done = int(RunStore.open(store_path).finished_blocks().sum())
+            except Exception:  # the store is being created
+                continue
+            if done >= 40:
+                break
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    store = RunStore.open(store_path)
+    recorded = store.finished_blocks()
+    assert 40 <= recorded.sum() < total, "the build was not interrupted mid-way"
+    assert store.stage("build") is None
+    snapshot = {(i, j): store.gram[store.block_slice(i), store.block_slice(j)]
+                for i, j in zip(*np.nonzero(recorded))}
+    chunk_times = {(i, j): (store_path / "gram" / "c" / str(i) / str(j)).stat().st_mtime_ns
+                   for i, j in snapshot}
+
+    rerun = subprocess.run([sys.executable, "-m", "ntkdist.cli", "run", str(config_path)], cwd=REPO,
+                           capture_output=True, text=True, timeout=400,
+                           env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")})
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    store = RunStore.open(store_path)
+    assert store.stage("build")["skipped_blocks"] == len(snapshot)
+    for (i, j), values in snapshot.items():
+        assert np.array_equal(store.gram[store.block_slice(i), store.block_slice(j)], values)
+        assert (store_path / "gram" / "c" / str(i) / str(j)).stat().st_mtime_ns == chunk_times[(i, j)]
+    assert store.verify() == []
+    config = load_config(config_path)
+    assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net))

@@ -1,0 +1,116 @@
+"""The run store on real zarr directories: layout, manifest, integrity checks, readers."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from ntkdist.errors import StoreError
+from ntkdist.store import RunStore, block_checksum, open_gram, open_spectrum
+
+
+def make_store(path, n=10, dim=3, block=4, dtype="float64"):
+    return RunStore.create(path, n=n, dim=dim, block=block, dtype=dtype, config={"run": {"name": "x"}},
+                           fingerprint="f" * 64, versions={"numpy": np.__version__})
+
+
+def symmetric(n, seed=0):
+    a = np.random.default_rng(seed).standard_normal((n, n))
+    return a + a.T
+
+
+def write_all(store, matrix):
+    for i, j in store.upper_blocks():
+        store.write_block(i, j, matrix[store.block_slice(i), store.block_slice(j)])
+
+
+def test_layout_is_plain_zarr_v3(tmp_path):
+    store = make_store(tmp_path / "r.zarr")
+    K = symmetric(10)
+    write_all(store, K)
+    meta = json.loads((tmp_path / "r.zarr" / "zarr.json").read_text())
+    assert meta["zarr_format"] == 3
+    gram = zarr.open_array(str(tmp_path / "r.zarr" / "gram"), mode="r")
+    assert gram.shape == (10, 10) and gram.chunks == (4, 4)
+    assert np.array_equal(gram[:], K)
+    manifest = zarr.open_array(str(tmp_path / "r.zarr" / "manifest" / "blocks"), mode="r")[:]
+    for i, j in store.upper_blocks():
+        assert manifest[i, j] == block_checksum(K[store.block_slice(i), store.block_slice(j)])
+    assert np.all(manifest[np.tril_indices(3, -1)] == -1)
+
+
+def test_unwritten_blocks_are_nan_and_listed_missing(tmp_path):
+    store = make_store(tmp_path / "r.zarr")
+    K = symmetric(10)
+    store.write_block(0, 2, K[0:4, 8:10])
+    assert store.missing_blocks() == [(0, 0), (0, 1), (1, 1), (1, 2), (2, 2)]
+    assert np.isnan(store.gram[0:4, 0:4]).all()
+    assert np.array_equal(store.gram[8:10, 0:4], K[8:10, 0:4])
+    with pytest.raises(StoreError, match="incomplete"):
+        open_gram(tmp_path / "r.zarr")
+    assert open_gram(tmp_path / "r.zarr", require_complete=False).shape == (10, 10)
+
+
+def test_verify_finds_corruption_missing_blocks_and_broken_mirrors(tmp_path):
+    store = make_store(tmp_path / "r.zarr")
+    K = symmetric(10)
+    write_all(store, K)
+    assert store.verify() == []
+    store.gram[4:8, 8:10] = np.nextafter(K[4:8, 8:10], np.inf)  # one ulp: a bit flip
+    store.gram[8:10, 0:4] = 0.0
+    store.manifest[2, 2] = -1
+    problems = store.verify()
+    assert "block (1, 2) does not match its checksum" in problems
+    assert "block (2, 0) is not the transpose of block (0, 2)" in problems
+    assert "block (2, 2) was never written" in problems
+
+
+def test_write_block_rejects_lower_blocks_and_wrong_shapes(tmp_path):
+    store = make_store(tmp_path / "r.zarr")
+    with pytest.raises(ValueError, match="upper blocks"):
+        store.write_block(1, 0, np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="expected \\(2, 2\\)"):
+        store.write_block(2, 2, np.zeros((4, 4)))
+
+
+def test_float32_store_keeps_float32_bytes(tmp_path):
+    store = make_store(tmp_path / "r.zarr", dtype="float32")
+    K = symmetric(10)
+    write_all(store, K)
+    assert store.gram.dtype == np.float32
+    assert np.array_equal(store.gram[:], K.astype(np.float32))
+    assert store.verify() == []
+
+
+def test_stages_and_spectrum_round_trip(tmp_path):
+    store = make_store(tmp_path / "r.zarr")
+    assert store.stage("solve") is None
+    store.mark_stage("prepare", seconds=1.0)
+    ds = xr.Dataset({"eigenvalue": ("mode", np.array([3.0, 2.0, 1.0]))}, coords={"mode": [1, 2, 3]},
+                    attrs={"config": {"run": {"name": "x"}}})
+    store.write_spectrum(ds)
+    store.mark_stage("solve", modes=3)
+    reopened = RunStore.open(tmp_path / "r.zarr")
+    assert reopened.stage("prepare")["seconds"] == 1.0 and reopened.stage("solve")["modes"] == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # xarray's fallback for unconsolidated metadata warns
+        spectrum = xr.open_zarr(str(tmp_path / "r.zarr"), group="spectrum")
+    assert list(spectrum["eigenvalue"].values) == [3.0, 2.0, 1.0]
+    assert spectrum.attrs["config"] == {"run": {"name": "x"}}
+    assert open_spectrum(tmp_path / "r.zarr")["eigenvalue"].dims == ("mode",)
+
+
+def test_existing_store_is_not_overwritten_by_accident(tmp_path):
+    make_store(tmp_path / "r.zarr")
+    with pytest.raises(StoreError, match="already exists"):
+        make_store(tmp_path / "r.zarr")
+    with pytest.raises(StoreError, match="no run store"):
+        RunStore.open(tmp_path / "nothing.zarr")
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
+    with pytest.raises(StoreError, match="not an ntkdist run store"):
+        RunStore.open(tmp_path / "other.zarr")

@@ -1,0 +1,53 @@
+"""The configuration schema: the documented example and the demo validate; defaults resolve as documented."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from ntkdist.config import Config, load_config
+from ntkdist.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_config_is_the_documented_default_job():
+    config = load_config(REPO / "examples" / "demo.toml")
+    assert (config.data.source, config.data.n, config.data.dim) == ("sphere", 4000, 3)
+    assert (config.network.activation, config.network.depth) == ("relu", 2)
+    assert config.store_path == (Path.cwd() / "storage" / "runs" / "demo.zarr").resolve()
+
+
+def test_readme_example_config_validates():
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
+    config = Config.from_dict(tomllib.loads(block))
+    assert config.solver.k == 500 and config.data.source == "npy"
+
+
+def test_storage_root_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("NTKDIST_STORAGE", str(tmp_path))
+    config = Config.from_dict({"run": {"name": "x"}, "data": {"source": "gaussian", "n": 5, "dim": 2},
+                               "network": {"depth": 1}})
+    assert config.store_path == tmp_path / "runs" / "x.zarr"
+
+
+def test_fingerprint_changes_with_what_determines_the_gram_only():
+    base = {"run": {"name": "x"}, "data": {"source": "gaussian", "n": 5, "dim": 2}, "network": {"depth": 1}}
+    a = Config.from_dict(base).kernel_fingerprint("d")
+    assert Config.from_dict({**base, "solver": {"k": 3}}).kernel_fingerprint("d") == a
+    assert Config.from_dict({**base, "cluster": {"workers": 7}}).kernel_fingerprint("d") == a
+    assert Config.from_dict({**base, "network": {"depth": 2}}).kernel_fingerprint("d") != a
+    assert Config.from_dict({**base, "kernel": {"dtype": "float32"}}).kernel_fingerprint("d") != a
+    assert Config.from_dict(base).kernel_fingerprint("other data") != a
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as info:
+        Config.from_dict({"run": {"name": "x"}, "data": {"source": "gaussian", "n": 0, "dim": 2},
+                          "network": {"depth": 1, "weight_var": -1.0}}, source="c.toml")
+    message = str(info.value)
+    assert "[data] n" in message and "[network] weight_var" in message and message.startswith("Invalid configuration c.toml")
