@@ -29,11 +29,12 @@ BLOCKS_PER_TASK = 4
 class GramBlockWorker:
     """Computes and writes Gram blocks of one run store (runs as a Ray actor; plain class for in-process use)."""
 
-    def __init__(self, store_path: str, network: dict, kind: str, device: str, threads: int):
+    def __init__(self, store_path: str, net: MLP, kind: str, device: str, threads: int):
         from threadpoolctl import threadpool_limits
 
         self._store = RunStore.open(store_path, mode="r+")
-        self._net = MLP(**{k: v for k, v in network.items() if k != "parameterization"})
+        # The driver's own MLP object travels by Ray's serialisation (so user-defined activations work too).
+        self._net = net
         self._kind = kind
         self._dtype = self._store.meta["dtype"]
         self._threads = max(1, int(threads))
@@ -180,7 +181,7 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
     resources = resources_per_worker(device, workers, cpus_per_worker)
     threads = max(1, int(resources["num_cpus"]))
     Actor = ray.remote(GramBlockWorker)
-    actors = [Actor.options(**resources).remote(str(store_path), net.describe(), kind, device, threads)
+    actors = [Actor.options(**resources).remote(str(store_path), net, kind, device, threads)
               for _ in range(workers)]
     report.workers = ray.get([a.describe.remote() for a in actors])
     for info in report.workers:

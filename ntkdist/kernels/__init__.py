@@ -3,11 +3,11 @@
 Pure functions on arrays; ``xp`` is NumPy or CuPy, whichever holds the input. Never imports ray, prefect or zarr.
 """
 
-from .activations import Activation, Erf, ReLU, available_activations, get_activation
+from .activations import ABReLU, Abs, Activation, Erf, LeakyReLU, ReLU, available_activations, get_activation
 from .gram import DTYPES, KINDS, TILE, gram_block, nngp, ntk, validate_inputs
 from .network import MLP
 
 __all__ = [
-    "Activation", "Erf", "ReLU", "available_activations", "get_activation",
+    "ABReLU", "Abs", "Activation", "Erf", "LeakyReLU", "ReLU", "available_activations", "get_activation",
     "MLP", "DTYPES", "KINDS", "TILE", "gram_block", "nngp", "ntk", "validate_inputs",
 ]

@@ -124,49 +124,99 @@ def theta_minus_sin(theta):
     return xp.where(theta < 0.5, series, theta - xp.sin(theta))
 
 
-class ReLU(Activation):
-    """φ(x) = max(x, 0); closed forms from the arc-cosine kernel of degree 1 (Cho & Saul 2009).
+class ABReLU(Activation):
+    """φ(x) = a·min(x, 0) + b·max(x, 0): ReLU (0, 1), leaky ReLU (slope, 1), |x| (−1, 1).
 
-    E[φ(u)φ(v)] = √(q_x q_y)(sin θ + (π − θ) cos θ)/(2π),   E[φ'(u)φ'(v)] = (π − θ)/(2π),
-    E φ(u)² = q/2.  Derivative at 0 is 0 (as JAX's), so a zero-variance unit contributes nothing.
+    Closed forms from the arc-cosine kernel of degree 1 (Cho & Saul 2009), through φ(x) = αx + β|x| with
+    α = (a + b)/2, β = (b − a)/2 (the cross terms E[u|v|] vanish by symmetry). With J(θ) = sin θ + (π − θ)cos θ:
+
+        E[φ(u)φ(v)]   = √(q_x q_y)·(ab·cos θ + (2β²/π)·J(θ))
+        E[φ'(u)φ'(v)] = ab + (2β²/π)·(π − θ)
+        E φ(u)²       = q·(a² + b²)/2
+
+    The Cauchy–Schwarz gaps come from the even part's kernel A(θ) = 2 sin θ + (π − 2θ)cos θ = A(π − θ), written
+    so that no term cancels near θ = 0 or θ = π. φ'(0) := a (for ReLU 0, the convention of JAX).
     """
 
-    name = "relu"
+    def __init__(self, a: float = 0.0, b: float = 1.0):
+        a, b = float(a), float(b)
+        if not (math.isfinite(a) and math.isfinite(b)) or (a == 0.0 and b == 0.0):
+            raise ValueError(f"activation: abrelu needs finite slopes, not both zero, got a={a}, b={b}")
+        self.a, self.b = a, b
+        self._ab = a * b
+        self._alpha2 = (0.5 * (a + b)) ** 2
+        self._beta2 = (0.5 * (b - a)) ** 2
+        self._second = 0.5 * (a * a + b * b)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return _ABRELU_NAMES.get((self.a, self.b), "abrelu")
+
+    def describe(self) -> str:
+        if (self.a, self.b) in _ABRELU_NAMES:
+            return self.name
+        if self.b == 1.0:
+            return f"leaky_relu({self.a!r})"
+        return f"abrelu({self.a!r}, {self.b!r})"
+
+    def __repr__(self) -> str:
+        return f"ABReLU(a={self.a!r}, b={self.b!r})"
 
     def __call__(self, x):
         xp = array_module(x)
-        return xp.maximum(x, 0.0)
+        return self.a * xp.minimum(x, 0.0) + self.b * xp.maximum(x, 0.0)
 
     def derivative(self, x):
         xp = array_module(x)
-        return xp.where(x > 0, 1.0, 0.0)
+        return xp.where(x > 0, self.b, self.a)
 
     def second_moment(self, q):
-        return 0.5 * q
+        return self._second * q
 
     def derivative_second_moment(self, q):
         xp = array_module(q)
-        # Zero variance means u ≡ 0 and φ'(0) = 0.
-        return xp.where(q > 0, 0.5, 0.0)
+        # Zero variance means u ≡ 0 and φ'(0) = a.
+        return xp.where(q > 0, self._second, self.a * self.a)
 
     def pair_moments(self, qx, qy, c, e, f):
         xp = array_module(qx, qy, c, e, f)
         theta, pi_minus_theta = correlation_angle(e, f)
         scale = xp.sqrt(qx * qy)
+        near_zero = c >= 0.0  # θ ≤ π/2
         sin_theta = xp.sqrt(e * f)
-        # J(θ) = sin θ + (π − θ) cos θ ≥ 0. Near θ = π the two terms cancel to (π − θ)³/3; there it is
-        # rewritten with φ = π − θ as φ·(1 + ρ) − (φ − sin φ), whose terms differ by a factor of 3 at most.
-        j_near_zero = sin_theta + pi_minus_theta * c
-        j_near_pi = pi_minus_theta * f - theta_minus_sin(pi_minus_theta)
-        j = xp.where(c >= 0.0, j_near_zero, j_near_pi)
-        # π − J = (π − θ)(1 − ρ) + (θ − sin θ): both terms ≥ 0, nothing cancels as θ → 0.
-        pi_minus_j = pi_minus_theta * e + theta_minus_sin(theta)
+        # J near θ = π: the two terms cancel to (π − θ)³/3; with φ = π − θ it is φ·(1 + ρ) − (φ − sin φ).
+        j = xp.where(near_zero, sin_theta + pi_minus_theta * c,
+                     pi_minus_theta * f - theta_minus_sin(pi_minus_theta))
+        beta_term = 2.0 * self._beta2 / _PI
+        even = 2.0 * j - _PI * c  # A(θ) ≥ 0
+        # π − A(θ) = (1 − ρ)(π − 2θ) + 2(θ − sin θ) for θ ≤ π/2, and the same in π − θ, 1 + ρ beyond.
+        pi_minus_even = xp.where(near_zero,
+                                 e * (_PI - 2.0 * theta) + 2.0 * theta_minus_sin(theta),
+                                 f * (_PI - 2.0 * pi_minus_theta) + 2.0 * theta_minus_sin(pi_minus_theta))
         return PairMoments(
-            cov=scale * j / _TWO_PI,
-            dcov=pi_minus_theta / _TWO_PI,
-            gap_parallel=scale * pi_minus_j / _TWO_PI,
-            gap_antiparallel=scale * (_PI + j) / _TWO_PI,
+            cov=scale * (self._ab * c + beta_term * j),
+            dcov=self._ab + beta_term * pi_minus_theta,
+            gap_parallel=scale * (self._alpha2 * e + (self._beta2 / _PI) * pi_minus_even),
+            gap_antiparallel=scale * (self._alpha2 * f + (self._beta2 / _PI) * (_PI + even)),
         )
+
+
+_ABRELU_NAMES = {(0.0, 1.0): "relu", (-1.0, 1.0): "abs"}
+
+
+def ReLU() -> ABReLU:
+    """max(x, 0)."""
+    return ABReLU(0.0, 1.0)
+
+
+def LeakyReLU(slope: float = 0.01) -> ABReLU:
+    """x for x > 0, slope·x otherwise."""
+    return ABReLU(float(slope), 1.0)
+
+
+def Abs() -> ABReLU:
+    """|x|."""
+    return ABReLU(-1.0, 1.0)
 
 
 class Erf(Activation):
@@ -214,8 +264,11 @@ class Erf(Activation):
         )
 
 
-_REGISTRY: dict[str, type[Activation]] = {
+_REGISTRY = {
     "relu": ReLU,
+    "leaky_relu": LeakyReLU,
+    "abs": Abs,
+    "abrelu": ABReLU,
     "erf": Erf,
 }
 
@@ -225,21 +278,39 @@ def available_activations() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _parse_spec(spec: str):
+    """'leaky_relu(0.1)' → ('leaky_relu', [0.1]); 'relu' → ('relu', [])."""
+    text = spec.strip().lower()
+    if "(" not in text:
+        return text, []
+    if not text.endswith(")"):
+        raise ValueError(f"activation: cannot parse {spec!r}; write name or name(arg, ...), e.g. leaky_relu(0.1)")
+    name, _, inside = text[:-1].partition("(")
+    args = []
+    for piece in filter(None, (p.strip() for p in inside.split(","))):
+        try:
+            args.append(float(piece))
+        except ValueError:
+            raise ValueError(f"activation: argument {piece!r} of {spec!r} is not a number") from None
+    return name.strip(), args
+
+
 def get_activation(spec) -> Activation:
-    """Resolve an activation from its name or pass an `Activation` through.
+    """Resolve an activation from its spec string (``"relu"``, ``"leaky_relu(0.1)"``) or pass one through.
 
     Raises
     ------
     ValueError
-        For an unknown name; the message lists the known ones.
+        For an unknown name or arguments the activation does not take; the message lists the known names.
     """
     if isinstance(spec, Activation):
         return spec
-    if isinstance(spec, str):
-        key = spec.strip().lower()
-        if key in _REGISTRY:
-            return _REGISTRY[key]()
-        raise ValueError(
-            f"activation: unknown activation {spec!r}; use one of {', '.join(available_activations())}"
-        )
-    raise TypeError(f"activation: expected a name or an Activation, got {type(spec).__name__}")
+    if not isinstance(spec, str):
+        raise TypeError(f"activation: expected a name or an Activation, got {type(spec).__name__}")
+    name, args = _parse_spec(spec)
+    if name not in _REGISTRY:
+        raise ValueError(f"activation: unknown activation {spec!r}; use one of {', '.join(available_activations())}")
+    try:
+        return _REGISTRY[name](*args)
+    except TypeError:
+        raise ValueError(f"activation: {name} does not take the arguments {args} given in {spec!r}") from None

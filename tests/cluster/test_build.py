@@ -73,9 +73,7 @@ def test_tasks_cover_each_missing_block_once_longest_rows_first():
     assert tasks[0][0][0] == 0
 
 
-def _listening_sockets_of_descendants() -> list[tuple[int, str]]:
-    """(pid, local address) of every listening TCP socket owned by this process or its descendants."""
-    me = os.getpid()
+def _process_parents() -> dict[int, int]:
     parent = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -84,18 +82,42 @@ def _listening_sockets_of_descendants() -> list[tuple[int, str]]:
                 parent[int(entry.name)] = int(fields[1])
             except OSError:
                 continue
+    return parent
 
-    def descends(pid):
-        while pid in parent and pid > 1:
-            if pid == me:
-                return True
-            pid = parent[pid]
-        return False
 
+def descendants(root: int) -> set[int]:
+    """Every live process below ``root`` in the process tree (root included)."""
+    parent = _process_parents()
+    found = {root}
+    changed = True
+    while changed:
+        changed = False
+        for pid, ppid in parent.items():
+            if ppid in found and pid not in found:
+                found.add(pid)
+                changed = True
+    return found & (set(parent) | {root})
+
+
+def kill_tree(root: int) -> None:
+    """SIGKILL a process and everything it started (Ray's raylet, GCS and actors included), as a node loss would."""
+    for _ in range(20):
+        alive = descendants(root)
+        if not alive:
+            return
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+
+
+def _listening_sockets_of_descendants() -> list[tuple[int, str]]:
+    """(pid, local address) of every listening TCP socket owned by this process or its descendants."""
+    mine = descendants(os.getpid())
     inode_owner = {}
-    for pid in parent:
-        if not descends(pid):
-            continue
+    for pid in mine:
         try:
             for fd in Path(f"/proc/{pid}/fd").iterdir():
                 target = os.readlink(fd)
@@ -154,7 +176,8 @@ def test_gpu_workers_are_placed_one_per_logical_gpu(tmp_path):
 
 @pytest.mark.slow
 def test_killed_build_resumes_without_recomputing_written_blocks(tmp_path):
-    """SIGKILL the whole run mid-build; a re-run keeps every recorded block's bytes and finishes the rest."""
+    """SIGKILL the whole run (driver, Ray and its actors) mid-build; a re-run keeps every recorded block's bytes
+    and finishes the rest."""
     config_path = tmp_path / "kill.toml"
     store_path = tmp_path / "kill.zarr"
     config_path.write_text(textwrap.dedent(f"""
@@ -180,7 +203,7 @@ def test_killed_build_resumes_without_recomputing_written_blocks(tmp_path):
         pipeline.prepare(config)
         pipeline.build(config)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, start_new_session=True,
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     total = 30 * 31 // 2
     try:
@@ -194,8 +217,8 @@ def test_killed_build_resumes_without_recomputing_written_blocks(tmp_path):
                 continue
             if done >= 40:
                 break
-        os.killpg(proc.pid, signal.SIGKILL)
     finally:
+        kill_tree(proc.pid)
         proc.wait(timeout=60)
     store = RunStore.open(store_path)
     recorded = store.finished_blocks()
