@@ -30,15 +30,12 @@ class GramBlockWorker:
     """Computes and writes Gram blocks of one run store (runs as a Ray actor; plain class for in-process use)."""
 
     def __init__(self, store_path: str, net: MLP, kind: str, device: str, threads: int):
-        from threadpoolctl import threadpool_limits
-
         self._store = RunStore.open(store_path, mode="r+")
         # The driver's own MLP object travels by Ray's serialisation (so user-defined activations work too).
         self._net = net
         self._kind = kind
         self._dtype = self._store.meta["dtype"]
-        self._threads = max(1, int(threads))
-        self._blas_limit = threadpool_limits(self._threads)
+        self._threads = max(1, int(threads))  # the CPUs Ray gave this actor: tile threads of gram_block
         self._xp, self._device_note = _choose_array_module(device)
         self._row_cache: tuple[int, object] | None = None
 
@@ -69,7 +66,8 @@ class GramBlockWorker:
             start = time.perf_counter()
             rows = self._rows(i)
             cols = None if i == j else self._xp.asarray(self._store.inputs[self._store.block_slice(j)])
-            values = gram_block(rows, cols, net=self._net, kind=self._kind, dtype=self._dtype)
+            values = gram_block(rows, cols, net=self._net, kind=self._kind, dtype=self._dtype,
+                                threads=self._threads)
             checksum = self._store.write_block(i, j, to_numpy(values))
             records.append({"block": (i, j), "crc32": checksum, "seconds": time.perf_counter() - start,
                             "pid": os.getpid()})

@@ -4,10 +4,11 @@ Pure functions on arrays; ``xp`` is NumPy or CuPy, whichever holds the input. Ne
 """
 
 from .activations import ABReLU, Abs, Activation, Erf, LeakyReLU, ReLU, available_activations, get_activation
-from .gram import DTYPES, KINDS, TILE, gram_block, nngp, ntk, validate_inputs
+from .gram import DTYPES, ENGINES, KINDS, TILE, default_threads, gram_block, nngp, ntk, resolve_engine, validate_inputs
 from .network import MLP
 
 __all__ = [
     "ABReLU", "Abs", "Activation", "Erf", "LeakyReLU", "ReLU", "available_activations", "get_activation",
-    "MLP", "DTYPES", "KINDS", "TILE", "gram_block", "nngp", "ntk", "validate_inputs",
+    "MLP", "DTYPES", "ENGINES", "KINDS", "TILE", "default_threads", "gram_block", "nngp", "ntk", "resolve_engine",
+    "validate_inputs",
 ]

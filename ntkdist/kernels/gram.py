@@ -14,6 +14,9 @@ a point's correlation with itself is then exactly 1.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 from ._xp import array_module
 from .analytic import recursion
 from .network import MLP
@@ -26,6 +29,7 @@ NEAR_PARALLEL = 1e-2
 _GATHER = 4096
 
 KINDS = ("ntk", "nngp")
+ENGINES = ("auto", "fused", "array")
 DTYPES = ("float64", "float32")
 
 
@@ -128,7 +132,53 @@ def _tile_kernel(net, kind, X_tile, Y_tile, sq_x, sq_y, n_x, n_y):
     return ntk if kind == "ntk" else nngp
 
 
-def gram_block(X_rows, X_cols=None, *, net: MLP, kind: str = "ntk", dtype: str = "float64"):
+def default_threads() -> int:
+    """Threads for the tile loop: ``NTKDIST_THREADS`` if set, else the CPUs this process may run on."""
+    env = os.environ.get("NTKDIST_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_engine(engine: str, xp, activation) -> str:
+    """The engine a Gram computation will use.
+
+    ``"auto"`` picks the fused compiled path when it has the activation (ABReLU family and erf: `fused_cpu`
+    for NumPy inputs, `fused_gpu` for CuPy inputs), else the NumPy/CuPy reference path ``"array"``. The two agree
+    to a few ulps; a given engine is bit-for-bit reproducible, and every caller (`ntk`, the store's workers) uses
+    ``"auto"``, so a stored Gram matrix equals `ntk` of its inputs exactly.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine: must be one of {', '.join(ENGINES)}, got {engine!r}")
+    on_cpu = xp.__name__ == "numpy"
+    fused = _fused_cpu_supports(activation) if on_cpu else _fused_gpu_supports(activation)
+    if engine == "auto":
+        return "fused" if fused else "array"
+    if engine == "fused" and not fused:
+        raise ValueError(f"engine: \"fused\" has no {activation.describe()} kernel for "
+                         f"{'NumPy' if on_cpu else 'CuPy'} inputs; use engine=\"auto\"")
+    return engine
+
+
+def _fused_cpu_supports(activation) -> bool:
+    try:
+        from . import fused_cpu
+    except ImportError:  # numba missing: the reference path still works
+        return False
+    return fused_cpu.supports(activation)
+
+
+def _fused_gpu_supports(activation) -> bool:
+    from . import fused_gpu
+
+    return fused_gpu.supports(activation)
+
+
+def gram_block(X_rows, X_cols=None, *, net: MLP, kind: str = "ntk", dtype: str = "float64",
+               engine: str = "auto", threads: int | None = None):
     """The kernel between two sets of points: the entry point of workers that build stored Gram blocks.
 
     Parameters
@@ -141,6 +191,10 @@ def gram_block(X_rows, X_cols=None, *, net: MLP, kind: str = "ntk", dtype: str =
     kind : {"ntk", "nngp"}
     dtype : {"float64", "float32"}
         Storage precision of the result. The arithmetic is float64 in either case.
+    engine : {"auto", "fused", "array"}
+        See `resolve_engine`; leave at "auto" unless comparing engines.
+    threads : int, optional
+        CPU threads over tiles (default `default_threads`); BLAS runs single-threaded inside each.
 
     Returns
     -------
@@ -152,34 +206,95 @@ def gram_block(X_rows, X_cols=None, *, net: MLP, kind: str = "ntk", dtype: str =
     if symmetric:
         Y = X
     xp = array_module(X)
+    engine = resolve_engine(engine, xp, net.activation)
     n, m = X.shape[0], Y.shape[0]
     out = xp.empty((n, m), dtype=dtype)
     if n == 0 or m == 0:
         return out
     sq_x = row_sq_norms(X)
     sq_y = sq_x if symmetric else row_sq_norms(Y)
+    if engine == "fused" and xp.__name__ != "numpy":
+        from . import fused_gpu
+
+        return fused_gpu.gram(X, None if symmetric else Y, net=net, kind=kind, dtype=dtype, sq_x=sq_x, sq_y=sq_y,
+                              near=NEAR_PARALLEL)
     Xp = _padded(X)
     Yp = Xp if symmetric else _padded(Y)
-    for i0 in range(0, n, TILE):
-        i1 = min(i0 + TILE, n)
-        for j0 in range(i0 if symmetric else 0, m, TILE):
-            j1 = min(j0 + TILE, m)
+    tiles = [(i0, j0) for i0 in range(0, n, TILE) for j0 in range(i0 if symmetric else 0, m, TILE)]
+    if engine == "fused":
+        run = _fused_runner(net, kind, X, Y, Xp, Yp, sq_x, sq_y, symmetric, out)
+    else:
+        def run(tile):
+            i0, j0 = tile
+            i1, j1 = min(i0 + TILE, n), min(j0 + TILE, m)
             Y_tile = Yp[j0:j0 + TILE]
             if symmetric and i0 == j0:
                 # numpy routes A @ A.T to SYRK, whose rounding may differ from the GEMM of every other tile.
                 Y_tile = Y_tile.copy()
-            tile = _tile_kernel(net, kind, Xp[i0:i0 + TILE], Y_tile, sq_x[i0:i1], sq_y[j0:j1], i1 - i0, j1 - j0)
+            values = _tile_kernel(net, kind, Xp[i0:i0 + TILE], Y_tile, sq_x[i0:i1], sq_y[j0:j1], i1 - i0, j1 - j0)
             if symmetric and i0 == j0:
                 # The lower triangle of a diagonal tile is the mirror of its upper triangle (row = lower index).
-                upper = xp.triu(tile)
-                tile = upper + xp.triu(tile, 1).T
-            out[i0:i1, j0:j1] = tile
+                values = xp.triu(values) + xp.triu(values, 1).T
+            out[i0:i1, j0:j1] = values
             if symmetric and j0 != i0:
-                out[j0:j1, i0:i1] = tile.T
+                out[j0:j1, i0:i1] = values.T
+
+    if xp.__name__ != "numpy":
+        for tile in tiles:
+            run(tile)
+        return out
+    from threadpoolctl import threadpool_limits
+
+    # Parallel over tiles, one BLAS thread each: the tile GEMMs are small and many, and a multi-threaded BLAS
+    # inside a busy tile loop spends its time waiting for its own threads.
+    workers = min(threads or default_threads(), len(tiles))
+    with threadpool_limits(limits=1, user_api="blas"):
+        if workers <= 1:
+            for tile in tiles:
+                run(tile)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                for _ in pool.map(run, tiles):
+                    pass
     return out
 
 
-def ntk(X, Y=None, *, net: MLP, dtype: str = "float64"):
+def _fused_runner(net: MLP, kind: str, X, Y, Xp, Yp, sq_x, sq_y, symmetric: bool, out):
+    """The per-tile function of the fused CPU engine: BLAS product, then `fused_cpu.fused_tile` straight into
+    ``out`` (and the mirror tile by a blocked transpose)."""
+    import numpy as np
+
+    from .fused_cpu import activation_parameters, fused_tile, mirror_upper, transpose_into
+
+    def normalised(Z, sq):
+        return Z / np.sqrt(np.where(sq > 0, sq, 1.0))[:, None]
+
+    x_hat = normalised(X, sq_x)
+    y_hat = x_hat if symmetric else normalised(Y, sq_y)
+    params = activation_parameters(net.activation)
+    want_ntk = kind == "ntk"
+    n, m = out.shape
+
+    def run(tile):
+        i0, j0 = tile
+        i1, j1 = min(i0 + TILE, n), min(j0 + TILE, m)
+        Y_tile = Yp[j0:j0 + TILE]
+        if symmetric and i0 == j0:
+            Y_tile = Y_tile.copy()  # not SYRK (see gram_block)
+        inner = Xp[i0:i0 + TILE] @ Y_tile.T
+        target = out[i0:i1, j0:j1]
+        fused_tile(inner, x_hat[i0:i1], y_hat[j0:j1], sq_x[i0:i1], sq_y[j0:j1], NEAR_PARALLEL, net.depth,
+                   net.weight_var, net.bias_var, *params, want_ntk, target)
+        if symmetric:
+            if i0 == j0:
+                mirror_upper(target)
+            else:
+                transpose_into(target, out[j0:j1, i0:i1])
+
+    return run
+
+
+def ntk(X, Y=None, *, net: MLP, dtype: str = "float64", engine: str = "auto", threads: int | None = None):
     """Infinite-width neural tangent kernel Θ(x_i, y_j) of ``net`` (neural-tangents ``stax`` convention).
 
     Parameters
@@ -195,10 +310,10 @@ def ntk(X, Y=None, *, net: MLP, dtype: str = "float64"):
     -------
     (n, m) array in the array module of X: the Gram matrix itself, not divided by n.
     """
-    return gram_block(X, Y, net=net, kind="ntk", dtype=dtype)
+    return gram_block(X, Y, net=net, kind="ntk", dtype=dtype, engine=engine, threads=threads)
 
 
-def nngp(X, Y=None, *, net: MLP, dtype: str = "float64"):
+def nngp(X, Y=None, *, net: MLP, dtype: str = "float64", engine: str = "auto", threads: int | None = None):
     """Infinite-width NNGP kernel Σ(x_i, y_j) of the readout of ``net``; arguments as `ntk`."""
-    return gram_block(X, Y, net=net, kind="nngp", dtype=dtype)
+    return gram_block(X, Y, net=net, kind="nngp", dtype=dtype, engine=engine, threads=threads)
 

@@ -1,0 +1,298 @@
+"""The fused CPU path: the whole depth recursion of a tile in one compiled pass, tiles spread over all cores.
+
+`gram.gram_block` hands each TILE × TILE tile here after its input inner products (one fixed-shape BLAS call) and
+the near-parallel corrections. For every row of the tile the kernel keeps the pair state of that row (ρ, 1 − ρ,
+1 + ρ, Θ and the Cauchy–Schwarz gaps, a few KiB) in L1 and sweeps it through all depth + 1 layers; the sweep
+over the row's columns is an innermost loop of arithmetic, square roots, divisions and selects that LLVM
+vectorises (AVX2/AVX-512). The arctangent it needs is a branch-free polynomial (below) rather than a libm call,
+which would stop the vectoriser: numba's pip wheels have no SVML.
+
+The arithmetic is the same as `ntkdist.kernels.activations` (ABReLU family and erf), written out per element;
+results agree with the NumPy path to a few ulps, and are bit-for-bit reproducible for a given tile shape.
+Supported activations: the ABReLU family (relu, leaky_relu, abs, abrelu) and erf; others use the NumPy path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .activations import ABReLU, Erf
+
+# asin(x) = x + x³·P(x²) for 0 ≤ x ≤ 1/√2; P is the degree-18 polynomial interpolating (asin(x) − x)/x³ at the
+# Chebyshev nodes of z = x² ∈ [0, 1/2] (coefficients solved in 60-digit arithmetic with mpmath). Max relative
+# error of asin over the interval in float64 Horner evaluation: 1.2e-16 (tests/kernels/test_fused_cpu.py checks).
+_ASIN_P = (0.16666666666666669, 0.07499999999998412, 0.04464285714665563, 0.030381944084994415,
+           0.0223721770065477, 0.017352221539201188, 0.013975730180211136, 0.01139924601483468,
+           0.011310924828955462, -0.0032941927380090922, 0.07377343868679113, -0.2809947932275328,
+           0.952265420570822, -2.3535297860232123, 4.3847119392409954, -5.883233416999023,
+           5.436384462318588, -3.0948547605199717, 0.8387674099544927)
+_A0, _A1, _A2, _A3, _A4, _A5, _A6, _A7, _A8, _A9 = _ASIN_P[:10]
+_A10, _A11, _A12, _A13, _A14, _A15, _A16, _A17, _A18 = _ASIN_P[10:]
+_SQRT_HALF = math.sqrt(0.5)
+_PI = math.pi
+_HALF_PI = math.pi / 2.0
+
+_ENGINE_ACTIVATIONS = (ABReLU, Erf)
+
+
+def supports(activation) -> bool:
+    """Whether the fused path has this activation compiled in."""
+    return type(activation) in _ENGINE_ACTIVATIONS
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def asin_half(x):
+    """asin(x) for 0 ≤ x ≤ 1/√2: arithmetic only (Horner), so loops calling it vectorise."""
+    z = x * x
+    p = _A18
+    p = p * z + _A17
+    p = p * z + _A16
+    p = p * z + _A15
+    p = p * z + _A14
+    p = p * z + _A13
+    p = p * z + _A12
+    p = p * z + _A11
+    p = p * z + _A10
+    p = p * z + _A9
+    p = p * z + _A8
+    p = p * z + _A7
+    p = p * z + _A6
+    p = p * z + _A5
+    p = p * z + _A4
+    p = p * z + _A3
+    p = p * z + _A2
+    p = p * z + _A1
+    p = p * z + _A0
+    return x + x * z * p
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def asin_unit(x):
+    """asin(x) for −1 ≤ x ≤ 1, via asin(t) = π/2 − 2·asin(√((1 − t)/2)) above t = 1/√2 (no branches)."""
+    t = abs(x)
+    inner = asin_half(t if t <= _SQRT_HALF else 0.0)
+    outer = _HALF_PI - 2.0 * asin_half(math.sqrt(0.5 * (1.0 - t)) if t > _SQRT_HALF else 0.0)
+    y = inner if t <= _SQRT_HALF else outer
+    return y if x >= 0.0 else -y
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def theta_minus_sin(theta, sin_theta):
+    """θ − sin θ: a Taylor series below 0.5 (where the difference would cancel), the difference above."""
+    t2 = theta * theta
+    series = theta * t2 * (1.0 / 6.0 - t2 * (1.0 / 120.0 - t2 * (1.0 / 5040.0 - t2 * (
+        1.0 / 362880.0 - t2 * (1.0 / 39916800.0 - t2 * (1.0 / 6227020800.0 - t2 / 1307674368000.0))))))
+    return series if theta < 0.5 else theta - sin_theta
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _clip(x, lo, hi):
+    return lo if x < lo else (hi if x > hi else x)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def _row_layers(sq, dim, depth, w, b, act_kind, second):
+    """Per layer and point: the Dense layer's input variance E_l (E_0 = ‖x‖²/d), √E_l, its output variance
+    q_l = w·E_l + b, √q_l, and (erf) 1/√(1 + 2q_l)."""
+    n = sq.shape[0]
+    var = np.empty((depth + 1, n))
+    q = np.empty((depth + 1, n))
+    for i in range(n):
+        v = sq[i] / dim
+        for layer in range(depth + 1):
+            var[layer, i] = v
+            ql = w * v + b
+            q[layer, i] = ql
+            if act_kind == 0:
+                v = second * ql
+            else:
+                v = (2.0 / _PI) * math.asin(2.0 * ql / (1.0 + 2.0 * ql))
+    return var, np.sqrt(var), q, np.sqrt(q), 1.0 / np.sqrt(1.0 + 2.0 * q)
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _input_row(i, inner, sq_x, sq_y, x_hat, y_hat, near, cov, gap_lo, gap_hi):
+    """Row i of the input moments: ⟨x, y⟩ and ‖x‖‖y‖ ∓ ⟨x, y⟩, near-(anti)parallel pairs from x̂ ∓ ŷ.
+
+    The same rule as `gram.input_moments`: where a gap is below ``near``·‖x‖‖y‖ it is recomputed as
+    ‖x‖‖y‖·‖x̂ ∓ ŷ‖²/2, summed in index order.
+    """
+    m = cov.shape[0]
+    d = x_hat.shape[1]
+    sx = sq_x[i]
+    flagged = 0
+    for j in range(m):
+        prod = math.sqrt(sx * sq_y[j])
+        value = inner[i, j]
+        lo = prod - value
+        hi = prod + value
+        cov[j] = value
+        gap_lo[j] = lo
+        gap_hi[j] = hi
+        threshold = near * prod
+        flagged += 1 if (lo < threshold or hi < threshold) and prod > 0.0 else 0
+    if flagged == 0:
+        return
+    for j in range(m):
+        prod = math.sqrt(sx * sq_y[j])
+        threshold = near * prod
+        if prod > 0.0 and (gap_lo[j] < threshold or gap_hi[j] < threshold):
+            sign = -1.0 if gap_lo[j] < threshold else 1.0
+            acc = 0.0
+            for k in range(d):
+                t = x_hat[i, k] + sign * y_hat[j, k]
+                acc += t * t
+            gap = prod * (0.5 * acc)
+            if sign < 0.0:
+                gap_lo[j] = gap
+                cov[j] = prod - gap
+                gap_hi[j] = 2.0 * prod - gap
+            else:
+                gap_hi[j] = gap
+                cov[j] = gap - prod
+                gap_lo[j] = 2.0 * prod - gap
+        gap_lo[j] = max(gap_lo[j], 0.0)
+        gap_hi[j] = max(gap_hi[j], 0.0)
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def fused_tile(inner, x_hat, y_hat, sq_x, sq_y, near, depth, w, b, act_kind, ab, alpha2, beta2, second,
+               want_ntk, out):
+    """NNGP or NTK of one tile, every layer fused; writes ``out`` (n, m) float64.
+
+    Parameters
+    ----------
+    inner : (≥n, ≥m) array
+        ⟨x_i, y_j⟩ from the tile's fixed-shape BLAS product (only the top-left n × m is read).
+    x_hat, y_hat : (n, d), (m, d) arrays
+        The rows divided by their norms (zero rows stay zero), for near-parallel pairs.
+    sq_x, sq_y : squared norms.
+    act_kind : 0 for the ABReLU family (ab = a·b, α² = ((a+b)/2)², β² = ((b−a)/2)², second = (a²+b²)/2), 1 for erf.
+    """
+    n, m = out.shape
+    dim = x_hat.shape[1]
+    var_x, root_var_x, q_x, root_q_x, inv_x = _row_layers(sq_x, dim, depth, w, b, act_kind, second)
+    var_y, root_var_y, q_y, root_q_y, inv_y = _row_layers(sq_y, dim, depth, w, b, act_kind, second)
+    inv_d = 1.0 / dim
+    cov = np.empty(m)
+    gap_lo = np.empty(m)
+    gap_hi = np.empty(m)
+    dcov = np.empty(m)
+    theta = np.empty(m)
+    for i in range(n):
+        _input_row(i, inner, sq_x, sq_y, x_hat, y_hat, near, cov, gap_lo, gap_hi)
+        for j in range(m):
+            cov[j] *= inv_d
+            gap_lo[j] *= inv_d
+            gap_hi[j] *= inv_d
+            dcov[j] = 0.0
+            theta[j] = 0.0
+        for layer in range(depth):
+            if act_kind == 0:
+                _abrelu_layer(root_var_x[layer, i], root_q_x[layer, i], root_var_y[layer], root_q_y[layer],
+                              w, b, ab, alpha2, beta2, cov, gap_lo, gap_hi, dcov, theta)
+            else:
+                _erf_layer(root_var_x[layer, i], root_q_x[layer, i], q_x[layer, i], inv_x[layer, i],
+                           root_var_x[layer + 1, i], root_var_y[layer], root_q_y[layer], q_y[layer], inv_y[layer],
+                           root_var_y[layer + 1], w, b, cov, gap_lo, gap_hi, dcov, theta)
+        # The readout Dense layer: Σ and Θ only.
+        for j in range(m):
+            sigma = w * cov[j] + b
+            theta[j] = sigma + w * dcov[j] * theta[j]
+            out[i, j] = theta[j] if want_ntk else sigma
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _dense(rx, rqx, ry, rqy, w, b, cov, below, above):
+    """One Dense layer for one pair (`ntkdist.kernels.analytic.dense_layer`) with one division:
+    Σ, √(q_x q_y), ρ, 1 − ρ, 1 + ρ, from the input moments and the roots √E, √q of both points."""
+    sigma = w * cov + b
+    scale = rqx * rqy
+    positive = scale > 0.0
+    geometric = w * (rx * ry) + b
+    total = scale + geometric
+    inv = 1.0 / (total * scale) if positive else 0.0
+    diff = rx - ry
+    am_gm = (b * w) * diff * diff  # AM–GM gap × (scale + geometric)
+    c = _clip(sigma * total * inv, -1.0, 1.0) if positive else 0.0
+    e = _clip((am_gm + w * below * total) * inv, 0.0, 2.0) if positive else 1.0
+    f = _clip((am_gm + (2.0 * b + w * above) * total) * inv, 0.0, 2.0) if positive else 1.0
+    return sigma, scale, c, e, f
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _abrelu_layer(rx, rqx, root_var_y, root_q_y, w, b, ab, alpha2, beta2, cov, gap_lo, gap_hi, dcov, theta):
+    """Dense + ABReLU over one row of pairs (`ntkdist.kernels.activations.ABReLU.pair_moments`).
+
+    α = min(θ, π − θ) = 2·asin(√(min(1 − ρ, 1 + ρ)/2)), and sin θ = √((1 − ρ)(1 + ρ)): two square roots, no
+    division, no library call.
+    """
+    beta_term = 2.0 * beta2 / _PI
+    beta_over_pi = beta2 / _PI
+    for j in range(cov.shape[0]):
+        sigma, scale, c, e, f = _dense(rx, rqx, root_var_y[j], root_q_y[j], w, b, cov[j], gap_lo[j], gap_hi[j])
+        theta[j] = sigma + w * dcov[j] * theta[j]
+        near_zero = e <= f
+        small = e if near_zero else f
+        alpha = 2.0 * asin_half(math.sqrt(0.5 * small))
+        sin_theta = math.sqrt(e * f)
+        tms = theta_minus_sin(alpha, sin_theta)
+        pi_minus_theta = _PI - alpha if near_zero else alpha
+        j_val = sin_theta + pi_minus_theta * c if near_zero else alpha * f - tms
+        pi_minus_even = small * (_PI - 2.0 * alpha) + 2.0 * tms
+        even = 2.0 * j_val - _PI * c
+        cov[j] = scale * (ab * c + beta_term * j_val)
+        dcov[j] = ab + beta_term * pi_minus_theta
+        gap_lo[j] = scale * (alpha2 * e + beta_over_pi * pi_minus_even)
+        gap_hi[j] = scale * (alpha2 * f + beta_over_pi * (_PI + even))
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _erf_layer(rx, rqx, qx, inv_x, next_rx, root_var_y, root_q_y, q_y, inv_y, next_root_var_y, w, b,
+               cov, gap_lo, gap_hi, dcov, theta):
+    """Dense + erf over one row of pairs (Williams 1997)."""
+    for j in range(cov.shape[0]):
+        qy = q_y[j]
+        sigma, scale, c, e, f = _dense(rx, rqx, root_var_y[j], root_q_y[j], w, b, cov[j], gap_lo[j], gap_hi[j])
+        theta[j] = sigma + w * dcov[j] * theta[j]
+        value = (2.0 / _PI) * asin_unit(2.0 * c * scale * inv_x * inv_y[j])
+        det = 1.0 + 2.0 * (qx + qy) + 4.0 * qx * qy * (e * f)
+        root = next_rx * next_root_var_y[j]
+        cov[j] = value
+        dcov[j] = (4.0 / _PI) / math.sqrt(det)
+        gap_lo[j] = max(root - value, 0.0)
+        gap_hi[j] = max(root + value, 0.0)
+
+
+def activation_parameters(activation):
+    """(act_kind, ab, α², β², (a² + b²)/2) for `fused_tile`."""
+    if isinstance(activation, ABReLU):
+        a, b = activation.a, activation.b
+        return 0, a * b, (0.5 * (a + b)) ** 2, (0.5 * (b - a)) ** 2, 0.5 * (a * a + b * b)
+    if isinstance(activation, Erf):
+        return 1, 0.0, 0.0, 0.0, 0.0
+    raise TypeError(f"the fused CPU path has no {activation!r}")
+
+
+@njit(nogil=True, cache=True)
+def transpose_into(source, target):
+    """target[:] = source.T in 32 × 32 blocks (the mirror of an off-diagonal tile; cache-friendly)."""
+    n, m = source.shape
+    for i0 in range(0, n, 32):
+        for j0 in range(0, m, 32):
+            for j in range(j0, min(j0 + 32, m)):
+                for i in range(i0, min(i0 + 32, n)):
+                    target[j, i] = source[i, j]
+
+
+@njit(nogil=True, cache=True)
+def mirror_upper(square):
+    """Lower triangle := transpose of the upper triangle (a diagonal tile: the pair (i, j) is computed with the
+    lower index as the row)."""
+    n = square.shape[0]
+    for i in range(n):
+        for j in range(i + 1, n):
+            square[j, i] = square[i, j]

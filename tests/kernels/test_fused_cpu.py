@@ -1,0 +1,91 @@
+"""The fused CPU engine: its polynomial arcsine, and agreement with the reference (array) engine and 40 digits."""
+
+from __future__ import annotations
+
+import mpmath as mp
+import numpy as np
+import pytest
+
+import ntkdist
+from ntkdist.kernels import MLP
+from ntkdist.kernels.activations import Activation
+from ntkdist.kernels.fused_cpu import asin_half, asin_unit
+
+from .test_closed_forms import assert_kernel_close, mp_kernels, tricky_inputs
+
+mp.mp.dps = 40
+
+
+def test_polynomial_arcsine_is_accurate_to_rounding():
+    x = np.concatenate([np.linspace(0.0, np.sqrt(0.5), 3001), np.geomspace(1e-300, 1e-3, 200)])
+    got = np.array([asin_half(v) for v in x])
+    ref = np.array([float(mp.asin(mp.mpf(v))) for v in x])
+    assert np.all(np.abs(got - ref) <= 2.5e-16 * np.abs(ref))
+    x = np.concatenate([-np.linspace(0, 1, 2001), np.linspace(0, 1, 2001), 1 - np.geomspace(1e-16, 1e-3, 100)])
+    got = np.array([asin_unit(v) for v in x])
+    ref = np.array([float(mp.asin(mp.mpf(v))) for v in x])
+    assert np.all(np.abs(got - ref) <= 4e-16 * np.maximum(np.abs(ref), 1e-300))
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu(0.2)", "abs", "abrelu(-0.5, 2.0)", "erf"])
+@pytest.mark.parametrize("bias_var", [0.0, 0.4])
+def test_fused_engine_agrees_with_the_array_engine(activation, bias_var):
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((600, 7)) * rng.uniform(0.05, 8.0, size=(600, 1))
+    X[3] = 0.0
+    X[10] = 2.5 * X[11]
+    X[12] = -X[13]
+    X[14] = X[15] + 1e-10
+    for depth in (1, 2, 5):
+        net = MLP(depth=depth, activation=activation, weight_var=1.7, bias_var=bias_var)
+        for kind in ("ntk", "nngp"):
+            ref = ntkdist.gram_block(X, net=net, kind=kind, engine="array")
+            got = ntkdist.gram_block(X, net=net, kind=kind, engine="fused")
+            scale = np.sqrt(np.outer(np.diag(ref), np.diag(ref)))
+            assert_kernel_close(got, ref, scale, rtol=1e-13, sizable=1e-2)
+            assert np.array_equal(got, got.T)
+
+
+@pytest.mark.parametrize("activation", ["relu", "erf"])
+def test_fused_engine_matches_40_digits_on_tricky_inputs(activation):
+    rng = np.random.default_rng(12)
+    X = tricky_inputs(rng)
+    net = MLP(depth=3, activation=activation, weight_var=1.3, bias_var=0.2)
+    got = ntkdist.ntk(X, net=net, engine="fused")
+    ref = np.array([[mp_kernels(x, y, depth=3, activation=activation, w=1.3, b=0.2)[1] for y in X] for x in X])
+    assert_kernel_close(got, ref, np.sqrt(np.outer(np.diag(ref), np.diag(ref))), sizable=1e-6)
+
+
+def test_results_do_not_depend_on_threads_or_blocks():
+    rng = np.random.default_rng(13)
+    X = rng.standard_normal((900, 16))
+    net = MLP(depth=2, bias_var=0.1)
+    one = ntkdist.ntk(X, net=net, threads=1)
+    assert np.array_equal(one, ntkdist.ntk(X, net=net, threads=2))
+    rows = ntkdist.ntk(X[:333], X, net=net, threads=2)
+    assert np.array_equal(rows, one[:333])
+
+
+def test_engines_are_chosen_and_refused_clearly():
+    class Cube(Activation):
+        name = "cube"
+
+        def __call__(self, x):
+            return x**3
+
+        def derivative(self, x):
+            return 3 * x**2
+
+        def second_moment(self, q):
+            return 15 * q**3
+
+        def derivative_second_moment(self, q):
+            return 27 * q**2
+
+        def pair_moments(self, qx, qy, c, e, f):  # pragma: no cover - never reached
+            raise AssertionError
+
+    with pytest.raises(ValueError, match="engine: \"fused\" has no cube kernel"):
+        ntkdist.ntk(np.ones((2, 2)), net=MLP(depth=1, activation=Cube()), engine="fused")
+    with pytest.raises(ValueError, match="engine: must be one of"):
+        ntkdist.ntk(np.ones((2, 2)), net=MLP(depth=1), engine="gpu")
