@@ -7,7 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench install clean-venv
+# neural-tangents, the reference library, runs as a peer in its own environment (it needs an old JAX);
+# the tests compare ntkdist's kernels with it and bench/ times it. No TensorFlow: see bench/neural_tangents_reference.py.
+NT_VENV  := .venv-nt
+NT_STAMP := $(NT_VENV)/.installed-stamp
+NT_PINS  := jax==0.4.26 jaxlib==0.4.26 numpy==1.26.4 scipy==1.12.0 ml_dtypes==0.5.4 opt_einsum==3.4.0 frozendict==2.5.1
+
+.PHONY: demo test bench bench-peer install clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,16 +24,25 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
+$(NT_STAMP):
+	$(PYTHON) -m venv $(NT_VENV)
+	$(NT_VENV)/bin/python -m pip install --quiet $(NT_PINS)
+	$(NT_VENV)/bin/python -m pip install --quiet --no-deps neural-tangents==0.6.5
+	touch $(NT_STAMP)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/ntkdist run examples/demo.toml
 
-test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: $(STAMP) $(NT_STAMP)
+	NTKDIST_NT_PYTHON=$(NT_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.kernels
 
+bench-peer: $(NT_STAMP)
+	$(NT_VENV)/bin/python bench/neural_tangents_reference.py speed 8000 64 2 5
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(NT_VENV)

@@ -6,11 +6,11 @@ The top level re-exports the math a user reaches for first; the workflow lives i
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from .kernels import MLP, gram_block, nngp, ntk
+from .kernels import MLP, empirical_ntk, gram_block, nngp, ntk
 
 try:
     __version__ = _version("ntkdist")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["MLP", "gram_block", "nngp", "ntk", "__version__"]
+__all__ = ["MLP", "empirical_ntk", "gram_block", "nngp", "ntk", "__version__"]

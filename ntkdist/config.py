@@ -6,8 +6,8 @@ resolved against the current working directory.
 
     [run]      name, store (default: $NTKDIST_STORAGE or ./storage, then runs/<name>.zarr)
     [data]     source = "sphere" | "gaussian" | "npy", n, dim, seed, path (npy), radius (sphere)
-    [network]  depth, activation, weight_var, bias_var
-    [kernel]   kind = "ntk" | "nngp", dtype = "float64" | "float32", block
+    [network]  depth, activation, weight_var, bias_var, width and seed (finite-width kinds)
+    [kernel]   kind = "ntk" | "nngp" | "empirical_ntk" | "empirical_nngp", dtype = "float64" | "float32", block
     [solver]   method = "exact", k
     [cluster]  address ("" starts an embedded local Ray), workers, device, cpus_per_worker
 """
@@ -73,6 +73,10 @@ class NetworkSection(_Section):
     activation: str = "relu"
     weight_var: float = Field(default=2.0, gt=0.0)
     bias_var: float = Field(default=0.0, ge=0.0)
+    #: Hidden width of the sampled network of the empirical kinds (one int, or one per hidden layer).
+    width: int | list[int] | None = None
+    #: Seed of the sampled network of the empirical kinds.
+    seed: int = Field(default=0, ge=0)
 
     @field_validator("activation")
     @classmethod
@@ -84,7 +88,7 @@ class NetworkSection(_Section):
 
 
 class KernelSection(_Section):
-    kind: Literal["ntk", "nngp"] = "ntk"
+    kind: Literal["ntk", "nngp", "empirical_ntk", "empirical_nngp"] = "ntk"
     dtype: Literal["float64", "float32"] = "float64"
     block: int = Field(default=DEFAULT_BLOCK, ge=1, le=MAX_BLOCK)
 
@@ -113,6 +117,19 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _cross_section(self):
+        empirical = self.kernel.kind.startswith("empirical")
+        width = self.network.width
+        if empirical and width is None:
+            raise ValueError(f"[network] width: required for [kernel] kind = {self.kernel.kind!r} (the hidden width "
+                             "of the sampled network)")
+        if not empirical and (width is not None or "seed" in self.network.model_fields_set):
+            raise ValueError("[network] width: width and seed describe a sampled network; they are only used with "
+                             "[kernel] kind = \"empirical_ntk\" or \"empirical_nngp\"")
+        if width is not None:
+            widths = [width] if isinstance(width, int) else list(width)
+            if len(widths) not in (1, self.network.depth) or min(widths) < 1:
+                raise ValueError(f"[network] width: give one width ≥ 1 or one per hidden layer "
+                                 f"({self.network.depth}), got {width!r}")
         n = self.data.n
         if n is not None:
             if self.solver.k is not None and self.solver.k > n:
@@ -169,9 +186,12 @@ class Config(_Section):
         Two runs with the same fingerprint write the same bytes, so a store with a matching fingerprint can be
         resumed; ``data_digest`` is the digest of the input array (see `ntkdist.datasets.digest`).
         """
+        network = self.net.describe()
+        if self.kernel.kind.startswith("empirical"):
+            network = {**network, "width": self.network.width, "seed": self.network.seed}
         payload = {
             "data": data_digest,
-            "network": self.net.describe(),
+            "network": network,
             "kernel": {"kind": self.kernel.kind, "dtype": self.kernel.dtype, "block": self.kernel.block},
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -141,7 +141,8 @@ def build(config: Config) -> dict:
         embedded_cpus = max(os.cpu_count() or 1, 1)
     with ray_session(cluster.address, num_cpus=embedded_cpus):
         report = build_gram(store.path, net=config.net, kind=config.kernel.kind, workers=cluster.workers,
-                            device=cluster.device, cpus_per_worker=cluster.cpus_per_worker)
+                            device=cluster.device, cpus_per_worker=cluster.cpus_per_worker,
+                            width=config.network.width, seed=config.network.seed)
     missing = store.missing_blocks()
     if missing:
         raise RuntimeError(f"build finished with {len(missing)} blocks unrecorded, e.g. {missing[:3]}")

@@ -51,3 +51,22 @@ def test_every_problem_is_reported_at_once():
                           "network": {"depth": 1, "weight_var": -1.0}}, source="c.toml")
     message = str(info.value)
     assert "[data] n" in message and "[network] weight_var" in message and message.startswith("Invalid configuration c.toml")
+
+
+def test_finite_width_kinds_need_a_width_and_only_they_take_one():
+    base = {"run": {"name": "x"}, "data": {"source": "gaussian", "n": 5, "dim": 2}}
+    ok = Config.from_dict({**base, "network": {"depth": 2, "width": [64, 32], "seed": 3},
+                           "kernel": {"kind": "empirical_ntk"}})
+    assert ok.network.width == [64, 32]
+    fingerprint = ok.kernel_fingerprint("d")
+    other_seed = Config.from_dict({**base, "network": {"depth": 2, "width": [64, 32], "seed": 4},
+                                   "kernel": {"kind": "empirical_ntk"}})
+    assert other_seed.kernel_fingerprint("d") != fingerprint
+    for network, kernel, needle in [
+        ({"depth": 2}, {"kind": "empirical_ntk"}, "[network] width: required"),
+        ({"depth": 2, "width": 64}, {"kind": "ntk"}, "only used with"),
+        ({"depth": 2, "width": [8, 8, 8]}, {"kind": "empirical_nngp"}, "one per hidden layer"),
+        ({"depth": 2, "width": 0}, {"kind": "empirical_ntk"}, "[network] width"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            Config.from_dict({**base, "network": network, "kernel": kernel})

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..kernels import MLP, gram_block
+from ..kernels import MLP, empirical_gram_block, gram_block, sample_network
 from ..kernels._xp import to_numpy
 from ..store import RunStore
 
@@ -29,11 +29,14 @@ BLOCKS_PER_TASK = 4
 class GramBlockWorker:
     """Computes and writes Gram blocks of one run store (runs as a Ray actor; plain class for in-process use)."""
 
-    def __init__(self, store_path: str, net: MLP, kind: str, device: str, threads: int):
+    def __init__(self, store_path: str, net: MLP, kind: str, device: str, threads: int, width=None, seed: int = 0):
         self._store = RunStore.open(store_path, mode="r+")
         # The driver's own MLP object travels by Ray's serialisation (so user-defined activations work too).
         self._net = net
         self._kind = kind
+        # Empirical kinds: every worker draws the same network from the seed (it does not depend on the data).
+        self._sampled = (sample_network(net, dim=self._store.dim, width=width, seed=seed)
+                         if kind.startswith("empirical_") else None)
         self._dtype = self._store.meta["dtype"]
         self._threads = max(1, int(threads))  # the CPUs Ray gave this actor: tile threads of gram_block
         self._xp, self._device_note = _choose_array_module(device)
@@ -66,8 +69,12 @@ class GramBlockWorker:
             start = time.perf_counter()
             rows = self._rows(i)
             cols = None if i == j else self._xp.asarray(self._store.inputs[self._store.block_slice(j)])
-            values = gram_block(rows, cols, net=self._net, kind=self._kind, dtype=self._dtype,
-                                threads=self._threads)
+            if self._sampled is not None:
+                values = empirical_gram_block(rows, cols, params=self._sampled, kind=self._kind[len("empirical_"):],
+                                              dtype=self._dtype)
+            else:
+                values = gram_block(rows, cols, net=self._net, kind=self._kind, dtype=self._dtype,
+                                    threads=self._threads)
             checksum = self._store.write_block(i, j, to_numpy(values))
             records.append({"block": (i, j), "crc32": checksum, "seconds": time.perf_counter() - start,
                             "pid": os.getpid()})
@@ -157,11 +164,13 @@ def resources_per_worker(device: str, workers: int, cpus_per_worker: float | Non
 
 
 def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "auto",
-               cpus_per_worker: float | None = None, per_task: int = BLOCKS_PER_TASK) -> BuildReport:
+               cpus_per_worker: float | None = None, per_task: int = BLOCKS_PER_TASK, width=None,
+               seed: int = 0) -> BuildReport:
     """Compute every missing upper block of the store's Gram matrix with a pool of Ray actors.
 
     Ray must already be initialised (see `ray_session`). Blocks already in the manifest are skipped, so calling
-    this again after a crash resumes the build.
+    this again after a crash resumes the build. ``kind`` is "ntk" or "nngp" (infinite width), or
+    "empirical_ntk"/"empirical_nngp" for the network of hidden ``width`` drawn from ``seed``.
 
     Returns
     -------
@@ -179,7 +188,7 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
     resources = resources_per_worker(device, workers, cpus_per_worker)
     threads = max(1, int(resources["num_cpus"]))
     Actor = ray.remote(GramBlockWorker)
-    actors = [Actor.options(**resources).remote(str(store_path), net, kind, device, threads)
+    actors = [Actor.options(**resources).remote(str(store_path), net, kind, device, threads, width, seed)
               for _ in range(workers)]
     report.workers = ray.get([a.describe.remote() for a in actors])
     for info in report.workers:

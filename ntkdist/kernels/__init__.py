@@ -5,10 +5,13 @@ Pure functions on arrays; ``xp`` is NumPy or CuPy, whichever holds the input. Ne
 
 from .activations import ABReLU, Abs, Activation, Erf, LeakyReLU, ReLU, available_activations, get_activation
 from .gram import DTYPES, ENGINES, KINDS, TILE, default_threads, gram_block, nngp, ntk, resolve_engine, validate_inputs
+from .empirical import (ForwardPass, SampledNetwork, backward_signals, empirical_gram_block, empirical_nngp,
+                        empirical_ntk, forward, sample_network)
 from .network import MLP
 
 __all__ = [
     "ABReLU", "Abs", "Activation", "Erf", "LeakyReLU", "ReLU", "available_activations", "get_activation",
     "MLP", "DTYPES", "ENGINES", "KINDS", "TILE", "default_threads", "gram_block", "nngp", "ntk", "resolve_engine",
-    "validate_inputs",
+    "validate_inputs", "ForwardPass", "SampledNetwork", "backward_signals", "empirical_gram_block", "empirical_nngp",
+    "empirical_ntk", "forward", "sample_network",
 ]

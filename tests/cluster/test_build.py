@@ -241,3 +241,12 @@ def test_killed_build_resumes_without_recomputing_written_blocks(tmp_path):
     assert store.verify() == []
     config = load_config(config_path)
     assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net))
+
+
+def test_empirical_kernel_of_a_sampled_network_is_built_exactly(ray_local, make_config):
+    config = make_config(data={"n": 200, "dim": 4}, kernel={"kind": "empirical_ntk", "block": 64},
+                         network={"depth": 2, "width": 96, "seed": 5, "bias_var": 0.1})
+    store = prepared(config)
+    build_gram(store.path, net=config.net, kind="empirical_ntk", workers=2, device="cpu", width=96, seed=5)
+    expected = ntkdist.empirical_ntk(store.inputs[:], net=config.net, width=96, seed=5)
+    assert np.array_equal(store.gram[:], expected) and store.verify() == []

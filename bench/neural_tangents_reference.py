@@ -1,0 +1,114 @@
+"""neural-tangents, the field's reference library, run as a peer: kernels for comparison and its speed.
+
+neural-tangents does not import with current JAX, so it is never a dependency of ntkdist; it runs in its own
+virtual environment (``make .venv-nt``: jax 0.4.26, neural-tangents 0.6.5, float64 enabled) and talks to
+ntkdist through files:
+
+    .venv-nt/bin/python bench/neural_tangents_reference.py kernels CASES.json INPUTS.npz OUT.npz
+    .venv-nt/bin/python bench/neural_tangents_reference.py speed N DIM DEPTH REPEAT
+
+``kernels`` evaluates ``stax`` ``kernel_fn`` for each case of CASES.json (a list of {"activation", "depth",
+"weight_var", "bias_var", "kind"}) on X (and Y) from INPUTS.npz, in float64; ``speed`` times the jitted
+depth-2 ReLU NTK in float32 (the configuration the kernel-engine issue quotes) and prints entries/s.
+This file imports nothing from ntkdist. neural_tangents/__init__.py imports its ``experimental`` package, whose
+TensorFlow interop pulls in TensorFlow; nothing here uses it, so it is replaced by an empty module before the
+import (the peer environment then needs no TensorFlow: see the Makefile's .venv-nt).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+import types
+
+sys.modules.setdefault("neural_tangents.experimental", types.ModuleType("neural_tangents.experimental"))
+
+
+def _stax_activation(stax, spec: str):
+    name, _, args = spec.partition("(")
+    values = [float(a) for a in args.rstrip(")").split(",") if a.strip()]
+    if name == "relu":
+        return stax.Relu()
+    if name == "leaky_relu":
+        return stax.LeakyRelu(values[0])
+    if name == "abs":
+        return stax.Abs()
+    if name == "abrelu":
+        return stax.ABRelu(values[0], values[1])
+    if name == "erf":
+        return stax.Erf()
+    if name == "gelu":
+        return stax.Gelu(approximate=False)
+    if name == "sin":
+        return stax.Sin()
+    if name == "identity":
+        return stax.Identity()
+    if name == "polynomial":
+        return stax.Polynomial(values)
+    numerical = {"tanh": "tanh", "sigmoid": "sigmoid", "softplus": "softplus"}
+    if name in numerical:
+        import jax
+
+        fn = {"tanh": jax.numpy.tanh, "sigmoid": jax.nn.sigmoid, "softplus": jax.nn.softplus}[name]
+        return stax.ElementwiseNumerical(fn, deg=64)
+    raise ValueError(f"no stax counterpart for activation {spec!r}")
+
+
+def network(stax, activation: str, depth: int, weight_var: float, bias_var: float):
+    w_std, b_std = weight_var ** 0.5, bias_var ** 0.5
+    layers = []
+    for _ in range(depth):
+        layers += [stax.Dense(512, W_std=w_std, b_std=b_std, parameterization="ntk"), _stax_activation(stax, activation)]
+    layers.append(stax.Dense(1, W_std=w_std, b_std=b_std, parameterization="ntk"))
+    return stax.serial(*layers)
+
+
+def kernels(cases_path: str, inputs_path: str, out_path: str) -> None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+    from neural_tangents import stax
+
+    with open(cases_path) as fh:
+        cases = json.load(fh)
+    data = np.load(inputs_path, allow_pickle=False)
+    X = jax.numpy.asarray(data["X"], dtype=jax.numpy.float64)
+    Y = jax.numpy.asarray(data["Y"], dtype=jax.numpy.float64) if "Y" in data else None
+    results = {}
+    for index, case in enumerate(cases):
+        _, _, kernel_fn = network(stax, case["activation"], case["depth"], case["weight_var"], case["bias_var"])
+        value = kernel_fn(X, Y, case["kind"])
+        results[f"case{index}"] = np.asarray(value, dtype=np.float64)
+    np.savez(out_path, **results)
+
+
+def speed(n: int, dim: int, depth: int, repeat: int) -> None:
+    import jax
+    import numpy as np
+    from neural_tangents import stax
+
+    _, _, kernel_fn = network(stax, "relu", depth, 2.0, 0.0)
+    kernel_fn = jax.jit(kernel_fn, static_argnames="get")
+    X = jax.numpy.asarray(np.random.default_rng(0).standard_normal((n, dim)), dtype=jax.numpy.float32)
+    kernel_fn(X, None, "ntk").block_until_ready()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        kernel_fn(X, None, "ntk").block_until_ready()
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    print(json.dumps({"n": n, "dim": dim, "depth": depth, "median_s": median, "times": times,
+                      "entries_per_s": n * n / median, "jax": jax.__version__}))
+
+
+if __name__ == "__main__":
+    command, *rest = sys.argv[1:]
+    if command == "kernels":
+        kernels(*rest)
+    elif command == "speed":
+        speed(*(int(v) for v in rest))
+    else:
+        raise SystemExit(f"unknown command {command!r}")

@@ -1,0 +1,88 @@
+"""ntkdist's kernels against neural-tangents ``stax`` (float64), the field's reference library, run as a peer.
+
+neural-tangents needs an old JAX, so it lives in its own environment (``make test`` builds ``.venv-nt`` and
+points ``NTKDIST_NT_PYTHON`` at it) and is driven through ``bench/neural_tangents_reference.py`` with files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ntkdist
+from ntkdist.kernels import MLP, available_activations
+
+from .test_closed_forms import assert_kernel_close
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "bench" / "neural_tangents_reference.py"
+
+#: Activations with a closed form in both libraries (compared to 1e-10), and those neural-tangents integrates
+#: numerically (ElementwiseNumerical, Gauss–Hermite of degree 64; compared to 1e-7).
+CLOSED = ["relu", "leaky_relu(0.1)", "abs", "abrelu(-0.3, 1.7)", "erf", "gelu", "sin", "identity",
+          "polynomial(0.2, 1.0, 0.5)"]
+NUMERICAL = ["tanh", "sigmoid", "softplus"]
+
+
+def peer_python() -> str:
+    candidate = os.environ.get("NTKDIST_NT_PYTHON") or str(REPO / ".venv-nt" / "bin" / "python")
+    if not Path(candidate).exists():
+        pytest.skip("the neural-tangents peer environment is not built (`make test` builds .venv-nt)")
+    return candidate
+
+
+def known(spec: str) -> bool:
+    return spec.split("(")[0] in available_activations()
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    python = peer_python()
+    rng = np.random.default_rng(2024)
+    X = rng.standard_normal((24, 6)) * rng.uniform(0.05, 12.0, size=(24, 1))
+    X[5] = 0.0
+    Y = rng.standard_normal((9, 6)) * rng.uniform(0.1, 5.0, size=(9, 1))
+    cases = []
+    for spec in [s for s in CLOSED + NUMERICAL if known(s)]:
+        for depth in (1, 2, 3, 4, 5):
+            weight_var = float(rng.uniform(0.5, 2.5))
+            bias_var = float(rng.choice([0.0, rng.uniform(0.05, 1.0)]))
+            for kind in ("ntk", "nngp"):
+                cases.append({"activation": spec, "depth": depth, "weight_var": weight_var, "bias_var": bias_var,
+                              "kind": kind})
+    work = tmp_path_factory.mktemp("nt")
+    (work / "cases.json").write_text(json.dumps(cases))
+    np.savez(work / "inputs.npz", X=X, Y=Y)
+    done = subprocess.run([python, str(SCRIPT), "kernels", str(work / "cases.json"), str(work / "inputs.npz"),
+                           str(work / "out.npz")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = np.load(work / "out.npz", allow_pickle=False)
+    return X, Y, cases, {key: results[key] for key in results.files}
+
+
+def test_every_activation_matches_stax(comparison):
+    X, Y, cases, results = comparison
+    assert cases, "no activation to compare"
+    for index, case in enumerate(cases):
+        net = MLP(depth=case["depth"], activation=case["activation"], weight_var=case["weight_var"],
+                  bias_var=case["bias_var"])
+        ours = ntkdist.gram_block(X, Y, net=net, kind=case["kind"])
+        diag_x = np.diag(ntkdist.gram_block(X, net=net, kind=case["kind"]))
+        diag_y = np.diag(ntkdist.gram_block(Y, net=net, kind=case["kind"]))
+        scale = np.sqrt(np.outer(np.abs(diag_x), np.abs(diag_y)))
+        rtol = 1e-7 if case["activation"] in NUMERICAL else 1e-10
+        try:
+            assert_kernel_close(ours, results[f"case{index}"], scale, rtol=rtol)
+        except AssertionError as exc:
+            raise AssertionError(f"{case}: {exc}") from None
+
+
+def test_the_comparison_covers_every_closed_form_activation_we_have(comparison):
+    _, _, cases, _ = comparison
+    compared = {c["activation"].split("(")[0] for c in cases}
+    assert {"relu", "leaky_relu", "abs", "erf"} <= compared
