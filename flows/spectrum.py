@@ -1,4 +1,4 @@
-"""The spectrum flow: prepare → build → solve → report, one Prefect task per stage of `ntkdist.pipeline`.
+"""The spectrum flow: prepare → build → solve → compare → report, one Prefect task per stage of `ntkdist.pipeline`.
 
 Each task reads and writes the run store and returns a small summary (no arrays pass through Prefect), so a
 task retried after a crash picks up where the store says it stopped. Run it with ``ntkdist run CONFIG.toml``
@@ -44,6 +44,11 @@ def solve_task(config: dict) -> dict:
     return pipeline.solve(Config.from_dict(config))
 
 
+@task(name="compare", persist_result=False)
+def compare_task(config: dict) -> dict:
+    return pipeline.compare(Config.from_dict(config))
+
+
 @task(name="report", persist_result=False)
 def report_task(config: dict) -> dict:
     return pipeline.report(Config.from_dict(config))
@@ -70,8 +75,10 @@ def spectrum_flow(config: dict, overwrite: bool = False, data_digest: str | None
     built = build_task(plain)
     logger.info("gram: %s blocks computed, %s already stored", built.get("computed_blocks"), built.get("skipped_blocks"))
     solved = solve_task(plain)
+    compared = compare_task(plain)
+    logger.info("theory: %s predictions, %s skipped", compared.get("predictions"), compared.get("skipped"))
     reported = report_task(plain)
     key = re.sub(r"[^a-z0-9-]+", "-", f"ntkdist-{cfg.run.name}".lower()).strip("-")
     create_markdown_artifact(markdown=reported["markdown"], key=key, description=f"spectrum of run {cfg.run.name}")
     return {"store": prepared["store"], "plot": reported["plot"], "summary": reported["summary"],
-            "build": built, "solve": solved}
+            "build": built, "solve": solved, "compare": compared}

@@ -6,6 +6,7 @@ The top level re-exports the math a user reaches for first; the workflow lives i
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
+from . import activations
 from .kernels import MLP, empirical_ntk, gram_block, nngp, ntk
 
 try:
@@ -13,4 +14,4 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["MLP", "empirical_ntk", "gram_block", "nngp", "ntk", "__version__"]
+__all__ = ["MLP", "activations", "empirical_ntk", "gram_block", "nngp", "ntk", "__version__"]

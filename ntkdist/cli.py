@@ -59,7 +59,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .store import RunStore
+    from .store import STAGES, RunStore
 
     store = RunStore.open(args.store)
     meta = store.meta
@@ -68,7 +68,7 @@ def cmd_info(args) -> int:
     print(f"inputs:  {meta['n']} × {meta['dim']} float64")
     print(f"gram:    {meta['n']} × {meta['n']} {meta['dtype']}, blocks of {meta['block']}, "
           f"{done}/{len(store.upper_blocks())} upper blocks written")
-    for name in ("prepare", "build", "solve", "report"):
+    for name in STAGES:
         record = store.stage(name)
         print(f"{name:8s} {'done ' + record['completed'] if record else 'not done'}")
     if args.verify:

@@ -63,7 +63,7 @@ class DataSection(_Section):
                     raise ValueError(f"{key}: required when source = {self.source!r}")
         if self.source == "sphere" and self.dim is not None and self.dim < 2:
             raise ValueError("dim: the sphere S^(dim-1) needs dim ≥ 2")
-        if self.source != "sphere" and "radius" in self.model_fields_set:
+        if self.source != "sphere" and self.radius != 1.0:  # (to_dict writes the default 1.0 for every source)
             raise ValueError(f"radius: only used with source = \"sphere\"; remove it for source = {self.source!r}")
         return self
 
@@ -122,7 +122,8 @@ class Config(_Section):
         if empirical and width is None:
             raise ValueError(f"[network] width: required for [kernel] kind = {self.kernel.kind!r} (the hidden width "
                              "of the sampled network)")
-        if not empirical and (width is not None or "seed" in self.network.model_fields_set):
+        # (to_dict writes the default seed 0, so only a chosen seed counts as given)
+        if not empirical and (width is not None or self.network.seed != 0):
             raise ValueError("[network] width: width and seed describe a sampled network; they are only used with "
                              "[kernel] kind = \"empirical_ntk\" or \"empirical_nngp\"")
         if width is not None:

@@ -3,6 +3,7 @@
     prepare  load or generate X ─► validate ─► create (or resume) the store ─► inputs
     build    Ray actor pool ─► gram blocks + manifest
     solve    eigenvalues ─► spectrum (xarray)
+    compare  ntkdist.theory predictions for the same network and data ─► theory_* variables of the spectrum
     report   PNG + markdown beside the store
 
 Each stage records itself in the store when its last write is done and is skipped when the store already
@@ -164,7 +165,7 @@ def solve(config: Config) -> dict:
     record = store.stage("solve")
     if record is not None and record.get("solver") == config.solver.model_dump(mode="json"):
         return {"store": str(store.path), "resumed": True, **record}
-    store.clear_stages("solve", "report")
+    store.clear_stages("solve", "compare", "report")
     start = time.perf_counter()
     gram = store.gram[:]
     values = exact_eigenvalues(gram, config.solver.k)
@@ -196,6 +197,65 @@ def solve(config: Config) -> dict:
             "lambda_max": float(values[0]), "lambda_min": float(values[-1])}
 
 
+# -- compare -------------------------------------------------------------------------------------------------------
+def compare(config: Config) -> dict:
+    """Hold the computed spectrum against every theoretical prediction that applies (``theory_*`` variables).
+
+    Sphere eigenvalues for uniform sphere data, λ_min lower/upper bounds, effective-rank bounds, the generic λ_k
+    bound and the positivity verdict, each with attrs citing paper and equation (`ntkdist.theory.compare`).
+    Bounds needing dense eigen-decompositions share a budget of one (the solve's own); what did not fit is listed
+    in the dataset's ``theory`` attrs and the report.
+    """
+    from .theory.compare import compare_spectrum
+
+    store = _open_after(config, "solve")
+    record = store.stage("compare")
+    if record is not None:
+        return {"store": str(store.path), "resumed": True, **record}
+    store.clear_stages("compare", "report")
+    start = time.perf_counter()
+    spectrum = store.read_spectrum().load()
+    data = config.data
+    result = compare_spectrum(
+        store.inputs[:], config.net, kind=config.kernel.kind, eigenvalues=spectrum["eigenvalue"].values,
+        trace=float(store.diagonal().sum()), gram=lambda: store.gram[:],
+        sphere_radius=data.radius if data.source == "sphere" else None,
+    )
+    _write_theory(store, spectrum, result)
+    seconds = round(time.perf_counter() - start, 3)
+    info = {"predictions": len(result.variables), "skipped": len(result.skipped),
+            "eigendecompositions": result.eigendecompositions, "seconds": seconds}
+    store.mark_stage("compare", **info)
+    return {"store": str(store.path), "resumed": False, **info}
+
+
+def _write_theory(store: RunStore, spectrum, result) -> None:
+    """Add the ``theory_*`` variables to the stored spectrum without rewriting its eigenvalues.
+
+    Appending (zarr mode "a") leaves ``eigenvalue`` untouched, so a crash here cannot lose the solve's result;
+    only a spectrum that already holds theory variables (a compare that crashed before it was recorded) is
+    rewritten whole, without them.
+    """
+    import warnings
+
+    import xarray as xr
+
+    from .store.run_store import SPECTRUM
+
+    stale = [name for name in spectrum.variables if str(name).startswith("theory_")]
+    theory = xr.Dataset(attrs={**spectrum.attrs, "theory": result.summary()})
+    for name, (dims, values, attrs) in result.coords.items():
+        theory = theory.assign_coords({name: (dims, values, attrs)})
+    for variable in result.variables:
+        theory[variable.name] = (variable.dims, variable.data, variable.attrs)
+    if stale:
+        store.write_spectrum(xr.merge([theory, spectrum.drop_vars(stale)], combine_attrs="override"))
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        theory.to_zarr(str(store.path), group=SPECTRUM, mode="a", zarr_format=3, consolidated=True)
+
+
 # -- report --------------------------------------------------------------------------------------------------------
 def report_paths(config: Config) -> dict[str, Path]:
     """Where the report of a run goes: beside the store, named after it."""
@@ -204,15 +264,15 @@ def report_paths(config: Config) -> dict[str, Path]:
 
 
 def report(config: Config) -> dict:
-    """Plot the spectrum (log-log) and write a markdown summary beside the store."""
+    """Plot the spectrum (log-log) with the theory overlaid and write a markdown summary beside the store."""
     from .report import plot_spectrum, summary_markdown
 
     store = _open_after(config, "solve")
-    spectrum = store.read_spectrum()
+    spectrum = store.read_spectrum().load()
     values = spectrum["eigenvalue"].values
     paths = report_paths(config)
-    plot_spectrum(values, paths["plot"], title=spectrum.attrs["title"], kind=config.kernel.kind)
-    text = summary_markdown(config, store, values, paths)
+    plot_spectrum(values, paths["plot"], title=spectrum.attrs["title"], kind=config.kernel.kind, theory=spectrum)
+    text = summary_markdown(config, store, values, paths, theory=spectrum)
     paths["summary"].write_text(text)
     store.mark_stage("report", plot=str(paths["plot"]), summary=str(paths["summary"]))
     return {"store": str(store.path), "plot": str(paths["plot"]), "summary": str(paths["summary"]),
@@ -224,5 +284,6 @@ def run_all(config: Config, *, overwrite: bool = False) -> dict:
     results = {"prepare": prepare(config, overwrite=overwrite)}
     results["build"] = build(config)
     results["solve"] = solve(config)
+    results["compare"] = compare(config)
     results["report"] = report(config)
     return results

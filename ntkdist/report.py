@@ -1,4 +1,6 @@
-"""The human-readable report of a run: a log-log plot of the spectrum and a short markdown summary."""
+"""The human-readable report of a run: a log-log plot of the spectrum with the theory overlaid, and a markdown
+summary with a table of every prediction against the computed value (from the ``theory_*`` variables that the
+compare stage writes into the spectrum dataset)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,12 @@ from pathlib import Path
 import numpy as np
 
 
-def plot_spectrum(eigenvalues: np.ndarray, path: Path, *, title: str, kind: str = "ntk") -> Path:
-    """Eigenvalues against their index on log-log axes (non-positive eigenvalues are left out and counted)."""
+def plot_spectrum(eigenvalues: np.ndarray, path: Path, *, title: str, kind: str = "ntk", theory=None) -> Path:
+    """Eigenvalues against their index on log-log axes (non-positive eigenvalues are left out and counted).
+
+    ``theory`` (the spectrum dataset, optional) overlays its ``theory_*`` predictions: the sphere eigenvalues
+    N·μ_k along the modes, the generic upper bounds on λ_k at their k, and the λ_min bounds at the last index.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -19,6 +25,8 @@ def plot_spectrum(eigenvalues: np.ndarray, path: Path, *, title: str, kind: str 
     positive = values > 0
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     ax.loglog(index[positive], values[positive], ".", ms=3, color="C0", label=f"{kind.upper()} Gram eigenvalues")
+    if theory is not None:
+        _overlay_theory(ax, theory, len(values))
     dropped = int((~positive).sum())
     if dropped:
         ax.text(0.02, 0.02, f"{dropped} eigenvalue(s) ≤ 0 not shown", transform=ax.transAxes, fontsize=8)
@@ -34,8 +42,76 @@ def plot_spectrum(eigenvalues: np.ndarray, path: Path, *, title: str, kind: str 
     return path
 
 
-def summary_markdown(config, store, eigenvalues: np.ndarray, paths: dict) -> str:
-    """A short markdown summary: the run, the spectrum's headline numbers, the stage timings, the paths."""
+def _overlay_theory(ax, theory, modes: int) -> None:
+    variables = theory.variables
+    if "theory_sphere_eigenvalue" in variables:
+        predicted = np.asarray(variables["theory_sphere_eigenvalue"].values, dtype=np.float64)
+        index = np.arange(1, len(predicted) + 1)
+        shown = np.isfinite(predicted) & (predicted > 0)
+        ax.loglog(index[shown], predicted[shown], "-", lw=1.0, color="C1", alpha=0.9,
+                  label="sphere prediction N·μ_k (Murray Thm 4.6)")
+    if "theory_lambda_k_upper" in variables:
+        bound = np.asarray(variables["theory_lambda_k_upper"].values, dtype=np.float64)
+        ks = np.asarray(theory["theory_k"].values)
+        shown = np.isfinite(bound) & (bound > 0)
+        ax.loglog(ks[shown], bound[shown], "v", ms=6, mfc="none", color="C3",
+                  label="upper bound on λ_k (Murray Thm 4.8)")
+    markers = {"lower": "^", "upper": "v"}
+    colour = iter(f"C{i}" for i in range(4, 10))
+    for name in sorted(variables):
+        if not name.startswith("theory_lambda_min_"):
+            continue
+        value = float(variables[name].values)
+        if not (np.isfinite(value) and value > 0):
+            continue
+        side = variables[name].attrs.get("bound", "lower")
+        ax.loglog([modes], [value], markers.get(side, "o"), ms=6, color=next(colour, "k"),
+                  label=f"λ_min {side}: {name.removeprefix('theory_lambda_min_').removeprefix(side + '_')}")
+
+
+def _format(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "**NO**"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4e}"
+    return str(value)
+
+
+def theory_markdown(theory) -> list[str]:
+    """The theory section: each prediction against the computed value, with tightness theory/computed."""
+    summary = theory.attrs.get("theory") if theory is not None else None
+    if not summary:
+        return []
+    lines = ["", "## Theory against the computed spectrum", "",
+             "Tightness is theory/computed: ≤ 1 for a lower bound, ≥ 1 for an upper bound, 1 is exact.", "",
+             "| prediction | bound | quantity | theory | computed | theory/computed | holds | source |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in summary.get("table", []):
+        ratio = row.get("ratio")
+        lines.append(
+            f"| {row['prediction']} | {row['side']} | {row['quantity']} | {_format(row.get('theory'))} | "
+            f"{_format(row.get('computed'))} | {'—' if ratio is None else f'{ratio:.4g}'} | "
+            f"{_format(row.get('holds'))} | {row['citation']} |")
+    if "theory_positive_definite" in theory.variables:
+        attrs = theory["theory_positive_definite"].attrs
+        lines += ["", f"- positivity ({attrs.get('citation', '')}): **{attrs.get('status')}** — {attrs.get('reason')}"]
+    used, budget = summary.get("eigendecompositions", 0), summary.get("budget", 1)
+    lines.append(f"- cost: the bounds used {used:g} dense N×N eigen-decomposition(s) of a budget of {budget:g} "
+                 "(the solve's one); O(N²) work (Lanczos, Gershgorin, near pairs) is not counted")
+    for item in summary.get("skipped", []):
+        lines.append(f"- skipped `{item['name']}`: {item['reason']}")
+    for item in summary.get("not_applicable", []):
+        lines.append(f"- not applicable `{item['name']}`: {item['reason']}")
+    return lines
+
+
+def summary_markdown(config, store, eigenvalues: np.ndarray, paths: dict, theory=None) -> str:
+    """A short markdown summary: the run, the spectrum's headline numbers, the theory table (when the compare
+    stage has run), the stage timings, the paths."""
     values = np.asarray(eigenvalues, dtype=np.float64)
     trace = float(store.diagonal().sum())
     n = store.n
@@ -60,9 +136,10 @@ def summary_markdown(config, store, eigenvalues: np.ndarray, paths: dict) -> str
     ]
     if all_modes and lam_min > 0:
         lines.append(f"| condition number | {lam_max / lam_min:.4e} |")
-    lines += ["", "Top eigenvalues: " + ", ".join(f"{v:.4e}" for v in values[:8]), "", "| stage | seconds |",
-              "| --- | --- |"]
-    for name in ("prepare", "build", "solve"):
+    lines += ["", "Top eigenvalues: " + ", ".join(f"{v:.4e}" for v in values[:8])]
+    lines += theory_markdown(theory)
+    lines += ["", "| stage | seconds |", "| --- | --- |"]
+    for name in ("prepare", "build", "solve", "compare"):
         if name in stages and "seconds" in stages[name]:
             lines.append(f"| {name} | {stages[name]['seconds']} |")
     lines += ["", f"- store: `{store.path}`", f"- plot: `{paths['plot']}`", ""]

@@ -70,3 +70,11 @@ def test_finite_width_kinds_need_a_width_and_only_they_take_one():
     ]:
         with pytest.raises(ConfigError, match=re.escape(needle)):
             Config.from_dict({**base, "network": network, "kernel": kernel})
+
+
+def test_a_resolved_config_validates_again_unchanged():
+    for extra in ({}, {"network": {"depth": 2, "width": 16, "seed": 2}, "kernel": {"kind": "empirical_nngp"}}):
+        raw = {"run": {"name": "x"}, "data": {"source": "gaussian", "n": 5, "dim": 2}, "network": {"depth": 2},
+               **extra}
+        config = Config.from_dict(raw)
+        assert Config.from_dict(config.to_dict()) == config

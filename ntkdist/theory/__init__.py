@@ -1,1 +1,72 @@
-"""Theory: Hermite coefficients, power series, sphere eigenvalues and spectral bounds (imports only kernels)."""
+"""Theory: Hermite coefficients, power series, sphere eigenvalues and spectral bounds (imports only kernels).
+
+* `hermite`      — μ_k of φ(√q ·) in normalised Hermite polynomials, exact where a closed form exists.
+* `power_series` — Θ(ρ) = Σ_p κ_p ρ^p (Murray et al. 2023, Thm 3.1, composition form; project and paper
+  conventions).
+* `sphere`       — eigenvalues on Unif(S^{dim−1}) (Thm 4.6 and Funk–Hecke quadrature), multiplicities and the
+  decay rates of Lemma 3.2 / Cor. 4.7.
+* `bounds`       — spectral bounds for given data: Murray Thm 4.1/4.3/4.8, the deep-ReLU λ_min chain of Nguyen et
+  al., the Hermite lower bound, trace/diagonal/interlacing upper bounds.
+* `positivity`   — strict positive definiteness (Carvalho et al.) and the polynomial rank bound.
+* `compare`      — every prediction that applies to a run's network and data, as ``theory_*`` variables.
+"""
+
+from .hermite import dual_coefficients, hermite_coefficients
+from .power_series import (
+    PowerSeries,
+    murray_power_series,
+    murray_theorem_3_1,
+    murray_two_layer_coefficients,
+    power_series,
+)
+from .sphere import (
+    DecayPrediction,
+    SphereSpectrum,
+    decay_prediction,
+    fit_power_law,
+    funk_hecke_weights,
+    harmonic_multiplicity,
+    sphere_eigenvalues,
+)
+
+from .bounds import (
+    EIGEN_MAX_N,
+    Bound,
+    DotProductForm,
+    HadamardPowers,
+    TooLargeError,
+    centred_effective_rank,
+    centred_effective_rank_bound,
+    diagonal_upper_bound,
+    dot_product_form,
+    effective_rank,
+    effective_rank_bound,
+    generic_eigenvalue_upper_bound,
+    hermite_lambda_min_lower_bound,
+    interlacing_upper_bound,
+    kernel_diagonal,
+    layer_sum_lower_bound,
+    nguyen_hadamard_lower_bound,
+    nguyen_layer_kernels,
+    nguyen_layer_sum_lower_bound,
+    nguyen_limit_kernel,
+    nguyen_to_stax_factor,
+    relu_hermite_coefficient_squared,
+    trace_upper_bound,
+)
+from .compare import Comparison, compare_spectrum
+from .positivity import Positivity, ntk_positivity, polynomial_kernel_degree, polynomial_rank_bound
+
+__all__ = [
+    "EIGEN_MAX_N", "Bound", "DotProductForm", "HadamardPowers", "TooLargeError", "centred_effective_rank",
+    "centred_effective_rank_bound", "diagonal_upper_bound", "dot_product_form", "effective_rank",
+    "effective_rank_bound", "generic_eigenvalue_upper_bound", "hermite_lambda_min_lower_bound",
+    "interlacing_upper_bound", "kernel_diagonal", "layer_sum_lower_bound", "nguyen_hadamard_lower_bound",
+    "nguyen_layer_kernels", "nguyen_layer_sum_lower_bound", "nguyen_limit_kernel", "nguyen_to_stax_factor",
+    "relu_hermite_coefficient_squared", "trace_upper_bound", "Comparison", "compare_spectrum", "Positivity",
+    "ntk_positivity", "polynomial_kernel_degree", "polynomial_rank_bound",
+    "hermite_coefficients", "dual_coefficients",
+    "PowerSeries", "power_series", "murray_power_series", "murray_theorem_3_1", "murray_two_layer_coefficients",
+    "SphereSpectrum", "sphere_eigenvalues", "harmonic_multiplicity", "funk_hecke_weights",
+    "DecayPrediction", "decay_prediction", "fit_power_law",
+]

@@ -67,3 +67,81 @@ def test_flow_publishes_the_summary_as_an_artifact(flow_env, make_config):
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ntkdist-artifact-run"])))
     assert artifacts and "λ_max" in artifacts[0].data
+
+
+def test_flow_compares_the_spectrum_with_theory(flow_env, make_config):
+    config = make_config(data={"n": 600, "dim": 3}, network={"depth": 2, "bias_var": 0.1}, kernel={"block": 256})
+    result = flow_env(config.to_dict())
+    assert result["compare"]["predictions"] >= 8 and result["compare"]["eigendecompositions"] <= 1
+
+    spectrum = xr.open_zarr(str(config.store_path), group="spectrum")
+    theory = [name for name in spectrum.data_vars if name.startswith("theory_")]
+    for name in ("theory_sphere_eigenvalue", "theory_sphere_degree", "theory_lambda_min_lower_hermite",
+                 "theory_lambda_min_upper_interlacing", "theory_effective_rank_upper", "theory_lambda_k_upper",
+                 "theory_positive_definite"):
+        assert name in theory, name
+    for name in theory:
+        attrs = spectrum[name].attrs
+        assert "citation" in attrs and "convention" in attrs, name
+    assert "Murray" in spectrum["theory_sphere_eigenvalue"].attrs["citation"]
+    assert spectrum["theory_sphere_eigenvalue"].dims == ("mode",)
+
+    # the sphere prediction N·μ_k matches the computed top eigenvalues, degree by degree (cluster means)
+    values = spectrum["eigenvalue"].values
+    predicted = spectrum["theory_sphere_eigenvalue"].values
+    degree = spectrum["theory_sphere_degree"].values
+    checked = 0
+    for k in dict.fromkeys(degree[:40]):
+        where = degree == k
+        if predicted[where].mean() < 1e-2 * predicted[0]:
+            continue
+        assert values[where].mean() == pytest.approx(predicted[where].mean(), rel=0.04), k
+        checked += 1
+    assert checked >= 4
+
+    # every bound holds against the computed spectrum, and the report lists them with their tightness
+    table = spectrum.attrs["theory"]["table"]
+    assert table and all(row["holds"] is not False for row in table)
+    summary = open(result["summary"]).read()
+    assert "## Theory against the computed spectrum" in summary and "theory/computed" in summary
+    for row in table:
+        assert row["prediction"] in summary
+    hermite = next(row for row in table if row["prediction"] == "theory_lambda_min_lower_hermite")
+    assert f"{hermite['ratio']:.4g}" in summary
+    assert "skipped `theory_lambda_min_lower_layer_sum`" in summary
+
+    # resumed: compare is recorded and skipped the second time
+    again = flow_env(config.to_dict())
+    assert again["compare"]["resumed"] is True
+
+
+def test_compare_stage_appends_theory_and_recovers_from_a_crash(make_config):
+    """The compare stage alone (no Prefect, no Ray: the Gram blocks are written directly)."""
+    from ntkdist import pipeline
+    from ntkdist.store import RunStore
+
+    config = make_config(data={"n": 200, "dim": 3}, kernel={"block": 100}, network={"bias_var": 0.1})
+    pipeline.prepare(config)
+    store = RunStore.open(config.store_path, mode="r+")
+    K = ntkdist.ntk(store.inputs[:], net=config.net)
+    for i, j in store.upper_blocks():
+        store.write_block(i, j, K[store.block_slice(i), store.block_slice(j)])
+    store.mark_stage("build")
+    pipeline.solve(config)
+    before = xr.open_zarr(str(config.store_path), group="spectrum").load()
+
+    first = pipeline.compare(config)
+    assert first["resumed"] is False and first["predictions"] >= 8
+    after = xr.open_zarr(str(config.store_path), group="spectrum").load()
+    np.testing.assert_array_equal(after["eigenvalue"].values, before["eigenvalue"].values)
+    assert after.attrs["title"] == before.attrs["title"] and after.attrs["theory"]["table"]
+    assert "theory_sphere_eigenvalue" in after and "theory_k" in after.coords
+
+    # a compare that wrote its variables but crashed before it was recorded is redone from scratch
+    RunStore.open(config.store_path, mode="r+").clear_stages("compare")  # a fresh handle: attrs are cached
+    again = pipeline.compare(config)
+    assert again["resumed"] is False
+    redone = xr.open_zarr(str(config.store_path), group="spectrum").load()
+    assert sorted(redone.variables) == sorted(after.variables)
+    xr.testing.assert_identical(redone.drop_attrs(), after.drop_attrs())
+    assert pipeline.compare(config)["resumed"] is True

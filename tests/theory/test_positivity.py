@@ -1,0 +1,241 @@
+"""The positivity predicate (Carvalho et al.) and the polynomial rank bound, against computed λ_min and rank."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import ntkdist
+from ntkdist.kernels import MLP, get_activation
+from ntkdist.theory import positivity as P
+from tests.theory.test_bounds import Quadratic
+
+
+def eig(X, net, kind="ntk"):
+    K = (ntkdist.ntk if kind == "ntk" else ntkdist.nngp)(X, net=net)
+    return np.linalg.eigvalsh(K)
+
+
+def rounding(values):
+    return 16.0 * len(values) * np.finfo(float).eps * float(np.abs(values).max())
+
+
+def assert_singular(values):
+    assert abs(values[0]) <= rounding(values), (values[0], rounding(values))
+
+
+def assert_positive(values):
+    assert values[0] > 1e3 * rounding(values), (values[0], rounding(values))
+
+
+def base(n=40, d=5, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, d))
+
+
+def real_activation(spec):
+    try:
+        return get_activation(spec)
+    except ValueError:
+        pytest.skip(f"activation {spec!r} is not in ntkdist.kernels yet")
+
+
+# ======================================================================================== constructed cases
+def _with(X, extra):
+    return np.vstack([X, extra])
+
+
+CASES = [
+    # (label, inputs, network, expected status)
+    ("distinct, relu, no bias", lambda X: X, MLP(2), "positive_definite"),
+    ("distinct, erf, bias", lambda X: X, MLP(3, "erf", 1.5, 0.2), "positive_definite"),
+    ("duplicate, relu, bias", lambda X: _with(X, X[3]), MLP(2, "relu", 2.0, 0.1), "singular"),
+    ("duplicate, erf, no bias", lambda X: _with(X, X[7]), MLP(2, "erf", 1.0, 0.0), "singular"),
+    ("x and -x, erf (odd), no bias", lambda X: _with(X, -X[2]), MLP(2, "erf", 1.0, 0.0), "singular"),
+    ("x and -x, abs (even), no bias", lambda X: _with(X, -X[2]), MLP(2, "abs", 2.0, 0.0), "singular"),
+    ("x and -x, erf (odd), bias", lambda X: _with(X, -X[2]), MLP(2, "erf", 1.0, 0.1), "positive_definite"),
+    ("x and -x, abs (even), bias", lambda X: _with(X, -X[2]), MLP(2, "abs", 2.0, 0.1), "positive_definite"),
+    ("x and -x, relu (neither), no bias", lambda X: _with(X, -X[2]), MLP(2), "not_guaranteed"),
+    ("x and -x, leaky relu (neither), no bias", lambda X: _with(X, -X[2]), MLP(2, "leaky_relu(0.3)"),
+     "not_guaranteed"),
+    ("x and 2x, relu (homogeneous), no bias", lambda X: _with(X, 2.0 * X[5]), MLP(2), "singular"),
+    ("x and 3x, leaky relu (homogeneous), no bias", lambda X: _with(X, 3.0 * X[5]), MLP(3, "leaky_relu(0.1)"),
+     "singular"),
+    ("x and -2x, abs (even, homogeneous), no bias", lambda X: _with(X, -2.0 * X[5]), MLP(2, "abs"), "singular"),
+    ("x and 2x, erf (not homogeneous), no bias", lambda X: _with(X, 2.0 * X[5]), MLP(2, "erf"), "not_guaranteed"),
+    ("x and 2x, relu, bias", lambda X: _with(X, 2.0 * X[5]), MLP(2, "relu", 2.0, 0.1), "positive_definite"),
+    ("zero input, relu, no bias", lambda X: _with(X, 0.0 * X[0]), MLP(2), "singular"),
+    ("zero input, erf, no bias", lambda X: _with(X, 0.0 * X[0]), MLP(2, "erf"), "singular"),
+    ("zero input, relu, bias", lambda X: _with(X, 0.0 * X[0]), MLP(2, "relu", 2.0, 0.1), "positive_definite"),
+    ("linear activation = polynomial of degree 1", lambda X: X, MLP(2, "abrelu(1, 1)", 1.0, 0.1), "singular"),
+]
+
+
+@pytest.mark.parametrize("label,make,net,expected", CASES, ids=[c[0] for c in CASES])
+def test_predicate_agrees_with_computed_lambda_min(label, make, net, expected):
+    X = make(base())
+    verdict = P.ntk_positivity(X, net)
+    assert verdict.status == expected, verdict.reason
+    assert verdict.reason and verdict.citation.startswith("Carvalho")
+    values = eig(X, net)
+    if expected == "positive_definite":
+        assert verdict.guaranteed
+        assert_positive(values)
+    elif expected == "singular":
+        assert verdict.singular
+        assert_singular(values)
+    else:
+        assert not verdict.guaranteed and not verdict.singular
+        # what the theorem leaves open is, in these cases, in fact positive definite
+        assert_positive(values)
+
+
+def test_odd_activations_from_the_registry_without_bias():
+    for spec in ("tanh", "sin"):
+        try:
+            act = get_activation(spec)
+        except ValueError:
+            continue
+        assert P.activation_parity(act) == "odd"
+        X = _with(base(), -base()[4])
+        net = MLP(2, act, 1.0, 0.0)
+        verdict = P.ntk_positivity(X, net)
+        assert verdict.singular
+        assert_singular(eig(X, net))
+
+
+def test_parity_and_polynomial_degree_of_activations():
+    assert P.activation_parity(get_activation("erf")) == "odd"
+    assert P.activation_parity(get_activation("abs")) == "even"
+    assert P.activation_parity(get_activation("relu")) is None
+    assert P.activation_polynomial_degree(get_activation("relu")) is None
+    assert P.activation_polynomial_degree(get_activation("erf")) is None
+    assert P.activation_polynomial_degree(get_activation("abrelu(2, 2)")) == 1
+    assert P.activation_polynomial_degree(Quadratic()) == 2
+
+
+def test_nngp_is_not_covered_but_singularities_are():
+    X = base()
+    assert P.ntk_positivity(X, MLP(2, "erf", 1.0, 0.1), kind="nngp").status == "not_guaranteed"
+    Xd = _with(X, X[0])
+    assert P.ntk_positivity(Xd, MLP(2, "erf", 1.0, 0.1), kind="nngp").singular
+    assert_singular(eig(Xd, MLP(2, "erf", 1.0, 0.1), kind="nngp"))
+
+
+def test_near_coincident_inputs_count_as_coincident_within_tolerance():
+    X = base()
+    Xn = _with(X, X[1] * (1 + 1e-15))
+    verdict = P.ntk_positivity(Xn, MLP(2, "relu", 2.0, 0.1))
+    assert verdict.singular and "coincide" in verdict.reason
+    # a visible separation: guaranteed, with the caveat that λ_min may be tiny
+    Xs = _with(X, X[1] + 1e-8)
+    verdict = P.ntk_positivity(Xs, MLP(2, "relu", 2.0, 0.1))
+    assert verdict.guaranteed and "tiny" in verdict.reason
+
+
+# ======================================================================================= polynomial activations
+def _fit_degree(net, dim=3, max_degree=12):
+    """The degree of Θ(ρ) on unit inputs, from an exact-interpolation fit in the Chebyshev basis."""
+    rho = np.cos(np.pi * (np.arange(64) + 0.5) / 64)  # Chebyshev nodes
+    x = np.zeros((1, dim)); x[0, 0] = 1.0
+    Y = np.zeros((len(rho), dim)); Y[:, 0] = rho; Y[:, 1] = np.sqrt(1 - rho ** 2)
+    theta = ntkdist.ntk(x, Y, net=net)[0]
+    coef = np.polynomial.chebyshev.chebfit(rho, theta, max_degree)
+    significant = np.abs(coef) > 1e-11 * np.abs(coef).max()
+    return int(np.flatnonzero(significant).max())
+
+
+@pytest.mark.parametrize("q,depth,spec", [(2, 1, None), (2, 2, None), (2, 3, None), (1, 3, "abrelu(1, 1)"),
+                                          (2, 2, "polynomial(0.1, 0.5, 1.0)"),
+                                          (3, 2, "polynomial(0.1, 0.5, 1.0, 0.3)")])
+def test_ntk_degree_in_the_cosine_is_q_to_the_depth(q, depth, spec):
+    """With ``depth`` hidden layers the NTK is a polynomial of degree exactly q^depth in ρ (the readout adds none)."""
+    act = Quadratic(0.1, 0.5, 1.0) if spec is None else real_activation(spec)
+    assert P.activation_polynomial_degree(act) == q
+    net = MLP(depth, act, 1.0, 0.1)
+    assert _fit_degree(net, max_degree=max(12, q ** depth + 3)) == P.polynomial_kernel_degree(q, depth) == q ** depth
+
+
+def _polynomial_nets():
+    yield "quadratic (test-local)", MLP(2, Quadratic(0.1, 0.5, 1.0), 1.0, 0.1)
+    try:
+        act = get_activation("polynomial(0.1, 0.5, 1.0)")
+    except ValueError:
+        return
+    yield "polynomial (ntkdist)", MLP(2, act, 1.0, 0.1)
+
+
+def _nonpolynomial_nets():
+    yield MLP(2, "erf", 1.0, 0.1)
+    try:
+        yield MLP(2, get_activation("tanh"), 1.0, 0.1)
+    except ValueError:
+        pass
+
+
+@pytest.mark.parametrize("data", ["gaussian", "sphere"])
+def test_degree_two_polynomial_at_depth_two_is_singular_beyond_the_rank_bound(data):
+    d = 4
+    bound = P.polynomial_rank_bound(d, 2, 2)
+    assert bound == math.comb(d + 4, 4) == 70
+    n = 120
+    X = base(n, d, seed=11)
+    if data == "sphere":
+        X /= np.linalg.norm(X, axis=1, keepdims=True)
+    nets = list(_polynomial_nets())
+    for label, net in nets:
+        verdict = P.ntk_positivity(X, net)
+        assert verdict.singular and verdict.rank_bound == 70, (label, verdict.reason)
+        values = eig(X, net)
+        assert_singular(values)
+        rank = int((values > rounding(values)).sum())
+        assert rank <= bound
+        if data == "gaussian":
+            assert rank == bound  # the bound is attained by generic data (degree q^L also off the sphere)
+        else:
+            # on the sphere ‖x‖² = 1 removes the C(d + 2, 2) multiples of (‖x‖² − 1): 70 − 15
+            assert rank == bound - math.comb(d + 2, 2)
+    for net in _nonpolynomial_nets():
+        verdict = P.ntk_positivity(X, net)
+        assert verdict.guaranteed
+        assert_positive(eig(X, net))
+
+
+def test_tanh_and_real_polynomial_activation_available():
+    """Reports (by skipping) while the other engineer's tanh / polynomial activations are missing."""
+    real_activation("tanh")
+    act = real_activation("polynomial(0.1, 0.5, 1.0)")
+    assert P.activation_polynomial_degree(act) == 2
+
+
+def test_polynomial_below_the_rank_bound_is_not_guaranteed():
+    X = base(30, 4, seed=2)
+    net = MLP(2, Quadratic(0.1, 0.5, 1.0), 1.0, 0.1)
+    verdict = P.ntk_positivity(X, net)
+    assert verdict.status == "not_guaranteed" and "polynomial" in verdict.reason
+    assert verdict.rank_bound == 70
+    assert_positive(eig(X, net))  # 30 generic points < 70: here PD, but the theorem does not say so
+
+
+# ================================================================================= finite width (empirical NTK)
+def test_singularity_certificates_and_rank_bound_hold_at_finite_width():
+    """The certificates come from f(−x) = ±f(x), f(t·x) = t·f(x), polynomial gradients: true for every draw."""
+    from ntkdist.kernels.empirical import empirical_ntk
+
+    X = base()
+    for label, Xs, net in [("x, -x, erf", _with(X, -X[2]), MLP(2, "erf", 1.0, 0.0)),
+                           ("x, -x, abs", _with(X, -X[2]), MLP(2, "abs", 2.0, 0.0)),
+                           ("x, 2x, relu", _with(X, 2.0 * X[5]), MLP(2)),
+                           ("zero, erf", _with(X, 0.0 * X[0]), MLP(2, "erf"))]:
+        verdict = P.ntk_positivity(Xs, net, kind="empirical_ntk")
+        assert verdict.singular, label
+        assert_singular(np.linalg.eigvalsh(empirical_ntk(Xs, net=net, width=64, seed=3)))
+    Xp = base(120, 4, seed=11)
+    net = MLP(2, real_activation("polynomial(0.1, 0.5, 1.0)"), 1.0, 0.1)
+    values = np.linalg.eigvalsh(empirical_ntk(Xp, net=net, width=128, seed=1))
+    assert P.ntk_positivity(Xp, net, kind="empirical_ntk").singular
+    assert int((values > rounding(values)).sum()) <= P.polynomial_rank_bound(4, 2, 2)
+    # the theorem itself is about the infinite-width NTK
+    generic = P.ntk_positivity(X, MLP(2, "erf", 1.0, 0.1), kind="empirical_ntk")
+    assert generic.status == "not_guaranteed" and "infinite-width" in generic.reason
