@@ -36,7 +36,7 @@ demo: $(STAMP)
 	$(BIN)/ntkdist run examples/demo.toml
 
 test: $(STAMP) $(NT_STAMP)
-	NTKDIST_NT_PYTHON=$(NT_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS)
+	NTKDIST_NT_PYTHON=$(CURDIR)/$(NT_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.kernels

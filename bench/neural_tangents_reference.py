@@ -5,12 +5,13 @@ virtual environment (``make .venv-nt``: jax 0.4.26, neural-tangents 0.6.5, float
 ntkdist through files:
 
     .venv-nt/bin/python bench/neural_tangents_reference.py kernels CASES.json INPUTS.npz OUT.npz
-    .venv-nt/bin/python bench/neural_tangents_reference.py speed N DIM DEPTH REPEAT
+    .venv-nt/bin/python bench/neural_tangents_reference.py speed N DIM DEPTH REPEAT [float32|float64]
 
 ``kernels`` evaluates ``stax`` ``kernel_fn`` for each case of CASES.json (a list of {"activation", "depth",
 "weight_var", "bias_var", "kind", optional "inputs": [x_name, y_name]}) on arrays of INPUTS.npz (default X and
 Y), in float64; ``speed`` times the jitted
-depth-2 ReLU NTK in float32 (the configuration the kernel-engine issue quotes) and prints entries/s.
+ReLU NTK (float32 by default, the configuration the kernel-engine issue quotes; float64 with jax_enable_x64,
+the precision ntkdist computes in) and prints entries/s.
 This file imports nothing from ntkdist. neural_tangents/__init__.py imports its ``experimental`` package, whose
 TensorFlow interop pulls in TensorFlow; nothing here uses it, so it is replaced by an empty module before the
 import (the peer environment then needs no TensorFlow: see the Makefile's .venv-nt).
@@ -92,14 +93,17 @@ def kernels(cases_path: str, inputs_path: str, out_path: str) -> None:
     np.savez(out_path, **results)
 
 
-def speed(n: int, dim: int, depth: int, repeat: int) -> None:
+def speed(n: int, dim: int, depth: int, repeat: int, dtype: str = "float32") -> None:
     import jax
+
+    if dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
     import numpy as np
     from neural_tangents import stax
 
     _, _, kernel_fn = network(stax, "relu", depth, 2.0, 0.0)
     kernel_fn = jax.jit(kernel_fn, static_argnames="get")
-    X = jax.numpy.asarray(np.random.default_rng(0).standard_normal((n, dim)), dtype=jax.numpy.float32)
+    X = jax.numpy.asarray(np.random.default_rng(0).standard_normal((n, dim)), dtype=dtype)
     kernel_fn(X, None, "ntk").block_until_ready()
     times = []
     for _ in range(repeat):
@@ -107,7 +111,7 @@ def speed(n: int, dim: int, depth: int, repeat: int) -> None:
         kernel_fn(X, None, "ntk").block_until_ready()
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    print(json.dumps({"n": n, "dim": dim, "depth": depth, "median_s": median, "times": times,
+    print(json.dumps({"n": n, "dim": dim, "depth": depth, "dtype": dtype, "median_s": median, "times": times,
                       "entries_per_s": n * n / median, "jax": jax.__version__}))
 
 
@@ -116,6 +120,6 @@ if __name__ == "__main__":
     if command == "kernels":
         kernels(*rest)
     elif command == "speed":
-        speed(*(int(v) for v in rest))
+        speed(*(int(v) for v in rest[:4]), *rest[4:])
     else:
         raise SystemExit(f"unknown command {command!r}")

@@ -192,8 +192,9 @@ def fused_tile(inner, x_hat, y_hat, sq_x, sq_y, near, depth, w, b, act_kind, ab,
             theta[j] = 0.0
         for layer in range(depth):
             if act_kind == 0:
+                # The readout needs only Σ and Θ: the last activation layer skips the gaps.
                 _abrelu_layer(root_var_x[layer, i], root_q_x[layer, i], root_var_y[layer], root_q_y[layer],
-                              w, b, ab, alpha2, beta2, cov, gap_lo, gap_hi, dcov, theta)
+                              w, b, ab, alpha2, beta2, cov, gap_lo, gap_hi, dcov, theta, layer < depth - 1)
             else:
                 _erf_layer(root_var_x[layer, i], root_q_x[layer, i], q_x[layer, i], inv_x[layer, i],
                            root_var_x[layer + 1, i], root_var_y[layer], root_q_y[layer], q_y[layer], inv_y[layer],
@@ -224,7 +225,8 @@ def _dense(rx, rqx, ry, rqy, w, b, cov, below, above):
 
 
 @njit(inline="always", cache=True, error_model="numpy")
-def _abrelu_layer(rx, rqx, root_var_y, root_q_y, w, b, ab, alpha2, beta2, cov, gap_lo, gap_hi, dcov, theta):
+def _abrelu_layer(rx, rqx, root_var_y, root_q_y, w, b, ab, alpha2, beta2, cov, gap_lo, gap_hi, dcov, theta,
+                  need_gaps):
     """Dense + ABReLU over one row of pairs (`ntkdist.kernels.activations.ABReLU.pair_moments`).
 
     α = min(θ, π − θ) = 2·asin(√(min(1 − ρ, 1 + ρ)/2)), and sin θ = √((1 − ρ)(1 + ρ)): two square roots, no
@@ -246,8 +248,9 @@ def _abrelu_layer(rx, rqx, root_var_y, root_q_y, w, b, ab, alpha2, beta2, cov, g
         even = 2.0 * j_val - _PI * c
         cov[j] = scale * (ab * c + beta_term * j_val)
         dcov[j] = ab + beta_term * pi_minus_theta
-        gap_lo[j] = scale * (alpha2 * e + beta_over_pi * pi_minus_even)
-        gap_hi[j] = scale * (alpha2 * f + beta_over_pi * (_PI + even))
+        if need_gaps:
+            gap_lo[j] = scale * (alpha2 * e + beta_over_pi * pi_minus_even)
+            gap_hi[j] = scale * (alpha2 * f + beta_over_pi * (_PI + even))
 
 
 @njit(inline="always", cache=True, error_model="numpy")
