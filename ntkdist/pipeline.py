@@ -230,30 +230,15 @@ def compare(config: Config) -> dict:
 
 
 def _write_theory(store: RunStore, spectrum, result) -> None:
-    """Add the ``theory_*`` variables to the stored spectrum without rewriting its eigenvalues.
-
-    Appending (zarr mode "a") leaves ``eigenvalue`` untouched, so a crash here cannot lose the solve's result;
-    only a spectrum that already holds theory variables (a compare that crashed before it was recorded) is
-    rewritten whole, without them.
-    """
-    import warnings
-
+    """Add the ``theory_*`` variables (and the comparison summary) to the stored spectrum."""
     import xarray as xr
 
-    from .store.run_store import SPECTRUM
-
-    stale = [name for name in spectrum.variables if str(name).startswith("theory_")]
     theory = xr.Dataset(attrs={**spectrum.attrs, "theory": result.summary()})
     for name, (dims, values, attrs) in result.coords.items():
         theory = theory.assign_coords({name: (dims, values, attrs)})
     for variable in result.variables:
         theory[variable.name] = (variable.dims, variable.data, variable.attrs)
-    if stale:
-        store.write_spectrum(xr.merge([theory, spectrum.drop_vars(stale)], combine_attrs="override"))
-        return
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        theory.to_zarr(str(store.path), group=SPECTRUM, mode="a", zarr_format=3, consolidated=True)
+    store.add_to_spectrum(theory, replace_prefix="theory_")
 
 
 # -- report --------------------------------------------------------------------------------------------------------

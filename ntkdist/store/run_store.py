@@ -16,6 +16,7 @@ recorded as complete in the group attrs after its last write, so nothing half-wr
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import warnings
 import zlib
@@ -41,6 +42,14 @@ _NOT_DONE = -1
 def block_checksum(block: np.ndarray) -> int:
     """CRC-32 of a block's bytes in C order (what the manifest records and `RunStore.verify` recomputes)."""
     return zlib.crc32(np.ascontiguousarray(block).tobytes())
+
+
+@contextlib.contextmanager
+def _quiet_consolidation():
+    """Silence zarr's note that consolidated metadata is outside the v3 spec (we rely on zarr-python's support)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        yield
 
 
 def _now() -> str:
@@ -170,8 +179,7 @@ class RunStore:
     def _consolidate(self) -> None:
         # xarray opens ``spectrum`` through the root's consolidated metadata; a root that changed since its
         # last consolidation would send it to a slow fallback with a warning, so re-consolidate on each change.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        with _quiet_consolidation():
             zarr.consolidate_metadata(str(self.path), zarr_format=3)
 
     # -- arrays ------------------------------------------------------------------------------------------------
@@ -256,9 +264,25 @@ class RunStore:
     def write_spectrum(self, dataset) -> None:
         """Write (replace) the ``spectrum`` group from an xarray Dataset, with consolidated metadata so that
         ``xarray.open_zarr(store, group="spectrum")`` opens it without a fallback warning."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        with _quiet_consolidation():
             dataset.to_zarr(str(self.path), group=SPECTRUM, mode="w", zarr_format=3, consolidated=True)
+
+    def add_to_spectrum(self, additions, *, replace_prefix: str) -> None:
+        """Add the variables, coordinates and attrs of ``additions`` to the stored spectrum.
+
+        Appending (zarr mode "a") leaves the variables already there (``eigenvalue``) untouched, so a crash here
+        cannot lose the solve's result. Only when variables named ``replace_prefix…`` are already stored (an
+        earlier attempt that crashed before its stage was recorded) is the group rewritten whole, without them.
+        """
+        import xarray as xr
+
+        current = self.read_spectrum().load()
+        stale = [name for name in current.variables if str(name).startswith(replace_prefix)]
+        if stale:
+            self.write_spectrum(xr.merge([additions, current.drop_vars(stale)], combine_attrs="override"))
+            return
+        with _quiet_consolidation():
+            additions.to_zarr(str(self.path), group=SPECTRUM, mode="a", zarr_format=3, consolidated=True)
 
     def read_spectrum(self):
         import xarray as xr
