@@ -108,18 +108,18 @@ def _choose_array_module(device: str):
 
 @dataclass
 class BuildReport:
-    """What a build did: blocks computed now, blocks found already written, and where they were computed."""
+    """What a build did: blocks computed now, blocks found already written, Gram entries written (both
+    triangles), and where they were computed."""
 
     computed: int = 0
     skipped: int = 0
+    entries: int = 0
     seconds: float = 0.0
     workers: list[dict] = field(default_factory=list)
 
     @property
     def entries_per_second(self) -> float:
-        return 0.0 if self.seconds == 0 else self._entries / self.seconds
-
-    _entries: int = 0
+        return 0.0 if self.seconds == 0 else self.entries / self.seconds
 
 
 def plan_tasks(missing: list[tuple[int, int]], per_task: int = BLOCKS_PER_TASK) -> list[list[tuple[int, int]]]:
@@ -209,7 +209,7 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
             actor = in_flight.pop(ref)
             records = ray.get(ref)
             report.computed += len(records)
-            report._entries += sum(_block_entries(store, *r["block"]) for r in records)
+            report.entries += sum(_block_entries(store, *r["block"]) for r in records)
             log.info("built %d/%d blocks", report.computed, total)
             if queue:
                 in_flight[actor.build.remote(queue.pop())] = actor
