@@ -96,7 +96,8 @@ def polynomial(*coefficients: float) -> Activation:
     return Polynomial(*coefficients)
 
 
-def custom(fn, derivative=None, name: str | None = None, tol: float = DEFAULT_TOL) -> Activation:
+def custom(fn, derivative=None, name: str | None = None, tol: float = DEFAULT_TOL, *,
+           polynomial_degree: int | None = None, non_polynomial: bool = False) -> Activation:
     """Any elementwise callable φ, with Mehler-series kernels.
 
     Parameters
@@ -111,5 +112,8 @@ def custom(fn, derivative=None, name: str | None = None, tol: float = DEFAULT_TO
         returns the latest custom activation created under that name in this process.
     tol : float
         Relative accuracy of the series.
+    polynomial_degree, non_polynomial :
+        Say whether φ is a polynomial (of that degree) or not; strict positive definiteness (Carvalho et al.)
+        needs a non-polynomial φ, and is reported as not guaranteed for a callable that says neither.
     """
-    return Custom(fn, derivative, name, tol)
+    return Custom(fn, derivative, name, tol, polynomial_degree=polynomial_degree, non_polynomial=non_polynomial)

@@ -63,6 +63,9 @@ class Activation(abc.ABC):
     #: non-polynomial activation is strictly positive definite on distinct inputs (Jacot et al. 2018; Carvalho et
     #: al. 2024), that of a polynomial of degree p has rank bounded in terms of p and the input dimension.
     polynomial_degree: int | None = None
+    #: False when nobody knows whether φ is a polynomial (a user callable that did not say): then
+    #: ``polynomial_degree = None`` does not mean "not a polynomial" (strict positivity needs one that is not).
+    polynomial_known: bool = True
 
     @abc.abstractmethod
     def __call__(self, x):
@@ -145,7 +148,8 @@ class ABReLU(Activation):
         E φ(u)²       = q·(a² + b²)/2
 
     The Cauchy–Schwarz gaps come from the even part's kernel A(θ) = 2 sin θ + (π − 2θ)cos θ = A(π − θ), written
-    so that no term cancels near θ = 0 or θ = π. φ'(0) := a (for ReLU 0, the convention of JAX).
+    so that no term cancels near θ = 0 or θ = π. φ'(0) := a (ReLU: 0, as JAX's relu; this only matters for the
+    finite-width network at inputs exactly on a kink).
     """
 
     def __init__(self, a: float = 0.0, b: float = 1.0):
@@ -161,6 +165,11 @@ class ABReLU(Activation):
     @property
     def name(self) -> str:  # type: ignore[override]
         return _ABRELU_NAMES.get((self.a, self.b), "abrelu")
+
+    @property
+    def polynomial_degree(self) -> int | None:  # type: ignore[override]
+        """1 when a = b (φ is the linear map a·x), else None (not a polynomial)."""
+        return 1 if self.a == self.b else None
 
     def describe(self) -> str:
         if (self.a, self.b) in _ABRELU_NAMES:
@@ -694,9 +703,13 @@ class Custom(MehlerActivation):
         tol), which `get_activation` resolves in this process to the latest custom activation of that name.
     tol : float
         Relative accuracy of the series (default 1e-10).
+    polynomial_degree, non_polynomial :
+        Declare φ a polynomial of that degree, or not a polynomial. Without either, theory results that depend
+        on it (strict positive definiteness, Carvalho et al.) are reported as not guaranteed.
     """
 
-    def __init__(self, fn, derivative=None, name=None, tol: float = DEFAULT_TOL, *, register: bool = True):
+    def __init__(self, fn, derivative=None, name=None, tol: float = DEFAULT_TOL, *, register: bool = True,
+                 polynomial_degree: int | None = None, non_polynomial: bool = False):
         if not callable(fn):
             raise ValueError(f"activation: custom needs a callable fn, got {type(fn).__name__}")
         if derivative is not None and not callable(derivative):
@@ -711,6 +724,11 @@ class Custom(MehlerActivation):
         self.name = name
         self.fn = fn
         self.given_derivative = derivative
+        # Whether φ is a polynomial is the caller's knowledge, not something a series can certify.
+        if polynomial_degree is not None and non_polynomial:
+            raise ValueError("activation: custom takes polynomial_degree or non_polynomial=True, not both")
+        self.polynomial_degree = None if polynomial_degree is None else int(polynomial_degree)
+        self.polynomial_known = polynomial_degree is not None or bool(non_polynomial)
         self._derivative = derivative if derivative is not None else numerical_derivative(fn)
         super().__init__(tol)
         probe = np.linspace(-3.0, 3.0, 7)

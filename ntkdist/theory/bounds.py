@@ -191,9 +191,11 @@ def _lambda_min_lower(A: np.ndarray) -> float:
 
     Positive definite, well-conditioned A (the usual case for the Hadamard powers and layer kernels here): one
     Cholesky factorisation (N³/3 flops, a quarter of a tridiagonalisation) and Lanczos on A⁻¹, whose Ritz value
-    θ plus residual ‖A⁻¹v − θv‖ bounds λ_max(A⁻¹) = 1/λ_min(A) from above. When the Cholesky fails (A not
-    numerically PD) or A is too ill-conditioned for the solves to be trusted (κ·N·ε > 1e-6), the dense
-    eigenvalue (LAPACK syevx) decides. Either way the backward-error allowance 4·N·ε·‖A‖₁ is subtracted.
+    θ plus residual ‖A⁻¹v − θv‖ estimates λ_max(A⁻¹) = 1/λ_min(A) from above; the estimate μ is then certified
+    by a second Cholesky of A − μI (it exists only if λ_min(A) > μ), since a residual bounds the distance to
+    *some* eigenvalue, not necessarily the largest. When a Cholesky fails (A not numerically PD, or Lanczos
+    settled on an interior eigenvalue) or A is too ill-conditioned for the solves to be trusted (κ·N·ε > 1e-6),
+    the dense eigenvalue (LAPACK syevx) decides. Either way the backward-error allowance 4·N·ε·‖A‖₁ is subtracted.
     """
     n = A.shape[0]
     norm1 = float(np.abs(A).sum(axis=1).max())
@@ -217,12 +219,22 @@ def _lambda_min_lower(A: np.ndarray) -> float:
                 vec = vec[:, 0]
                 top = float(theta[0]) + float(np.linalg.norm(solve(vec) - theta[0] * vec))
                 if top > 0 and norm1 * top * n * _EPS < 1e-6:
-                    return 1.0 / top - allowance
+                    candidate = 1.0 / top - allowance
+                    try:
+                        scipy.linalg.cho_factor(A - candidate * np.eye(n), lower=True, check_finite=False)
+                        return candidate
+                    except np.linalg.LinAlgError:
+                        pass
     return _extreme_eigenvalue(A, 0) - allowance
 
 
 def _lambda_max_upper(A: np.ndarray) -> float:
-    """A rounding-safe upper estimate of λ_1(A) for symmetric PSD A: Lanczos + residual, capped by Gershgorin."""
+    """An upper estimate of λ_1(A) for symmetric PSD A: Lanczos + residual, capped by Gershgorin (a bound).
+
+    The residual bounds the distance from the Ritz value to the nearest eigenvalue, which is λ_1 when Lanczos
+    converged to the top of the spectrum; started from the all-ones vector it does for the entrywise non-negative
+    Hadamard powers and kernels this is used on (Perron). Small A (N ≤ 400) take the dense eigenvalue instead.
+    """
     n = A.shape[0]
     gershgorin = float(np.abs(A).sum(axis=1).max())
     if n <= 400:
@@ -590,7 +602,7 @@ def generic_eigenvalue_upper_bound(X, net: MLP, ks, *, kind: str = "ntk", order:
     Gershgorin row sums max_i Σ_l |G_il|^j on a geometric grid of j, carried down monotonically in between.
 
     Stax convention: Murray's nK is the Gram K here; c_j are the stax series coefficients. Cost: λ_1 of a
-    few Hadamard powers by Lanczos (O(N²) each, no dense eigen-decomposition); refuses above ``max_n``.
+    few Hadamard powers by Lanczos (O(N²) each; a dense eigenvalue for N ≤ 400); refuses above ``max_n``.
 
     Returns a `Bound` with ``k`` and ``value`` arrays (NaN where no m is admissible, e.g. k = 1).
     """
@@ -938,19 +950,12 @@ def nguyen_limit_kernel(X, layers: int) -> np.ndarray:
 def relu_hermite_coefficient_squared(r: int) -> float:
     """μ_r(ReLU)² in the normalised probabilists' Hermite basis (Nguyen et al. Sec. 2; REFERENCE §1.4).
 
-    μ_0 = 1/√(2π), μ_1 = 1/2, μ_r = 0 for odd r ≥ 3, and for even r ≥ 2
-    μ_r² = ((r−3)!!)²/(2π·r!), computed by the stable recursion μ_r² = μ_{r−2}²·(r−3)²/(r(r−1)).
+    μ_0 = 1/√(2π), μ_1 = 1/2, μ_r = 0 for odd r ≥ 3, and for even r ≥ 2 μ_r² = ((r−3)!!)²/(2π·r!)
+    (the exact coefficients of `ntkdist.theory.hermite`).
     """
-    if r == 0:
-        return 1.0 / (2.0 * math.pi)
-    if r == 1:
-        return 0.25
-    if r % 2:
-        return 0.0
-    value = 1.0 / (2.0 * math.pi * 2.0)  # r = 2: ((−1)!!)²/(2π·2!)
-    for s in range(4, r + 1, 2):
-        value *= (s - 3) ** 2 / (s * (s - 1))
-    return value
+    from .hermite import hermite_coefficients
+
+    return float(hermite_coefficients("relu", r)[r]) ** 2
 
 
 def _hadamard_lambda_min_raw(X: np.ndarray, r: int, method: str, max_n: int):

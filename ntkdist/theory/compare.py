@@ -205,6 +205,8 @@ def compare_spectrum(X, net: MLP, *, kind: str, eigenvalues, trace: float, gram=
     modes = len(values)
     full = modes == n
     slack = 8.0 * n * np.finfo(float).eps * float(np.abs(values).max())
+    if np.any(np.diff(values) > slack):
+        raise ValueError("eigenvalues: must be in descending order (λ_1 ≥ λ_2 ≥ …); reverse an ascending eigvalsh")
     out = Comparison(budget=budget)
     lam_min = float(values[-1]) if full else None
 
@@ -382,13 +384,15 @@ def _nguyen_exact_cost(X) -> int:
 def _generic_ks(rank: int, modes: int, n: int) -> list[int]:
     """k just above the rank counts of H_m (where the bound changes), within the computed modes, ≤ MAX_K_VALUES."""
     ks = []
-    m = 1
+    m, previous = 1, 0
     while True:
         k = B.sphere_polynomial_count(rank, m) + 1
-        if k > min(modes, n):
+        # For rank ≤ 2 the count stops growing (rank 1: 1, 2, 2, …): stop there too.
+        if k > min(modes, n) or k <= previous:
             break
         if k >= 2:
             ks.append(k)
+        previous = k
         m += 1
     if len(ks) > MAX_K_VALUES:
         pick = np.unique(np.round(np.geomspace(1, len(ks), MAX_K_VALUES)).astype(int) - 1)

@@ -32,7 +32,6 @@ __all__ = [
     "hermite_coefficients",
     "second_moment",
     "dual_coefficients",
-    "hermite_values",
     "is_exact",
 ]
 
@@ -174,12 +173,21 @@ def _gauss_hermite_exact(fn: Callable, degree: int, order: int, v: float) -> np.
     nodes, weights = np.polynomial.hermite_e.hermegauss(n)
     weights = weights / _SQRT_2PI
     values = np.asarray(fn(math.sqrt(v) * nodes), dtype=float) * weights
-    top = min(order, degree)
     out = np.zeros(order + 1)
-    h_prev, h = np.zeros_like(nodes), np.ones_like(nodes)
-    for k in range(top + 1):
-        out[k] = values @ h
-        h_prev, h = h, (nodes * h - math.sqrt(k) * h_prev) / math.sqrt(k + 1)
+    top = min(order, degree)
+    out[:top + 1] = _project(values, nodes, top, np.ones_like(nodes))
+    return out
+
+
+def _project(weighted, z, order: int, h0) -> np.ndarray:
+    """Σ_i weighted_i·h_k(z_i)·(h0_i) for k = 0..order: the normalised probabilists' Hermite functions h_k
+    by the three-term recurrence h_{k+1} = (z h_k − √k h_{k−1})/√(k+1), started from h0 (1, or a damping
+    factor e^{−z²/4} that keeps the recurrence bounded on wide node sets, Cramér's bound 1.0865)."""
+    out = np.empty(order + 1)
+    h_prev, h = np.zeros_like(z), h0
+    for k in range(order + 1):
+        out[k] = weighted @ h
+        h_prev, h = h, (z * h - math.sqrt(k) * h_prev) / math.sqrt(k + 1)
     return out
 
 
@@ -203,35 +211,18 @@ def _quadrature_nodes(order: int, v: float):
     return nodes, weights
 
 
-def hermite_values(order: int, z) -> np.ndarray:
-    """h_k(z)·e^{−z²/4} for k = 0..order (rows), by the three-term recurrence; bounded by 1.0865 (Cramér)."""
-    z = np.asarray(z, dtype=float)
-    out = np.empty((order + 1,) + z.shape)
-    h_prev = np.zeros_like(z)
-    h = np.exp(-0.25 * z * z)
-    for k in range(order + 1):
-        out[k] = h
-        h_prev, h = h, (z * h - math.sqrt(k) * h_prev) / math.sqrt(k + 1)
-    return out
-
-
 def _quadrature_coefficients(fn: Callable, order: int, v: float) -> np.ndarray:
     z, w = _quadrature_nodes(order, v)
     with np.errstate(all="ignore"):
         values = np.asarray(fn(math.sqrt(v) * z), dtype=float)
     if values.shape != z.shape:
         values = np.broadcast_to(values, z.shape).astype(float)
-    weighted = values * np.exp(-0.25 * z * z) * w / _SQRT_2PI
+    damping = np.exp(-0.25 * z * z)
+    weighted = values * damping * w / _SQRT_2PI
     weighted = np.where(np.isfinite(weighted), weighted, 0.0)
     if not np.all(np.isfinite(values[np.abs(z) < 12.0])):
         raise ValueError("activation: returned NaN or inf at a finite argument; cannot expand it in Hermite polynomials")
-    out = np.empty(order + 1)
-    h_prev = np.zeros_like(z)
-    h = np.exp(-0.25 * z * z)
-    for k in range(order + 1):
-        out[k] = weighted @ h
-        h_prev, h = h, (z * h - math.sqrt(k) * h_prev) / math.sqrt(k + 1)
-    return out
+    return _project(weighted, z, order, damping)
 
 
 def second_moment(activation, *, variance: float = 1.0) -> float:

@@ -26,7 +26,8 @@ being a multiple of another (verified numerically in the tests):
 * a polynomial φ of degree q when N > C(r + q^depth, q^depth) (`polynomial_rank_bound`).
 
 Not covered (``not_guaranteed``): other proportional pairs without bias (e.g. ReLU on x and −x, which is in fact
-positive definite since Θ(x, −x) = 0 for depth ≥ 1), polynomial activations below the rank bound, and the NNGP.
+positive definite: Θ(x, −x) = 0 at depth 1 and 0 < Θ(x, −x) < Θ(x, x) deeper), polynomial activations below the
+rank bound, user callables not declared polynomial or not, and the NNGP.
 """
 
 from __future__ import annotations
@@ -246,6 +247,9 @@ def ntk_positivity(X, net: MLP, *, kind: str = "ntk", tol: float = ANGLE_TOL) ->
             return verdict(SINGULAR, f"inputs {i} and {j} are negative multiples and φ is {parity} and positively "
                                      "homogeneous without biases: proportional rows of K")
     # -- the theorem -------------------------------------------------------------------------------------------
+    if not getattr(act, "polynomial_known", True):
+        return verdict(NOT_GUARANTEED, f"whether φ ({act.describe()}) is a polynomial is unknown: declare it with "
+                                       "custom(..., polynomial_degree=q) or custom(..., non_polynomial=True)")
     if kind != "ntk":
         return verdict(NOT_GUARANTEED, f"Carvalho et al. is a theorem about the infinite-width NTK, not the {kind}")
     if isinstance(degree, int):

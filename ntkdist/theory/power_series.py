@@ -320,8 +320,11 @@ def _composition(layers: NetworkLayers, order: int, kind: str) -> np.ndarray:
         if K is None:
             raise _TooManyTerms("order: the composition needs too many Hermite terms (a layer's correlation at "
                              "ρ = 0 is too close to 1); use method='contour'")
-        A = dual.coefficients(K)
         h = 1.0 - c0
+        if h <= 0.0:
+            # The layer's correlation is 1 at ρ = 0, i.e. its kernel is constant in ρ: nothing to compose.
+            raise _TooManyTerms("order: a layer's kernel is constant in ρ; use method='contour'")
+        A = dual.coefficients(K)
         g = dual_taylor_shift(A, c0, n + 1)  # G(c0 + h·x) = Σ g̃_j x^j
         v = u / h                             # s/q = c0 + h·v, v(0) = 0, v(1) = 1
         G = _compose(g[:n], v, n)

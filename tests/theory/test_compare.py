@@ -138,3 +138,15 @@ def test_finite_width_run_gets_only_what_holds_at_any_width():
     # the limit is listed against the sampled spectrum (how far a width-256 draw is from it is the user's question)
     top = next(row for row in result.table if row["prediction"] == "sphere_cluster_k0")
     assert top["ratio"] > 0 and top["holds"] is None
+
+
+def test_scalar_inputs_and_ascending_eigenvalues():
+    """Rank-1 data (d = 1) end the generic-bound search (it once looped forever); ascending input is refused."""
+    X = np.linspace(-2.0, 3.0, 10)[:, None]
+    net = MLP(depth=2, bias_var=0.2)
+    K = ntkdist.ntk(X, net=net)
+    values = np.linalg.eigvalsh(K)[::-1]
+    result = compare_spectrum(X, net, kind="ntk", eigenvalues=values, trace=float(np.trace(K)), gram=K)
+    assert result.variables
+    with pytest.raises(ValueError, match="descending"):
+        compare_spectrum(X, net, kind="ntk", eigenvalues=values[::-1], trace=float(np.trace(K)), gram=K)

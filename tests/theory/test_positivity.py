@@ -34,13 +34,6 @@ def base(n=40, d=5, seed=0):
     return np.random.default_rng(seed).standard_normal((n, d))
 
 
-def real_activation(spec):
-    try:
-        return get_activation(spec)
-    except ValueError:
-        pytest.skip(f"activation {spec!r} is not in ntkdist.kernels yet")
-
-
 # ======================================================================================== constructed cases
 def _with(X, extra):
     return np.vstack([X, extra])
@@ -93,10 +86,7 @@ def test_predicate_agrees_with_computed_lambda_min(label, make, net, expected):
 
 def test_odd_activations_from_the_registry_without_bias():
     for spec in ("tanh", "sin"):
-        try:
-            act = get_activation(spec)
-        except ValueError:
-            continue
+        act = get_activation(spec)
         assert P.activation_parity(act) == "odd"
         X = _with(base(), -base()[4])
         net = MLP(2, act, 1.0, 0.0)
@@ -151,7 +141,7 @@ def _fit_degree(net, dim=3, max_degree=12):
                                           (3, 2, "polynomial(0.1, 0.5, 1.0, 0.3)")])
 def test_ntk_degree_in_the_cosine_is_q_to_the_depth(q, depth, spec):
     """With ``depth`` hidden layers the NTK is a polynomial of degree exactly q^depth in ρ (the readout adds none)."""
-    act = Quadratic(0.1, 0.5, 1.0) if spec is None else real_activation(spec)
+    act = Quadratic(0.1, 0.5, 1.0) if spec is None else get_activation(spec)
     assert P.activation_polynomial_degree(act) == q
     net = MLP(depth, act, 1.0, 0.1)
     assert _fit_degree(net, max_degree=max(12, q ** depth + 3)) == P.polynomial_kernel_degree(q, depth) == q ** depth
@@ -159,19 +149,12 @@ def test_ntk_degree_in_the_cosine_is_q_to_the_depth(q, depth, spec):
 
 def _polynomial_nets():
     yield "quadratic (test-local)", MLP(2, Quadratic(0.1, 0.5, 1.0), 1.0, 0.1)
-    try:
-        act = get_activation("polynomial(0.1, 0.5, 1.0)")
-    except ValueError:
-        return
-    yield "polynomial (ntkdist)", MLP(2, act, 1.0, 0.1)
+    yield "polynomial (ntkdist)", MLP(2, get_activation("polynomial(0.1, 0.5, 1.0)"), 1.0, 0.1)
 
 
 def _nonpolynomial_nets():
     yield MLP(2, "erf", 1.0, 0.1)
-    try:
-        yield MLP(2, get_activation("tanh"), 1.0, 0.1)
-    except ValueError:
-        pass
+    yield MLP(2, get_activation("tanh"), 1.0, 0.1)
 
 
 @pytest.mark.parametrize("data", ["gaussian", "sphere"])
@@ -202,11 +185,27 @@ def test_degree_two_polynomial_at_depth_two_is_singular_beyond_the_rank_bound(da
         assert_positive(eig(X, net))
 
 
-def test_tanh_and_real_polynomial_activation_available():
-    """Reports (by skipping) while the other engineer's tanh / polynomial activations are missing."""
-    real_activation("tanh")
-    act = real_activation("polynomial(0.1, 0.5, 1.0)")
-    assert P.activation_polynomial_degree(act) == 2
+def test_polynomial_degrees_are_read_from_the_activations():
+    assert P.activation_polynomial_degree(get_activation("polynomial(0.1, 0.5, 1.0)")) == 2
+    assert P.activation_polynomial_degree(get_activation("identity")) == 1
+    assert P.activation_polynomial_degree(get_activation("abrelu(0.5, 0.5)")) == 1
+    assert P.activation_polynomial_degree(get_activation("tanh")) is None
+
+
+def test_a_user_callable_is_not_certified_unless_it_says_what_it_is():
+    """A callable that is secretly a polynomial would be singular beyond the rank bound: never call it PD."""
+    from ntkdist.activations import custom
+
+    X = base(120, 4, seed=11)
+    quadratic = custom(lambda x: 0.1 + 0.5 * x + x * x, derivative=lambda x: 0.5 + 2 * x, name="secretquad")
+    verdict = P.ntk_positivity(X, MLP(2, quadratic, 1.0, 0.1))
+    assert verdict.status == "not_guaranteed" and "unknown" in verdict.reason
+    assert_singular(eig(X, MLP(2, quadratic, 1.0, 0.1)))
+    declared = custom(lambda x: 0.1 + 0.5 * x + x * x, derivative=lambda x: 0.5 + 2 * x, name="declaredquad",
+                      polynomial_degree=2)
+    assert P.ntk_positivity(X, MLP(2, declared, 1.0, 0.1)).singular
+    swish = custom(lambda x: x / (1 + np.exp(-x)), name="swishy", non_polynomial=True)
+    assert P.ntk_positivity(base(), MLP(2, swish, 1.0, 0.1)).guaranteed
 
 
 def test_polynomial_below_the_rank_bound_is_not_guaranteed():
@@ -232,7 +231,7 @@ def test_singularity_certificates_and_rank_bound_hold_at_finite_width():
         assert verdict.singular, label
         assert_singular(np.linalg.eigvalsh(empirical_ntk(Xs, net=net, width=64, seed=3)))
     Xp = base(120, 4, seed=11)
-    net = MLP(2, real_activation("polynomial(0.1, 0.5, 1.0)"), 1.0, 0.1)
+    net = MLP(2, get_activation("polynomial(0.1, 0.5, 1.0)"), 1.0, 0.1)
     values = np.linalg.eigvalsh(empirical_ntk(Xp, net=net, width=128, seed=1))
     assert P.ntk_positivity(Xp, net, kind="empirical_ntk").singular
     assert int((values > rounding(values)).sum()) <= P.polynomial_rank_bound(4, 2, 2)
