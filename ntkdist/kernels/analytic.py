@@ -99,3 +99,18 @@ def recursion(net: MLP, dim: int, inner, sq_x, sq_y, gap_parallel, gap_antiparal
         cov, dcov, below, above = act.pair_moments(q_x, q_y, c, e, f)
         var_x, var_y = act.second_moment(q_x), act.second_moment(q_y)
     raise AssertionError("unreachable")
+
+
+def diagonal_recursion(activation, weight_var: float, bias_var: float, depth: int, first_variance):
+    """(Σ, Θ) of the readout on the diagonal x = y, from the first layer's variance q¹ (scalar or array).
+
+    q^{l+1} = w·E φ(u)² + b and Θ^{l+1} = q^{l+1} + w·E φ'(u)²·Θ^l with u ~ N(0, q^l), Θ¹ = q¹ (the diagonal of
+    `recursion`; for the stax network q¹ = weight_var·‖x‖²/d + bias_var). O(depth) per point.
+    """
+    q = first_variance
+    theta = q
+    for _ in range(depth):
+        q_next = weight_var * activation.second_moment(q) + bias_var
+        theta = q_next + weight_var * activation.derivative_second_moment(q) * theta
+        q = q_next
+    return q, theta

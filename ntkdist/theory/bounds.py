@@ -47,6 +47,7 @@ import scipy.linalg
 import scipy.sparse.linalg
 
 from ..kernels import MLP, nngp, ntk
+from ..kernels.analytic import diagonal_recursion
 from ..kernels.activations import ABReLU, theta_minus_sin
 from .power_series import power_series
 
@@ -729,14 +730,9 @@ def kernel_diagonal(X, net: MLP, kind: str = "ntk") -> np.ndarray:
     q¹ = w‖x‖²/d + b, Θ¹ = q¹; q^{l+1} = w·E φ(u)² + b, Θ^{l+1} = q^{l+1} + w·E φ'(u)²·Θ^l, u ~ N(0, q^l).
     """
     X = _as_data(X)
-    act, w, b = net.activation, net.weight_var, net.bias_var
-    q = w * np.einsum("ij,ij->i", X, X) / X.shape[1] + b
-    theta = q
-    for _ in range(net.depth):
-        q_next = w * act.second_moment(q) + b
-        theta = q_next + w * act.derivative_second_moment(q) * theta
-        q = q_next
-    return np.asarray(theta if kind == "ntk" else q, dtype=np.float64)
+    w, b = net.weight_var, net.bias_var
+    nngp, ntk = diagonal_recursion(net.activation, w, b, net.depth, w * np.einsum("ij,ij->i", X, X) / X.shape[1] + b)
+    return np.asarray(ntk if kind == "ntk" else nngp, dtype=np.float64)
 
 
 def trace_upper_bound(X, net: MLP, *, kind: str = "ntk") -> Bound:

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ntkdist.kernels import ABReLU, Erf, MLP, get_activation
+from ntkdist.kernels.analytic import diagonal_recursion
 
 from .hermite import _matches, dual_coefficients, is_exact, second_moment
 
@@ -135,16 +136,9 @@ class NetworkLayers:
 
     def diagonal(self) -> tuple[float, float]:
         """(NNGP, NTK) at ρ = 1 from the activation's closed-form second moments (as ntkdist.kernels does)."""
-        q = self.first_slope + self.first_const
-        theta = q
-        w, b = self.weight_var, self.bias_var
-        for _ in range(self.hidden):
-            e = float(self.activation.second_moment(np.float64(q)))
-            de = float(self.activation.derivative_second_moment(np.float64(q)))
-            q_next = w * e + b
-            theta = q_next + w * de * theta
-            q = q_next
-        return q, theta
+        nngp, ntk = diagonal_recursion(self.activation, self.weight_var, self.bias_var, self.hidden,
+                                       np.float64(self.first_slope + self.first_const))
+        return float(nngp), float(ntk)
 
 
 def network_layers(net: MLP, dim: int, radius: float = 1.0) -> NetworkLayers:
