@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 from scipy.special import gammaln
 
-from ntkdist.kernels import ABReLU, Activation, Erf, get_activation
+from ntkdist.kernels import ABReLU, Activation, Cos, Erf, Gelu, Sin, get_activation
 
 __all__ = [
     "hermite_coefficients",
@@ -127,22 +127,6 @@ def _sin_coefficients(order: int, v: float, *, derivative: bool) -> np.ndarray:
     if derivative:  # cos
         return np.where(ki % 2 == 0, np.where(ki % 4 == 0, 1.0, -1.0) * mag, 0.0)
     return np.where(ki % 2 == 1, np.where(ki % 4 == 1, 1.0, -1.0) * mag, 0.0)
-
-
-def _matches(phi: Callable, reference: Callable) -> bool:
-    """Whether φ is, pointwise, the function we have a closed form for (guards name-based dispatch)."""
-    x = np.array([-3.7, -1.3, -0.4, 0.0, 0.25, 0.9, 2.2, 5.1])
-    try:
-        got = np.asarray(phi(x), dtype=float)
-    except Exception:
-        return False
-    want = reference(x)
-    return got.shape == want.shape and bool(np.allclose(got, want, rtol=1e-13, atol=1e-14))
-
-
-def _gelu_exact(x):
-    from scipy.special import erf
-    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
 
 
 def _gelu_coefficients(order: int, v: float) -> np.ndarray:
@@ -271,14 +255,13 @@ def _closed_form(act, order: int, v: float, derivative: bool):
         if derivative:
             return (2.0 / math.sqrt(math.pi)) * _gaussian_coefficients(order, v)
         return _erf_coefficients(order, v)
-    name = act.describe() if isinstance(act, Activation) else ""
-    if name == "sin" and _matches(act, np.sin):
+    if isinstance(act, Sin):
         return _sin_coefficients(order, v, derivative=derivative)
-    if name == "cos" and _matches(act, np.cos):
+    if isinstance(act, Cos):
         if derivative:  # −sin
             return -_sin_coefficients(order, v, derivative=False)
         return _sin_coefficients(order, v, derivative=True)
-    if name == "gelu" and _matches(act, _gelu_exact):
+    if isinstance(act, Gelu):
         if derivative:
             return None
         return _gelu_coefficients(order, v)

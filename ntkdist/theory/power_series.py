@@ -44,10 +44,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ntkdist.kernels import ABReLU, Erf, MLP, get_activation
+from ntkdist.kernels import ABReLU, Cos, Erf, MLP, Sin, get_activation
 from ntkdist.kernels.analytic import diagonal_recursion
 
-from .hermite import _matches, dual_coefficients, is_exact, second_moment
+from .hermite import dual_coefficients, is_exact, second_moment
 
 __all__ = [
     "PowerSeries",
@@ -357,9 +357,9 @@ def _complex_dual(activation, q: float, c: np.ndarray, c_max: float):
         G = (2.0 / math.pi) * np.arcsin(s * c)
         dG = (2.0 / math.pi) * s / np.sqrt(1.0 - (s * c) ** 2) / q
         return G, dG
-    if activation.describe() == "sin" and _matches(activation, np.sin):
+    if isinstance(activation, Sin):
         return math.exp(-q) * np.sinh(q * c), math.exp(-q) * np.cosh(q * c)
-    if activation.describe() == "cos" and _matches(activation, np.cos):
+    if isinstance(activation, Cos):
         return math.exp(-q) * np.cosh(q * c), math.exp(-q) * np.sinh(q * c)
     dual = _Dual(activation, q)
     K = 64

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import gammaln
 
-from ntkdist.kernels import ABReLU, Erf, MLP, nngp, ntk
+from ntkdist.kernels import ABReLU, Erf, Gelu, MLP, Tanh, nngp, ntk
 
-from .hermite import _matches, _polynomial_degree
+from .hermite import _polynomial_degree
 from .power_series import network_layers, power_series
 
 __all__ = [
@@ -499,11 +499,10 @@ def decay_prediction(net: MLP, dim: int, kind: str = "ntk", *, radius: float = 1
         rho = R + math.sqrt(R * R - 1.0)
         return DecayPrediction("geometric", 1.0 / R, 1.0 / rho, (1.0 / (2.0 * R), 1.0 / R), False, False, None,
                                None, "Murray et al. 2023 Cor. 4.7(4); Bernstein ellipse for the sharp base", dim)
-    name = act.describe()
-    if name == "gelu":
+    if isinstance(act, Gelu):
         return DecayPrediction("geometric", None, None, None, False, False, None, None,
                                "entire activation of order 2 (erf-like): geometric decay", dim)
-    if name.startswith("tanh") and _matches(act, np.tanh):
+    if isinstance(act, Tanh):
         if net.depth == 1:
             sharp = math.pi / math.sqrt(layers.first_slope)
             return DecayPrediction("stretched_exponential", math.pi / 2.0, math.pi / 2.0, None, False, False, sharp,
