@@ -17,7 +17,7 @@ import pytest
 import scipy.special
 
 import ntkdist
-from ntkdist.kernels import MLP, get_activation
+from ntkdist.kernels import MLP
 from ntkdist.kernels.empirical import (
     TILE,
     SampledNetwork,
@@ -37,19 +37,6 @@ COMPLEX_ACTIVATIONS = {
     "erf": scipy.special.erf,
     "tanh": np.tanh,
 }
-
-
-def tanh_available() -> bool:
-    try:
-        get_activation("tanh")
-    except ValueError:
-        return False
-    return True
-
-
-def require(activation):
-    if activation == "tanh" and not tanh_available():
-        pytest.skip("get_activation('tanh') does not exist yet (being added in another change)")
 
 
 def reference_output(params: SampledNetwork, X, flat):
@@ -109,7 +96,6 @@ def mixed_points(rng, n, d):
 @pytest.mark.parametrize("bias_var", [0.0, 0.45])
 @pytest.mark.parametrize("depth, width", [(1, 5), (2, (4, 3)), (3, (3, 5, 4))])
 def test_equals_jacobian_gram_of_every_parameter(activation, bias_var, depth, width):
-    require(activation)
     rng = np.random.default_rng(depth)
     d = 3
     X = rng.standard_normal((7, d)) * rng.uniform(0.2, 3.0, size=(7, 1))
@@ -188,8 +174,7 @@ def acceptance_samples():
     """Θ̂ of every available case for the same 64 networks: each seed's draws are sampled once and reused with
     every activation (`SampledNetwork.net` may be replaced; the standard-normal draws do not depend on it)."""
     X = mixed_points(np.random.default_rng(3), 8, 6)
-    nets = {name: (MLP(**case) if isinstance(case, dict) else case) for name, case in ACCEPTANCE_CASES.items()
-            if name != "tanh" or tanh_available()}
+    nets = {name: (MLP(**case) if isinstance(case, dict) else case) for name, case in ACCEPTANCE_CASES.items()}
     samples = {name: np.empty((ACCEPTANCE_SEEDS, len(X), len(X))) for name in nets}
     for seed in range(ACCEPTANCE_SEEDS):
         params = sample_network(nets["relu"], dim=X.shape[1], width=2048, seed=seed)
@@ -202,7 +187,6 @@ def acceptance_samples():
 @pytest.mark.parametrize("activation", ["relu", "erf", "tanh"])
 def test_mean_of_64_networks_of_width_2048_is_within_4_standard_errors_of_the_analytic_ntk(
         activation, acceptance_samples):
-    require(activation)
     X, nets, samples = acceptance_samples
     net = nets[activation]
     if activation == "relu":
