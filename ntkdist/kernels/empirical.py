@@ -137,29 +137,26 @@ class ForwardPass(NamedTuple):
     """a_0 = x, a_1 = φ(h_1), …, a_L, a_l of shape (N, n_l): the inputs of the L + 1 Dense layers."""
 
 
-def _check_seed(seed) -> int:
-    if isinstance(seed, bool):
-        raise ValueError(f"seed: must be a non-negative integer, got {seed!r}")
+def _integer_at_least(value, minimum: int, message: str) -> int:
+    """``value`` as an int ≥ ``minimum`` (bools and non-integers refused), else ValueError(message)."""
+    if isinstance(value, bool):
+        raise ValueError(message)
     try:
-        value = operator.index(seed)
+        number = operator.index(value)
     except TypeError:
-        raise ValueError(f"seed: must be a non-negative integer, got {seed!r}") from None
-    if value < 0:
-        raise ValueError(f"seed: must be a non-negative integer, got {seed!r}")
-    return value
+        raise ValueError(message) from None
+    if number < minimum:
+        raise ValueError(message)
+    return number
+
+
+def _check_seed(seed) -> int:
+    return _integer_at_least(seed, 0, f"seed: must be a non-negative integer, got {seed!r}")
 
 
 def _check_widths(width, depth: int) -> tuple:
     def one(value, where):
-        if isinstance(value, bool):
-            raise ValueError(f"width: {where} must be an integer ≥ 1, got {value!r}")
-        try:
-            n = operator.index(value)
-        except TypeError:
-            raise ValueError(f"width: {where} must be an integer ≥ 1, got {value!r}") from None
-        if n < 1:
-            raise ValueError(f"width: {where} must be an integer ≥ 1, got {value!r}")
-        return n
+        return _integer_at_least(value, 1, f"width: {where} must be an integer ≥ 1, got {value!r}")
 
     if isinstance(width, (str, bytes)):
         raise ValueError(f"width: expected an integer or a sequence of {depth} integers, got {width!r}")
