@@ -8,7 +8,8 @@ resolved against the current working directory.
     [data]     source = "sphere" | "gaussian" | "npy", n, dim, seed, path (npy), radius (sphere)
     [network]  depth, activation, weight_var, bias_var, width and seed (finite-width kinds)
     [kernel]   kind = "ntk" | "nngp" | "empirical_ntk" | "empirical_nngp", dtype = "float64" | "float32", block
-    [solver]   method = "exact", k
+    [solver]   method = "auto" | "exact" | "krylov" | "nystrom", k, tol, max_passes, smallest, density, vectors,
+               seed, operator = "auto" | "memory" | "stored" | "matrix_free"
     [cluster]  address ("" starts an embedded local Ray), workers, device, cpus_per_worker
 """
 
@@ -28,6 +29,11 @@ from .kernels import MLP, available_activations, get_activation
 
 #: Largest N the exact dense eigensolver accepts (the matrix and LAPACK's workspace must fit in memory).
 EXACT_MAX_N = 50_000
+#: Largest N for which ``method = "auto"`` picks the exact solver: beyond it a dense eigen-decomposition costs
+#: minutes to hours (LAPACK takes ~9 min at N = 20000 on two cores) while block Krylov takes seconds.
+AUTO_EXACT_MAX_N = 6_000
+#: Eigenvalues from the top that ``method = "krylov"``/``"nystrom"`` computes when ``k`` is not given.
+DEFAULT_TOP_K = 100
 #: Largest Gram block edge: one float64 block of this size is 2 GiB in a worker's memory.
 MAX_BLOCK = 16_384
 DEFAULT_BLOCK = 2048
@@ -94,8 +100,38 @@ class KernelSection(_Section):
 
 
 class SolverSection(_Section):
-    method: Literal["exact"] = "exact"
+    """How the spectrum is computed (see docs/solvers.md).
+
+    ``method``: "exact" (dense LAPACK, every eigenvalue), "krylov" (randomized block Krylov for the top k,
+    LOBPCG for the ``smallest``, stochastic Lanczos for the density, sharing passes over K), "nystrom" (one pass,
+    single-pass Nyström for the top k), or "auto" (exact up to N = 6000, krylov beyond).
+    ``operator``: where K lives while it is multiplied: "memory" (actors hold their block-row panels), "stored"
+    (actors stream their panels from the store every pass), "matrix_free" (actors recompute their panels from X
+    every pass; the Gram matrix is never stored), or "auto" (memory when the panels fit ``[cluster]
+    memory_budget_gb``, else stored).
+    """
+
+    method: Literal["auto", "exact", "krylov", "nystrom"] = "auto"
     k: int | None = Field(default=None, ge=1)
+    tol: float = Field(default=1e-8, gt=0.0, lt=1.0)
+    max_passes: int = Field(default=40, ge=1, le=10_000)
+    smallest: int = Field(default=1, ge=0)
+    density: bool = True
+    vectors: bool = False
+    seed: int = Field(default=0, ge=0)
+    operator: Literal["auto", "memory", "stored", "matrix_free"] = "auto"
+
+    def resolved_method(self, n: int) -> str:
+        """The method that runs for N = n ("auto" resolved)."""
+        if self.method != "auto":
+            return self.method
+        return "exact" if n <= AUTO_EXACT_MAX_N else "krylov"
+
+    def resolved_k(self, n: int) -> int:
+        """How many of the largest eigenvalues are computed for N = n."""
+        if self.k is not None:
+            return self.k
+        return n if self.resolved_method(n) == "exact" else min(DEFAULT_TOP_K, n - 1)
 
 
 class ClusterSection(_Section):
@@ -103,6 +139,8 @@ class ClusterSection(_Section):
     workers: int = Field(default=2, ge=1, le=4096)
     device: Literal["auto", "cpu", "gpu"] = "auto"
     cpus_per_worker: float | None = Field(default=None, gt=0.0)
+    #: Memory each actor may use to hold its Gram panels in memory (``[solver] operator = "memory"``/"auto").
+    memory_budget_gb: float = Field(default=4.0, gt=0.0)
 
 
 class Config(_Section):
@@ -131,16 +169,15 @@ class Config(_Section):
             if len(widths) not in (1, self.network.depth) or min(widths) < 1:
                 raise ValueError(f"[network] width: give one width ≥ 1 or one per hidden layer "
                                  f"({self.network.depth}), got {width!r}")
+        if empirical and self.solver.operator == "matrix_free":
+            raise ValueError("[solver] operator: \"matrix_free\" recomputes the infinite-width kernel; the empirical "
+                             "kinds need their Gram matrix stored: use \"auto\", \"memory\" or \"stored\"")
+        if self.solver.method == "exact" and self.solver.operator == "matrix_free":
+            raise ValueError("[solver] method: \"exact\" needs the whole matrix in memory; with operator = "
+                             "\"matrix_free\" use method = \"krylov\" (or \"auto\")")
         n = self.data.n
         if n is not None:
-            if self.solver.k is not None and self.solver.k > n:
-                raise ValueError(f"[solver] k: asks for {self.solver.k} eigenvalues of a {n}×{n} matrix; use k ≤ {n}")
-            if self.solver.method == "exact" and n > EXACT_MAX_N:
-                gib = 16 * n * n / 2**30
-                raise ValueError(
-                    f"[solver] method: \"exact\" holds the whole {n}×{n} matrix (about {gib:.0f} GiB with "
-                    f"workspace); it accepts n ≤ {EXACT_MAX_N}"
-                )
+            check_solver_size(self.solver, n)
         return self
 
     # -- constructors -------------------------------------------------------------------------------------------
@@ -196,6 +233,31 @@ class Config(_Section):
             "kernel": {"kind": self.kernel.kind, "dtype": self.kernel.dtype, "block": self.kernel.block},
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def check_solver_size(solver: SolverSection, n: int) -> None:
+    """Refuse solver settings that cannot work for an N×N matrix (ValueError naming the ``[solver]`` key)."""
+    method = solver.resolved_method(n)
+    if solver.k is not None:
+        if method == "exact" and solver.k > n:
+            raise ValueError(f"[solver] k: asks for {solver.k} eigenvalues of a {n}×{n} matrix; use k ≤ {n}")
+        if method != "exact" and solver.k >= n:
+            raise ValueError(f"[solver] k: the {method} solver computes k < N eigenvalues, got k = {solver.k} for "
+                             f"N = {n}; use k ≤ {n - 1}, or method = \"exact\" for all of them")
+    if method == "exact" and n > EXACT_MAX_N:
+        gib = 16 * n * n / 2**30
+        raise ValueError(
+            f"[solver] method: \"exact\" holds the whole {n}×{n} matrix (about {gib:.0f} GiB with workspace); it "
+            f"accepts n ≤ {EXACT_MAX_N}; use method = \"krylov\" (or \"auto\")"
+        )
+    if method == "exact" and solver.smallest > n:
+        raise ValueError(f"[solver] smallest: asks for {solver.smallest} of the smallest eigenvalues of a {n}×{n} "
+                         f"matrix; use smallest ≤ {n}")
+    # LOBPCG works on a block of 3·smallest vectors [X, W, P], which must stay well inside R^N.
+    if method != "exact" and 3 * solver.smallest >= n:
+        raise ValueError(f"[solver] smallest: asks for {solver.smallest} of the smallest eigenvalues of a {n}×{n} "
+                         f"matrix with an iterative method (LOBPCG's block holds 3·smallest vectors); use smallest "
+                         f"< {max(n // 3, 1)}, or method = \"exact\"")
 
 
 def load_config(path: str | os.PathLike) -> Config:

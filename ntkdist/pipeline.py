@@ -13,6 +13,7 @@ unfinished block). The Prefect flow in ``flows/spectrum.py`` calls these functio
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import datasets
-from .config import EXACT_MAX_N, Config
+from .config import Config, check_solver_size
 from .errors import DataError, StoreError
 from .store import RunStore
 
@@ -61,10 +62,10 @@ def preflight(config: Config, *, overwrite: bool = False) -> str:
     same data, network and kernel. Raises `UserError` subclasses naming the field at fault.
     """
     dataset = load_dataset(config)
-    if config.solver.k is not None and config.solver.k > dataset.n:
-        raise DataError(f"[solver] k: {config.solver.k} exceeds the {dataset.n} points of the data; use k ≤ {dataset.n}")
-    if config.solver.method == "exact" and dataset.n > EXACT_MAX_N:
-        raise DataError(f"[solver] method: \"exact\" accepts n ≤ {EXACT_MAX_N}, the data has {dataset.n} points")
+    try:
+        check_solver_size(config.solver, dataset.n)
+    except ValueError as exc:
+        raise DataError(f"{exc} (the data has {dataset.n} points)") from None
     data_digest = datasets.digest(dataset)
     _existing_store(config, config.kernel_fingerprint(data_digest), overwrite)
     return data_digest
@@ -136,6 +137,11 @@ def build(config: Config) -> dict:
     record = store.stage("build")
     if record is not None:
         return {"store": str(store.path), "resumed": True, **record}
+    if config.solver.operator == "matrix_free":
+        # The solve recomputes every panel from the inputs on each pass: nothing to build or store.
+        info = {"matrix_free": True, "computed_blocks": 0, "skipped_blocks": 0, "seconds": 0.0}
+        store.mark_stage("build", **info)
+        return {"store": str(store.path), "resumed": False, **info}
     cluster = config.cluster
     embedded_cpus = None
     if not cluster.address:
@@ -156,10 +162,14 @@ def build(config: Config) -> dict:
 
 # -- solve ---------------------------------------------------------------------------------------------------------
 def solve(config: Config) -> dict:
-    """Eigenvalues of the stored Gram matrix, written as the ``spectrum`` group (xarray)."""
-    import xarray as xr
+    """The spectrum of the Gram matrix through an operator, written as the ``spectrum`` group (xarray).
 
-    from .linalg import exact_eigenvalues
+    The exact method reads the stored matrix into memory (it only runs where that fits); every other method
+    multiplies through `operator_for` — actors holding, streaming or recomputing their block-row panels — and the
+    driver holds nothing larger than a few N×b blocks.
+    """
+    from .linalg.spectrum import solve_spectrum
+    from .store.spectrum import spectrum_dataset
 
     store = _open_after(config, "build")
     record = store.stage("solve")
@@ -167,34 +177,73 @@ def solve(config: Config) -> dict:
         return {"store": str(store.path), "resumed": True, **record}
     store.clear_stages("solve", "compare", "report")
     start = time.perf_counter()
-    gram = store.gram[:]
-    values = exact_eigenvalues(gram, config.solver.k)
-    del gram
+    solver = config.solver
     n = store.n
-    dataset = xr.Dataset(
-        {"eigenvalue": ("mode", values, {
-            "long_name": f"eigenvalue of the {config.kernel.kind.upper()} Gram matrix",
-            "description": "eigenvalues of K = [Θ(x_i, x_j)] itself (not divided by N), descending",
-        })},
-        coords={"mode": ("mode", np.arange(1, len(values) + 1), {"long_name": "index, 1 = largest"})},
-        attrs={
-            "title": f"ntkdist spectrum of run {config.run.name}",
-            "kind": config.kernel.kind,
-            "n": n,
-            "dim": store.dim,
-            "network": config.net.describe(),
-            "solver": config.solver.method,
-            "stored_dtype": config.kernel.dtype,
-            "config": config.to_dict(),
-            "versions": package_versions(),
-            "store_fingerprint": store.fingerprint,
-        },
-    )
+    method = solver.resolved_method(n)
+    k = solver.resolved_k(n)
+    with operator_for(config, store) as (operator, operator_kind):
+        solution = solve_spectrum(operator, method=method, k=k, tol=solver.tol, max_passes=solver.max_passes,
+                                  smallest=solver.smallest, density_bins=DENSITY_BINS if solver.density else 0,
+                                  vectors=solver.vectors, seed=solver.seed)
+    dataset = spectrum_dataset(solution, kind=config.kernel.kind, attrs={
+        "title": f"ntkdist spectrum of run {config.run.name}",
+        "kind": config.kernel.kind,
+        "n": n,
+        "dim": store.dim,
+        "network": config.net.describe(),
+        "solver": method,
+        "tol": solver.tol,
+        "seed": solver.seed,
+        "operator": operator_kind,
+        "stored_dtype": config.kernel.dtype,
+        "config": config.to_dict(),
+        "versions": package_versions(),
+        "store_fingerprint": store.fingerprint,
+    })
     store.write_spectrum(dataset)
     seconds = round(time.perf_counter() - start, 3)
-    store.mark_stage("solve", solver=config.solver.model_dump(mode="json"), modes=len(values), seconds=seconds)
-    return {"store": str(store.path), "resumed": False, "modes": len(values), "seconds": seconds,
-            "lambda_max": float(values[0]), "lambda_min": float(values[-1])}
+    values = solution.top.values
+    info = {"solver": solver.model_dump(mode="json"), "method": method, "operator": operator_kind,
+            "modes": len(values), "passes": solution.passes, "seconds_per_pass": round(solution.seconds_per_pass, 4),
+            "seconds": seconds, "lambda_max": float(values[0]), "lambda_min": solution.lambda_min}
+    store.mark_stage("solve", **info)
+    return {"store": str(store.path), "resumed": False, **info}
+
+
+#: Bins of the stored spectral density.
+DENSITY_BINS = 60
+
+
+def resolved_operator(config: Config, n: int) -> str:
+    """The operator kind a solve uses: "dense" for the exact method, else memory, stored or matrix_free."""
+    solver = config.solver
+    if solver.resolved_method(n) == "exact":
+        return "dense"
+    if solver.operator != "auto":
+        return solver.operator
+    # Each actor holds an equal share of the N×N panels; hold them when the share fits the budget.
+    itemsize = 4 if config.kernel.dtype == "float32" else 8
+    share = n * n * itemsize / max(1, config.cluster.workers)
+    return "memory" if share <= config.cluster.memory_budget_gb * 2**30 else "stored"
+
+
+@contextlib.contextmanager
+def operator_for(config: Config, store: RunStore):
+    """The operator of the run's Gram matrix and its kind (a context: actors are stopped on exit)."""
+    kind = resolved_operator(config, store.n)
+    if kind == "dense":
+        from .linalg import DenseOperator
+
+        yield DenseOperator(store.read_gram()), kind
+        return
+    from .cluster import RayGramOperator, ray_session
+
+    cluster = config.cluster
+    with ray_session(cluster.address, num_cpus=None if cluster.address else max(os.cpu_count() or 1, 1)):
+        with RayGramOperator(store.path, mode=kind, net=config.net, kind=config.kernel.kind,
+                             workers=cluster.workers, device=cluster.device, cpus_per_worker=cluster.cpus_per_worker,
+                             memory_budget=int(cluster.memory_budget_gb * 2**30)) as operator:
+            yield operator, kind
 
 
 # -- compare -------------------------------------------------------------------------------------------------------
@@ -257,7 +306,7 @@ def report(config: Config) -> dict:
     values = spectrum["eigenvalue"].values
     paths = report_paths(config)
     plot_spectrum(values, paths["plot"], title=spectrum.attrs["title"], kind=config.kernel.kind, theory=spectrum)
-    text = summary_markdown(config, store, values, paths, theory=spectrum)
+    text = summary_markdown(config, store, spectrum, paths)
     paths["summary"].write_text(text)
     store.mark_stage("report", plot=str(paths["plot"]), summary=str(paths["summary"]))
     return {"store": str(store.path), "plot": str(paths["plot"]), "summary": str(paths["summary"]),

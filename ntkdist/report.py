@@ -13,7 +13,8 @@ def plot_spectrum(eigenvalues: np.ndarray, path: Path, *, title: str, kind: str 
     """Eigenvalues against their index on log-log axes (non-positive eigenvalues are left out and counted).
 
     ``theory`` (the spectrum dataset, optional) overlays its ``theory_*`` predictions: the sphere eigenvalues
-    N·μ_k along the modes, the generic upper bounds on λ_k at their k, and the λ_min bounds at the last index.
+    N·μ_k along the modes, the generic upper bounds on λ_k at their k, and the λ_min bounds at index N (where the
+    computed λ_min is drawn too when only the top of the spectrum was computed).
     """
     import matplotlib
 
@@ -26,7 +27,12 @@ def plot_spectrum(eigenvalues: np.ndarray, path: Path, *, title: str, kind: str 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     ax.loglog(index[positive], values[positive], ".", ms=3, color="C0", label=f"{kind.upper()} Gram eigenvalues")
     if theory is not None:
-        _overlay_theory(ax, theory, len(values))
+        n = int(theory.attrs.get("n", len(values)))
+        if "lambda_min" in theory.variables and len(values) < n:
+            lam_min = float(theory["lambda_min"].values)
+            if lam_min > 0:
+                ax.loglog([n], [lam_min], "s", ms=5, color="C0", mfc="none", label="λ_min (certified upper bound)")
+        _overlay_theory(ax, theory, n)
     dropped = int((~positive).sum())
     if dropped:
         ax.text(0.02, 0.02, f"{dropped} eigenvalue(s) ≤ 0 not shown", transform=ax.transAxes, fontsize=8)
@@ -109,14 +115,17 @@ def theory_markdown(theory) -> list[str]:
     return lines
 
 
-def summary_markdown(config, store, eigenvalues: np.ndarray, paths: dict, theory=None) -> str:
-    """A short markdown summary: the run, the spectrum's headline numbers, the theory table (when the compare
-    stage has run), the stage timings, the paths."""
-    values = np.asarray(eigenvalues, dtype=np.float64)
-    trace = float(store.diagonal().sum())
+def summary_markdown(config, store, spectrum, paths: dict) -> str:
+    """A short markdown summary: the run, the spectrum's headline numbers with their certified errors, the theory
+    table (when the compare stage has run), the stage timings, the paths.
+
+    ``spectrum`` is the run's spectrum dataset; nothing here reads the Gram matrix."""
+    values = np.asarray(spectrum["eigenvalue"].values, dtype=np.float64)
+    errors = np.asarray(spectrum["eigenvalue_error"].values, dtype=np.float64) if "eigenvalue_error" in spectrum \
+        else np.zeros_like(values)
+    trace = float(spectrum["trace"].values) if "trace" in spectrum else float(store.diagonal().sum())
     n = store.n
-    lam_max, lam_min = float(values[0]), float(values[-1])
-    all_modes = len(values) == n
+    attrs = spectrum.attrs
     stages = store.meta["stages"]
     lines = [
         f"# ntkdist run `{config.run.name}`",
@@ -124,20 +133,28 @@ def summary_markdown(config, store, eigenvalues: np.ndarray, paths: dict, theory
         f"- data: {stages.get('prepare', {}).get('data', config.data.source)}; N = {n}, d = {store.dim}",
         f"- network: depth {config.network.depth}, {config.network.activation}, weight_var = "
         f"{config.network.weight_var:g}, bias_var = {config.network.bias_var:g} (NTK parameterization)",
-        f"- kernel: {config.kernel.kind.upper()}, stored as {config.kernel.dtype} in blocks of {store.block}",
-        f"- solver: {config.solver.method}, {len(values)} of {n} eigenvalues",
+        f"- kernel: {config.kernel.kind.upper()}, stored as {config.kernel.dtype} in blocks of {store.block}"
+        + (" (matrix-free: not stored)" if attrs.get("operator") == "matrix_free" else ""),
+        f"- solver: {attrs.get('solver', config.solver.method)} through the {attrs.get('operator', 'dense')} operator, "
+        f"{len(values)} of {n} eigenvalues from the top; {attrs.get('passes', 0)} passes over K "
+        f"({attrs.get('seconds_per_pass', 0.0):.3g} s per pass); converged: {attrs.get('converged', True)}",
+        f"- storage error bound ‖K_stored − K‖₂ ≤ {attrs.get('operator_error_bound', 0.0):.3e} (included in every error)",
         "",
-        "| quantity | value |",
-        "| --- | --- |",
-        f"| λ_max | {lam_max:.6e} |",
-        f"| {'λ_min' if all_modes else f'λ_{len(values)}'} | {lam_min:.6e} |",
-        f"| trace (Σ K_ii) | {trace:.6e} |",
-        f"| effective rank Tr/λ_max | {trace / lam_max:.4f} |",
+        "| quantity | value | certified error |",
+        "| --- | --- | --- |",
+        f"| λ_max | {values[0]:.6e} | {errors[0]:.2e} |",
     ]
-    if all_modes and lam_min > 0:
-        lines.append(f"| condition number | {lam_max / lam_min:.4e} |")
+    if "lambda_min" in spectrum:
+        lam_min, lam_min_error = float(spectrum["lambda_min"].values), float(spectrum["lambda_min_error"].values)
+        lines.append(f"| λ_min (upper bound) | {lam_min:.6e} | {lam_min_error:.2e} |")
+        if lam_min > lam_min_error:
+            lines.append(f"| condition number | {values[0] / lam_min:.4e} | |")
+    else:
+        lines.append(f"| λ_{len(values)} | {values[-1]:.6e} | {errors[-1]:.2e} |")
+    lines += [f"| trace (Σ K_ii) | {trace:.6e} | exact |",
+              f"| effective rank Tr/λ_max | {trace / values[0]:.4f} | |"]
     lines += ["", "Top eigenvalues: " + ", ".join(f"{v:.4e}" for v in values[:8])]
-    lines += theory_markdown(theory)
+    lines += theory_markdown(spectrum if "theory" in attrs else None)
     lines += ["", "| stage | seconds |", "| --- | --- |"]
     for name in ("prepare", "build", "solve", "compare"):
         if name in stages and "seconds" in stages[name]:

@@ -78,3 +78,50 @@ def test_a_resolved_config_validates_again_unchanged():
                **extra}
         config = Config.from_dict(raw)
         assert Config.from_dict(config.to_dict()) == config
+
+
+# -- [solver] ------------------------------------------------------------------------------------------------------
+def _solver_config(n=100_000, **solver):
+    return {"run": {"name": "x"}, "data": {"source": "gaussian", "n": n, "dim": 16}, "network": {"depth": 3},
+            "solver": solver}
+
+
+def test_solver_defaults_resolve_by_size():
+    small = Config.from_dict(_solver_config(n=2000))
+    assert small.solver.method == "auto" and small.solver.resolved_method(2000) == "exact"
+    assert small.solver.resolved_k(2000) == 2000
+    large = Config.from_dict(_solver_config(n=300_000))
+    assert large.solver.resolved_method(300_000) == "krylov" and large.solver.resolved_k(300_000) == 100
+    assert (large.solver.tol, large.solver.smallest, large.solver.density) == (1e-8, 1, True)
+
+
+def test_krylov_at_sixty_thousand_is_not_refused():
+    config = Config.from_dict(_solver_config(n=60_000, method="krylov", k=100, operator="matrix_free"))
+    assert config.solver.operator == "matrix_free"
+
+
+@pytest.mark.parametrize("solver, needle", [
+    ({"method": "krylov", "k": 100}, "[solver] k"),                       # k ≥ N for an iterative method
+    ({"method": "exact"}, "[solver] method"),                             # exact beyond memory
+    ({"tol": 0.0}, "[solver] tol"),
+    ({"tol": -1e-8}, "[solver] tol"),
+    ({"max_passes": 0}, "[solver] max_passes"),
+    ({"method": "lanczos"}, "[solver] method"),
+    ({"operator": "disk"}, "[solver] operator"),
+    ({"method": "exact", "operator": "matrix_free"}, "[solver] method"),
+    ({"method": "krylov", "smallest": 40}, "[solver] smallest"),
+    ({"method": "exact", "smallest": 101}, "[solver] smallest"),
+])
+def test_bad_solver_settings_name_the_key(solver, needle):
+    n = 100 if solver.get("k") == 100 or "smallest" in solver else 60_000
+    with pytest.raises(ConfigError) as info:
+        Config.from_dict(_solver_config(n=n, **solver))
+    assert needle in str(info.value)
+
+
+def test_matrix_free_refuses_the_empirical_kinds():
+    raw = _solver_config(n=500, operator="matrix_free")
+    raw["network"] = {"depth": 2, "width": 64}
+    raw["kernel"] = {"kind": "empirical_ntk"}
+    with pytest.raises(ConfigError, match=r"\[solver\] operator"):
+        Config.from_dict(raw)

@@ -1,6 +1,17 @@
-"""Linear algebra: the operator protocol and the eigensolvers. Never imports ray, prefect or zarr."""
+"""Linear algebra: the operator protocol, the eigensolvers and their certified error bounds.
 
+Never imports ray, prefect or zarr. Solvers are programs that ask for products (`ntkdist.linalg.passes`), so
+several of them can share each pass over K.
+"""
+
+from .certify import certified_errors, kato_temple_bound, residual_bound, rounding_term
 from .exact import exact_eigenvalues
-from .operator import DenseOperator, SymmetricOperator
+from .operator import DenseOperator, SymmetricOperator, as_linear_operator, float32_storage_error
+from .passes import (Columns, DensityResult, Diagonal, EigenResult, PassBudgetExhausted, PassLog, Product,
+                     run_program, run_programs)
 
-__all__ = ["DenseOperator", "SymmetricOperator", "exact_eigenvalues"]
+__all__ = [
+    "Columns", "DenseOperator", "DensityResult", "Diagonal", "EigenResult", "PassBudgetExhausted", "PassLog",
+    "Product", "SymmetricOperator", "as_linear_operator", "certified_errors", "exact_eigenvalues",
+    "float32_storage_error", "kato_temple_bound", "residual_bound", "rounding_term", "run_program", "run_programs",
+]

@@ -229,6 +229,21 @@ class RunStore:
         self.manifest[i, j] = checksum
         return checksum
 
+    def read_gram(self, dtype=np.float64) -> np.ndarray:
+        """The whole stored Gram matrix in memory (N² numbers: only for the exact solver at small N).
+
+        Read one block row at a time into one preallocated array, so the peak is the matrix plus one block row
+        (a plain ``gram[:]`` of a float32 store would hold the float32 copy and its float64 promotion at once).
+        Raises `StoreError` if a block was never written (its chunks read as NaN).
+        """
+        out = np.empty((self.n, self.n), dtype=dtype)
+        for i in range(self.n_blocks):
+            rows = self.block_slice(i)
+            out[rows] = self.gram[rows, :]
+        if np.isnan(out[:, :1]).any() or np.isnan(np.diagonal(out)).any():
+            raise StoreError(f"{self.path}: the Gram matrix has unwritten blocks; re-run the build to finish it")
+        return out
+
     def diagonal(self) -> np.ndarray:
         """The diagonal K_ii of the stored Gram matrix (reads only the diagonal blocks), as float64."""
         out = np.empty(self.n)

@@ -1,0 +1,278 @@
+"""Eigensolvers side by side: ntkdist against LAPACK, ARPACK, dask and scipy's LOBPCG, in one run per case.
+
+    python -m bench.solvers dense --n 20000 --dim 16            # top-100 and λ_min, every peer (≈ 15 min)
+    python -m bench.solvers dense --n 20000 --dim 64 --tol 1e-6  # the 2080-fold quadratic-harmonic cluster
+    python -m bench.solvers dense --n 8000 --dim 16 --quick      # a few minutes: no LAPACK reference subset
+    python -m bench.solvers matrix-free --n 100000 --dim 16 --max-passes 8   # ≤ 45 min on two cores
+
+Every case is the depth-3 ReLU NTK (stax convention, weight_var 2, no bias) of N i.i.d. standard Gaussian points
+in R^d. Results are printed as a table and written as JSON (``--json``); BENCHMARKS.md records them.
+
+dense
+    The Gram matrix is computed once, held in memory and written to a zarr store (chunks 2048²). Timed:
+    ntkdist's top-k (block Krylov) on the in-memory matrix and on the store (`StoredGramOperator`);
+    ``scipy.linalg.eigh(subset_by_index)`` (LAPACK ``syevr``, the reference); ``scipy.sparse.linalg.eigsh``
+    (ARPACK); ``dask.array.linalg.svd_compressed`` over the same zarr store with as many passes as ntkdist used;
+    λ_min by ntkdist (LOBPCG, Nyström-preconditioned) against ``scipy.sparse.linalg.lobpcg`` with its defaults;
+    PRIMME when it imports. λ_min's reference is certified by two Cholesky factorisations of K − σI, which
+    bracket λ_min without a second LAPACK eigen-decomposition.
+matrix-free
+    Ray actors recompute their block-row panels from X on every pass (the Gram matrix is never stored): top-100,
+    λ_min and the density share each pass. Recorded: time per pass against the kernel-only time of N² entries
+    plus the GEMM time of that pass's block, and the driver's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse.linalg
+
+from ntkdist.kernels import MLP, gram_block, ntk
+from ntkdist.linalg import DenseOperator
+
+NET = MLP(depth=3, activation="relu", weight_var=2.0, bias_var=0.0)
+CHUNK = 2048
+
+
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__}
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set of this process (the driver), MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def relative_errors(values, reference) -> np.ndarray:
+    values, reference = np.asarray(values, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    return np.abs(values - reference) / np.abs(reference)
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+# -- peers -----------------------------------------------------------------------------------------------------------
+def lapack_top(K, k):
+    n = K.shape[0]
+    return scipy.linalg.eigh(K, eigvals_only=True, driver="evr", subset_by_index=(n - k, n - 1))[::-1]
+
+
+def arpack_top(K, k, tol):
+    return np.sort(scipy.sparse.linalg.eigsh(K, k=k, which="LA", tol=tol, return_eigenvectors=False))[::-1]
+
+
+def dask_top(store_path, k, passes, oversample, seed):
+    """``svd_compressed`` over the zarr store; each power iteration reads K twice (K·Q and Kᵀ·Q)."""
+    import dask
+    import dask.array as da
+
+    A = da.from_zarr(str(store_path))
+    # Passes of svd_compressed: one for the sketch, two per power iteration, one for the final projection.
+    power = max(0, (passes - 2) // 2)
+    with dask.config.set(scheduler="threads"):
+        _, s, _ = da.linalg.svd_compressed(A, k=k, n_power_iter=power, n_oversamples=oversample, seed=seed,
+                                           compute=False)
+        s = s.compute()
+    return np.sort(np.asarray(s))[::-1][:k], 2 + 2 * power
+
+
+def scipy_lobpcg_defaults(K, seed):
+    X = np.random.default_rng(seed).standard_normal((K.shape[0], 1))
+    values = scipy.sparse.linalg.lobpcg(K, X, largest=False)[0]
+    return float(values[0])
+
+
+def primme_top(K, k, tol):
+    try:
+        import primme
+    except ImportError:
+        return None
+    values = primme.eigsh(K, k=k, which="LA", tol=tol, return_eigenvectors=False)
+    return np.sort(values)[::-1]
+
+
+def certify_lambda_min(K, lower: float) -> bool:
+    """True when K − lower·I is positive definite (a Cholesky factorisation succeeds), so λ_min > lower."""
+    shifted = K.copy()
+    shifted[np.diag_indices_from(shifted)] -= lower
+    try:
+        scipy.linalg.cholesky(shifted, lower=True, overwrite_a=True, check_finite=False)
+        return True
+    except np.linalg.LinAlgError:
+        return False
+
+
+# -- cases -----------------------------------------------------------------------------------------------------------
+def dense_case(n: int, dim: int, *, k: int, tol: float, seed: int, quick: bool, max_passes: int) -> dict:
+    import zarr
+
+    from ntkdist.linalg.krylov import topk_eigenpairs
+    from ntkdist.linalg.lobpcg import smallest_eigenpairs
+    from ntkdist.store.operator import StoredGramOperator, StoredMatrix
+
+    X = np.random.default_rng(seed).standard_normal((n, dim))
+    K, kernel_seconds = timed(ntk, X, net=NET)
+    out = {"case": "dense", "n": n, "dim": dim, "k": k, "tol": tol, "kernel_seconds": kernel_seconds}
+    workdir = Path(tempfile.mkdtemp(prefix="ntkdist-bench-"))
+    try:
+        store_path = workdir / "gram.zarr"
+        array = zarr.create_array(str(store_path), shape=(n, n), chunks=(CHUNK, CHUNK), dtype="float64")
+        for start in range(0, n, CHUNK):
+            array[start:start + CHUNK] = K[start:start + CHUNK]
+
+        ours, seconds = timed(topk_eigenpairs, DenseOperator(K), k, seed=seed, tol=tol, max_passes=max_passes)
+        out["ntkdist_memory"] = {"seconds": seconds, "passes": ours.passes, "converged": ours.converged,
+                                 "info": _plain(ours.info)}
+        stored, seconds = timed(topk_eigenpairs, StoredGramOperator(StoredMatrix(array)), k, seed=seed, tol=tol,
+                                max_passes=max_passes)
+        out["ntkdist_stored"] = {"seconds": seconds, "passes": stored.passes, "converged": stored.converged}
+
+        if quick:
+            reference, seconds = np.linalg.eigvalsh(K)[::-1][:k], None
+        else:
+            reference, seconds = timed(lapack_top, K, k)
+        out["lapack_subset"] = {"seconds": seconds}
+        err = relative_errors(ours.values, reference)
+        out["ntkdist_memory"].update(max_rel_error=float(err.max()),
+                                     bound_holds=bool(np.all(np.abs(ours.values - reference) <= ours.errors)),
+                                     max_rel_bound=float(np.max(ours.errors / np.abs(ours.values))))
+        out["ntkdist_stored"]["max_rel_error"] = float(relative_errors(stored.values, reference).max())
+
+        arpack, seconds = timed(arpack_top, K, k, tol)
+        out["arpack_eigsh"] = {"seconds": seconds, "max_rel_error": float(relative_errors(arpack, reference).max())}
+
+        block = int(ours.info.get("block", k + 50))
+        (dask_values, dask_passes), seconds = timed(dask_top, store_path, k, ours.passes, block - k, seed)
+        out["dask_svd_compressed"] = {"seconds": seconds, "passes": dask_passes,
+                                      "max_rel_error": float(relative_errors(dask_values, reference).max()),
+                                      "rel_error_k": float(relative_errors(dask_values, reference)[-1])}
+        primme, seconds = timed(primme_top, K, k, tol)
+        out["primme"] = ({"seconds": seconds, "max_rel_error": float(relative_errors(primme, reference).max())}
+                         if primme is not None else {"skipped": "primme does not import"})
+
+        small, seconds = timed(smallest_eigenpairs, DenseOperator(K), 1, seed=seed, tol=1e-8,
+                               max_passes=max(max_passes, 120))
+        lam, lam_err = float(small.values[0]), float(small.errors[0])
+        out["ntkdist_lambda_min"] = {"seconds": seconds, "passes": small.passes, "value": lam, "error_bound": lam_err,
+                                     "converged": small.converged, "info": _plain(small.info)}
+        certified, seconds = timed(certify_lambda_min, K, lam - lam_err)
+        out["ntkdist_lambda_min"]["cholesky_certifies_lower"] = certified
+        out["ntkdist_lambda_min"]["cholesky_seconds"] = seconds
+        scipy_value, seconds = timed(scipy_lobpcg_defaults, K, seed)
+        out["scipy_lobpcg_defaults"] = {"seconds": seconds, "value": scipy_value,
+                                        "rel_error_vs_ntkdist": abs(scipy_value - lam) / lam}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    out["ratio_lapack_over_ntkdist"] = (out["lapack_subset"]["seconds"] / out["ntkdist_memory"]["seconds"]
+                                        if out["lapack_subset"]["seconds"] else None)
+    out["driver_peak_rss_mib"] = peak_rss_mib()
+    return out
+
+
+def matrix_free_case(n: int, dim: int, *, k: int, tol: float, seed: int, max_passes: int, workers: int,
+                     smallest: int, bins: int) -> dict:
+    import ray
+
+    from ntkdist.cluster import RayGramOperator, start_local_ray
+    from ntkdist.linalg.spectrum import solve_spectrum
+
+    X = np.random.default_rng(seed).standard_normal((n, dim))
+    out = {"case": "matrix-free", "n": n, "dim": dim, "k": k, "tol": tol, "max_passes": max_passes}
+    # Kernel-only time of N² entries, measured on one panel of CHUNK rows and scaled (the panel has the same
+    # shapes as the operator's), and the GEMM time of a panel against the widest block of the run.
+    panel = X[:CHUNK]
+    _, panel_seconds = timed(gram_block, panel, X, net=NET)
+    out["kernel_only_seconds_n2"] = panel_seconds * n / CHUNK
+    start_local_ray(num_cpus=os.cpu_count())
+    try:
+        with RayGramOperator(X=X, mode="matrix_free", net=NET, kind="ntk", workers=workers) as operator:
+            solution, seconds = timed(solve_spectrum, operator, method="krylov", k=k, tol=tol, max_passes=max_passes,
+                                      smallest=smallest, density_bins=bins, seed=seed)
+    finally:
+        ray.shutdown()
+    widths = solution.info["pass_widths"]
+    K_panel = gram_block(panel, X, net=NET)
+    V = np.random.default_rng(0).standard_normal((n, max(widths)))
+    _, gemm_seconds = timed(np.matmul, K_panel, V)
+    del K_panel, V
+    out["gemm_seconds_widest_pass"] = gemm_seconds * n / CHUNK
+    out["seconds"] = seconds
+    out["passes"] = solution.passes
+    out["pass_widths"] = widths
+    out["pass_seconds"] = solution.info["pass_seconds"]
+    out["seconds_per_pass"] = solution.seconds_per_pass
+    out["ratio_pass_over_kernel_plus_gemm"] = solution.seconds_per_pass / (
+        out["kernel_only_seconds_n2"] + out["gemm_seconds_widest_pass"])
+    top = solution.top
+    out["top"] = {"lambda_1": float(top.values[0]), "lambda_k": float(top.values[-1]),
+                  "max_rel_bound": float(np.max(top.errors / np.abs(top.values))),
+                  "converged": top.converged, "passes": top.passes, "info": _plain(top.info)}
+    if solution.bottom is not None:
+        out["lambda_min"] = {"value": solution.lambda_min, "error_bound": solution.lambda_min_error,
+                             "passes": solution.bottom.passes, "converged": solution.bottom.converged}
+    if solution.density is not None:
+        out["density"] = {"max_cdf_error": float(np.max(solution.density.cdf_error)),
+                          "passes": solution.density.passes}
+    out["trace"] = solution.trace
+    out["driver_peak_rss_mib"] = peak_rss_mib()
+    return out
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    return value
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("case", choices=("dense", "matrix-free"))
+    parser.add_argument("--n", type=int, default=20000)
+    parser.add_argument("--dim", type=int, default=16)
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--tol", type=float, default=1e-8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-passes", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="dense: skip the LAPACK subset timing")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--smallest", type=int, default=1)
+    parser.add_argument("--bins", type=int, default=60)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    if args.case == "dense":
+        result = dense_case(args.n, args.dim, k=args.k, tol=args.tol, seed=args.seed, quick=args.quick,
+                            max_passes=args.max_passes)
+    else:
+        result = matrix_free_case(args.n, args.dim, k=args.k, tol=args.tol, seed=args.seed,
+                                  max_passes=args.max_passes, workers=args.workers, smallest=args.smallest,
+                                  bins=args.bins)
+    result["machine"] = machine()
+    text = json.dumps(result, indent=2, default=float)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

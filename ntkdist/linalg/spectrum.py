@@ -1,0 +1,161 @@
+"""One call for a run's whole spectrum: top-k, the smallest, the density, trace and effective rank.
+
+`solve_spectrum` composes the solver programs (`ntkdist.linalg.krylov`, `.lobpcg`, `.density`, `.nystrom`) and
+runs them together with `run_programs`, so top-k, λ_min and the density advance on one wide block per pass over
+K. `exact_spectrum` is the dense path for matrices that fit in memory (LAPACK), reported in the same form.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg
+
+from .density import density_from_eigenvalues, slq_program
+from .krylov import block_krylov_program
+from .lobpcg import lobpcg_program
+from .nystrom import nystrom_program
+from .operator import DenseOperator, SymmetricOperator
+from .passes import DensityResult, Diagonal, EigenResult, PassLog, run_programs
+from .summaries import effective_rank
+
+METHODS = ("exact", "krylov", "nystrom")
+
+
+@dataclass
+class SpectrumSolution:
+    """Everything the solve stage computes, before it becomes the ``spectrum`` dataset.
+
+    top : the k largest eigenvalues (descending) with certified errors.
+    bottom : the m smallest (ascending) with errors; ``bottom.values[0]`` is λ_min's certified upper bound.
+    density : the spectral density (exact histogram for the exact method, SLQ otherwise).
+    diagonal, trace : K_ii and Tr K (exact, read once).
+    passes, seconds_per_pass : passes over K taken by all solvers together (shared), median time per pass.
+    operator_error : the operator's ``error_bound`` (included in every error).
+    """
+
+    method: str
+    top: EigenResult
+    bottom: EigenResult | None
+    density: DensityResult | None
+    diagonal: np.ndarray
+    trace: float
+    passes: int
+    seconds_per_pass: float
+    operator_error: float
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def lambda_min(self) -> float | None:
+        """Certified upper bound on λ_min (a Rayleigh quotient), or None when the smallest were not computed."""
+        return None if self.bottom is None else float(self.bottom.values[0])
+
+    @property
+    def lambda_min_error(self) -> float | None:
+        return None if self.bottom is None else float(self.bottom.errors[0])
+
+    @property
+    def effective_rank(self) -> float:
+        return effective_rank(self.trace, float(self.top.values[0]))
+
+
+def exact_spectrum(matrix, *, k: int | None = None, smallest: int = 1, density_bins: int = 0,
+                   vectors: bool = False, operator_error: float = 0.0) -> SpectrumSolution:
+    """Every eigenvalue by LAPACK's divide and conquer (``syevd``), reported like the iterative solvers.
+
+    The error of each eigenvalue is the backward-stability bound of LAPACK's symmetric eigensolvers,
+    |λ̂ − λ| ≤ p(N)·ε·‖K‖₂ (LAPACK Users' Guide, 3rd ed., §4.7.1), taking p(N) = N (p is "a modestly growing
+    function of N"; N is the conservative choice) and ‖K‖₂ = max |λ̂|, plus the operator's storage error (Weyl). float32 input is promoted to float64, so the
+    eigenvalues are those of the stored matrix computed in double precision.
+    """
+    start = time.perf_counter()
+    operator = matrix if isinstance(matrix, DenseOperator) else DenseOperator(matrix)
+    dense = np.asarray(operator.matrix, dtype=np.float64)
+    n = dense.shape[0]
+    k = n if k is None else min(k, n)
+    if vectors:
+        ascending, basis = scipy.linalg.eigh(dense, driver="evd", check_finite=True)
+    else:
+        ascending, basis = scipy.linalg.eigh(dense, eigvals_only=True, driver="evd", check_finite=True), None
+    diagonal = np.diagonal(dense).copy()
+    del dense
+    error = n * np.finfo(np.float64).eps * float(np.max(np.abs(ascending))) + operator_error
+
+    def result(index, order) -> EigenResult:
+        values = ascending[index]
+        return EigenResult(method="exact", values=values, errors=np.full(values.size, error),
+                           residual_norms=np.zeros(values.size), gap_certified=np.zeros(values.size, dtype=bool),
+                           passes=0, converged=True,
+                           vectors=None if basis is None else basis[:, index], info={"order": order})
+
+    top = result(np.arange(n - 1, n - 1 - k, -1), "descending")
+    bottom = result(np.arange(min(max(smallest, 0), n)), "ascending") if smallest > 0 else None
+    density = density_from_eigenvalues(ascending, bins=density_bins) if density_bins > 0 else None
+    seconds = time.perf_counter() - start
+    return SpectrumSolution(method="exact", top=top, bottom=bottom, density=density, diagonal=diagonal,
+                            trace=float(diagonal.sum()), passes=0, seconds_per_pass=0.0,
+                            operator_error=operator_error, seconds=seconds)
+
+
+def solve_spectrum(operator: SymmetricOperator, *, method: str, k: int, tol: float, max_passes: int,
+                   smallest: int = 1, density_bins: int = 0, vectors: bool = False, seed: int = 0,
+                   log: PassLog | None = None) -> SpectrumSolution:
+    """Top-k, the smallest and the density of a symmetric PSD operator, sharing every pass over K.
+
+    Parameters
+    ----------
+    method : {"exact", "krylov", "nystrom"}
+        "exact" needs a `DenseOperator`; "krylov" runs randomized block Krylov (top), LOBPCG (smallest) and
+        stochastic Lanczos quadrature (density) together; "nystrom" takes the top from a single-pass Nyström
+        sketch (one pass) and runs the smallest and the density as for "krylov".
+    k, smallest : how many of the largest and of the smallest eigenvalues.
+    tol : relative tolerance on every certified eigenvalue error.
+    max_passes : the budget of passes over K, shared by all solvers.
+    density_bins : bins of the density (0: no density).
+    seed : every random choice (start blocks, probes, sketches) derives from it.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    if method == "exact":
+        if not isinstance(operator, DenseOperator):
+            raise ValueError("method: \"exact\" needs the matrix in memory (a DenseOperator)")
+        return exact_spectrum(operator, k=k, smallest=smallest, density_bins=density_bins, vectors=vectors,
+                              operator_error=operator.error_bound)
+    start = time.perf_counter()
+    n = operator.shape[0]
+    eta = operator.error_bound
+    seeds = np.random.SeedSequence(seed).spawn(3)
+    programs = {}
+    if method == "krylov":
+        programs["top"] = block_krylov_program(n, k, seed=_int(seeds[0]), tol=tol, max_passes=max_passes,
+                                               vectors=vectors, operator_error=eta)
+    else:
+        programs["top"] = nystrom_program(n, k, seed=_int(seeds[0]), operator_error=eta, vectors=vectors)
+    if smallest > 0:
+        programs["bottom"] = lobpcg_program(n, smallest, seed=_int(seeds[1]), tol=tol, max_passes=max_passes,
+                                            operator_error=eta, vectors=vectors)
+    if density_bins > 0:
+        programs["density"] = slq_program(n, seed=_int(seeds[2]), steps=min(max_passes, 40), probes=30,
+                                          bins=density_bins, max_passes=max_passes)
+    programs["diagonal"] = _diagonal_program()
+    log = PassLog() if log is None else log
+    results = run_programs(operator, programs, max_passes=max_passes, log=log)
+    diagonal = results["diagonal"]
+    return SpectrumSolution(method=method, top=results["top"], bottom=results.get("bottom"),
+                            density=results.get("density"), diagonal=diagonal, trace=float(diagonal.sum()),
+                            passes=log.passes, seconds_per_pass=log.seconds_per_pass, operator_error=eta,
+                            seconds=time.perf_counter() - start,
+                            info={"pass_widths": list(log.widths), "pass_seconds": [round(s, 4) for s in log.seconds]})
+
+
+def _diagonal_program():
+    """The diagonal, read once through the same driver (so every consumer shares one read)."""
+    diagonal = yield Diagonal()
+    return np.asarray(diagonal, dtype=np.float64)
+
+
+def _int(seed_sequence: np.random.SeedSequence) -> int:
+    return int(seed_sequence.generate_state(1)[0])
