@@ -10,6 +10,8 @@ PYTEST_ARGS ?=
 # neural-tangents, the reference library, runs as a peer in its own environment (it needs an old JAX);
 # the tests compare ntkdist's kernels with it and bench/ times it. No TensorFlow: see bench/neural_tangents_reference.py.
 NT_VENV  := .venv-nt
+# jaxlib 0.4.26 has wheels for CPython 3.9-3.12 only: on a machine whose python3 is newer, set NT_PYTHON.
+NT_PYTHON ?= $(PYTHON)
 NT_STAMP := $(NT_VENV)/.installed-stamp
 NT_PINS  := jax==0.4.26 jaxlib==0.4.26 numpy==1.26.4 scipy==1.12.0 ml_dtypes==0.5.4 opt_einsum==3.4.0 frozendict==2.5.1
 
@@ -25,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	touch $(STAMP)
 
 $(NT_STAMP):
-	$(PYTHON) -m venv $(NT_VENV)
+	$(NT_PYTHON) -m venv $(NT_VENV)
 	$(NT_VENV)/bin/python -m pip install --quiet $(NT_PINS)
 	$(NT_VENV)/bin/python -m pip install --quiet --no-deps neural-tangents==0.6.5
 	touch $(NT_STAMP)

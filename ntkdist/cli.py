@@ -5,6 +5,8 @@
     ntkdist info STORE [--verify]                          what a run store holds; --verify re-reads every block
 
 Bad input ends with one paragraph on stderr naming the field and the fix, and exit status 2; no traceback.
+An embedded Prefect server that does not start in time ends the same way, naming the setting to raise, with
+exit status 1.
 """
 
 from __future__ import annotations
@@ -17,10 +19,71 @@ import sys
 from .errors import UserError
 
 
+# Prefect's embedded (ephemeral) API server gets `server.ephemeral.startup_timeout_seconds` (default 20) to answer.
+# Its first start on a machine creates the SQLite database and runs every migration: measured 20 s on two lightly
+# loaded cores, 40 s at load 6 and 90 s with every core busy, so a new user's first `ntkdist run` failed
+# (issue 7). We give it longer unless the user chose a value.
+STARTUP_TIMEOUT_SETTING = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+STARTUP_TIMEOUT_SECONDS = 180
+_STARTUP_TIMEOUT_MESSAGE = "Timed out while attempting to connect to ephemeral Prefect API server"
+
+
+class ServerStartError(RuntimeError):
+    """The embedded Prefect server did not come up; the message names the setting to raise."""
+
+
+def _user_startup_timeout() -> bool:
+    """Whether the user set the ephemeral server's start-up timeout anywhere Prefect reads settings from.
+
+    That is the environment, a `.env` or `prefect.toml` file, `[tool.prefect]` in `pyproject.toml`, or the active
+    profile in `$PREFECT_HOME/profiles.toml`; Prefect's own settings model resolves them all.
+    """
+    if STARTUP_TIMEOUT_SETTING in os.environ:
+        return True
+    from prefect.settings import Settings
+
+    return "startup_timeout_seconds" in Settings().server.ephemeral.model_fields_set
+
+
 def _prefect_defaults() -> None:
-    """Quiet, local-first Prefect settings unless the user chose otherwise."""
+    """Quiet, local-first Prefect settings unless the user chose otherwise.
+
+    Also gives the embedded server `STARTUP_TIMEOUT_SECONDS` to start (instead of Prefect's 20 s) unless the user
+    set `PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS` themselves. Call before the flow runs.
+    """
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "ntkdist")
+    if not _user_startup_timeout():
+        os.environ[STARTUP_TIMEOUT_SETTING] = str(STARTUP_TIMEOUT_SECONDS)
+    if "prefect.context" in sys.modules:
+        # Prefect resolves its settings once, when prefect.context is first imported (the check above does);
+        # re-read them so that what we set here is what the run uses.
+        import prefect.context
+
+        prefect.context.refresh_global_settings_context()
+
+
+def _startup_timeout() -> int:
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().server.ephemeral.startup_timeout_seconds
+
+
+def _server_start_error(exc: BaseException) -> ServerStartError | None:
+    """A clear message for the embedded server's start-up failure, or None when ``exc`` is something else."""
+    text = str(exc)
+    if _STARTUP_TIMEOUT_MESSAGE not in text:
+        return None
+    message = (
+        f"the embedded Prefect server did not start within {_startup_timeout()} s (its first start creates "
+        f"its database, which is slow on a busy machine). Give it longer, e.g. "
+        f"`export {STARTUP_TIMEOUT_SETTING}=600`, or point PREFECT_API_URL at a running Prefect server."
+    )
+    # When the server process died, Prefect appends its exit code and output: keep the start of that.
+    detail = " ".join(text.split()).split(_STARTUP_TIMEOUT_MESSAGE, 1)[-1].lstrip(". ")
+    if detail:
+        message += f" Prefect said: {detail[:400]}"
+    return ServerStartError(message)
 
 
 def _load(path: str, store: str | None):
@@ -42,7 +105,13 @@ def cmd_run(args) -> int:
     _prefect_defaults()
     from flows.spectrum import spectrum_flow
 
-    result = spectrum_flow(config.to_dict(), overwrite=args.overwrite, data_digest=digest)
+    try:
+        result = spectrum_flow(config.to_dict(), overwrite=args.overwrite, data_digest=digest)
+    except RuntimeError as exc:
+        clear = _server_start_error(exc)
+        if clear is None:
+            raise
+        raise clear from exc
     print()
     print(f"store:    {result['store']}")
     print(f"spectrum: {result['store']} (group 'spectrum'; xarray.open_zarr(store, group='spectrum'))")
@@ -107,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"ntkdist: error: {exc}", file=sys.stderr)
         return 2
+    except ServerStartError as exc:  # not bad input, but the user's to fix all the same: no traceback
+        print(f"ntkdist: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
