@@ -5,6 +5,14 @@ rows, and hands tasks to idle actors until none are left. Each actor reads the r
 ``inputs``, computes its blocks with `ntkdist.kernels.gram_block` on CuPy or NumPy, and writes each block and
 its mirror as whole chunks before setting the block's manifest entry. The driver never holds a Gram block, so
 its memory does not grow with N; a re-run skips every block already recorded.
+
+Optionally a single-pass Nyström sketch rides along (`build_gram(sketch_rank=r)`): Y = K·Ω for a seeded
+Gaussian Ω (N×r) is gathered as blocks are written. Each upper block contributes K_IJ·Ω_J to Y_I and K_IJᵀ·Ω_I
+to Y_J; the actors compute those from the block they just wrote (as stored: float32 values promoted), and the
+driver adds them to its N×r Y and records the block in the sketch's own mask. Y and the mask are checkpointed
+together (see `_SketchAccumulator`), so a resumed build adds every block exactly once: blocks already in the mask
+are never added again, and blocks the manifest records but the mask does not (a crash between the two) are read
+back from the store and added.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -24,13 +33,17 @@ log = logging.getLogger("ntkdist.cluster")
 
 #: Blocks per task: enough to amortise a remote call, few enough to balance the load across actors.
 BLOCKS_PER_TASK = 4
+#: The ride-along sketch is checkpointed at least this often (and when the build ends or fails).
+SKETCH_CHECKPOINT_SECONDS = 30.0
 
 
 class GramBlockWorker:
     """Computes and writes Gram blocks of one run store (runs as a Ray actor; plain class for in-process use)."""
 
-    def __init__(self, store_path: str, net: MLP, kind: str, device: str, threads: int, width=None, seed: int = 0):
+    def __init__(self, store_path: str, net: MLP, kind: str, device: str, threads: int, width=None, seed: int = 0,
+                 sketch: tuple[int, int] | None = None):
         self._store = RunStore.open(store_path, mode="r+")
+        self._sketch = sketch  # (rank, seed) of the ride-along Nyström sketch, or None
         # The driver's own MLP object travels by Ray's serialisation (so user-defined activations work too).
         self._net = net
         self._kind = kind
@@ -75,10 +88,31 @@ class GramBlockWorker:
             else:
                 values = gram_block(rows, cols, net=self._net, kind=self._kind, dtype=self._dtype,
                                     threads=self._threads)
-            checksum = self._store.write_block(i, j, to_numpy(values))
-            records.append({"block": (i, j), "crc32": checksum, "seconds": time.perf_counter() - start,
-                            "pid": os.getpid()})
+            values = to_numpy(values)
+            checksum = self._store.write_block(i, j, values)
+            record = {"block": (i, j), "crc32": checksum, "seconds": time.perf_counter() - start,
+                      "pid": os.getpid(), "built": True}
+            if self._sketch is not None:
+                record["sketch"] = self._contributions(i, j, values)
+            records.append(record)
         return records
+
+    def sketch_stored(self, blocks: list[tuple[int, int]]) -> list[dict]:
+        """Sketch contributions of upper blocks already in the store (read back, not recomputed)."""
+        records = []
+        for i, j in blocks:
+            values = self._store.gram[self._store.block_slice(i), self._store.block_slice(j)]
+            records.append({"block": (i, j), "built": False, "sketch": self._contributions(i, j, values)})
+        return records
+
+    def _contributions(self, i: int, j: int, values: np.ndarray):
+        """(K_IJ·Ω_J, K_IJᵀ·Ω_I) of the block as stored (float32 promoted), or (K_II·Ω_I, None) on the diagonal."""
+        rank, seed = self._sketch
+        values = np.asarray(values, dtype=self._store.gram.dtype).astype(np.float64, copy=False)
+        omega_i = sketch_omega_block(seed, i, values.shape[0], rank)
+        if i == j:
+            return values @ omega_i, None
+        return values @ sketch_omega_block(seed, j, values.shape[1], rank), values.T @ omega_i
 
 
 def _choose_array_module(device: str):
@@ -106,6 +140,120 @@ def _choose_array_module(device: str):
         return np, f"logical gpu {gpu_ids[0]} without CuPy/CUDA; computing with NumPy"
 
 
+# -- the ride-along Nyström sketch ---------------------------------------------------------------------------------
+SKETCH = "sketch"
+
+
+def sketch_omega_block(seed: int, index: int, rows: int, rank: int) -> np.ndarray:
+    """Rows of block ``index`` of the sketch's Gaussian test matrix Ω: standard normal from
+    ``numpy.random.default_rng(SeedSequence([seed, index]))``, so any worker draws the same block alone."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)])).standard_normal((rows, rank))
+
+
+def sketch_omega(n: int, block: int, rank: int, seed: int) -> np.ndarray:
+    """The whole N×r test matrix Ω of a sketch (block by block, as the workers draw it)."""
+    return np.concatenate([sketch_omega_block(seed, b, min(block, n - start), rank)
+                           for b, start in enumerate(range(0, n, block))] or [np.empty((0, rank))])
+
+
+def read_sketch(store_path) -> dict | None:
+    """The committed ride-along sketch of a store: {"Y", "omega", "rank", "seed", "block", "complete"}, or None.
+
+    ``complete`` is True when every upper block has been added (Y = K·Ω of the whole stored K).
+    """
+    import zarr
+
+    path = Path(store_path) / SKETCH
+    if not (path / "zarr.json").is_file():
+        return None
+    group = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    info = group.attrs.asdict().get("ntkdist_sketch")
+    if not info or info.get("current") is None:
+        return None
+    slot = info["current"]
+    mask = group[f"mask{slot}"][:] != 0
+    nb = mask.shape[0]
+    complete = bool(mask[np.triu_indices(nb)].all())
+    return {"Y": group[f"Y{slot}"][:], "omega": sketch_omega(info["n"], info["block"], info["rank"], info["seed"]),
+            "rank": info["rank"], "seed": info["seed"], "block": info["block"], "complete": complete}
+
+
+class _SketchAccumulator:
+    """The driver's Y = K·Ω (N×r) and the mask of upper blocks already added, checkpointed to ``sketch/``.
+
+    Two slots (``Y0``/``mask0`` and ``Y1``/``mask1``) hold checkpoints; the group attrs name the current one. A
+    checkpoint writes Y and the mask into the other slot and only then flips ``current`` (one small JSON write),
+    so a crash at any moment leaves a Y and a mask that agree: resuming never adds a block twice nor misses one.
+    A sketch of another rank, seed or block layout than the one asked for is started afresh.
+    """
+
+    def __init__(self, store: RunStore, rank: int, seed: int):
+        import zarr
+
+        if int(rank) < 1:
+            raise ValueError(f"sketch_rank: must be ≥ 1, got {rank!r}")
+        self.n, self.block, self.nb = store.n, store.block, store.n_blocks
+        self.rank, self.seed = int(rank), int(seed)
+        self._slices = [store.block_slice(b) for b in range(self.nb)]
+        wanted = {"n": self.n, "block": self.block, "rank": self.rank, "seed": self.seed,
+                  "omega": ("block b of Ω = numpy.random.default_rng(SeedSequence([seed, b]))"
+                            ".standard_normal((rows_b, rank))")}
+        path = store.path / SKETCH
+        info = None
+        if (path / "zarr.json").is_file():
+            self._group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+            info = self._group.attrs.asdict().get("ntkdist_sketch")
+        if info is None or any(info.get(k) != v for k, v in wanted.items()):
+            self._group = zarr.open_group(str(path), mode="w", zarr_format=3)
+            for slot in (0, 1):
+                self._group.create_array(f"Y{slot}", shape=(self.n, self.rank), chunks=(self.block, self.rank),
+                                         dtype="float64", fill_value=0.0)
+                self._group.create_array(f"mask{slot}", shape=(self.nb, self.nb), dtype="int8", fill_value=0)
+            self._group.attrs.update({"ntkdist_sketch": {**wanted, "current": None}})
+            store._consolidate()  # let readers of the root's consolidated metadata see the new group
+            info = self._group.attrs.asdict()["ntkdist_sketch"]
+        self._info = info
+        current = info["current"]
+        if current is None:
+            self.Y = np.zeros((self.n, self.rank))
+            self.mask = np.zeros((self.nb, self.nb), dtype=bool)
+        else:
+            self.Y = self._group[f"Y{current}"][:]
+            self.mask = self._group[f"mask{current}"][:] != 0
+        self.added = 0
+        self._dirty = False
+
+    def unsketched(self, finished: np.ndarray) -> list[tuple[int, int]]:
+        """Upper blocks written to the store (manifest) but not yet added to Y."""
+        return [(i, j) for i in range(self.nb) for j in range(i, self.nb) if finished[i, j] and not self.mask[i, j]]
+
+    def add(self, i: int, j: int, contributions) -> None:
+        if self.mask[i, j]:
+            return  # already in Y (a block rebuilt after the sketch took it)
+        own, mirror = contributions
+        self.Y[self._slices[i]] += own
+        if mirror is not None:
+            self.Y[self._slices[j]] += mirror
+        self.mask[i, j] = True
+        self.added += 1
+        self._dirty = True
+
+    def checkpoint(self) -> None:
+        if not self._dirty:
+            return
+        current = self._info["current"]
+        slot = 0 if current is None else 1 - current  # never the slot a reader may be reading
+        self._group[f"Y{slot}"][:] = self.Y
+        self._group[f"mask{slot}"][:] = self.mask.astype(np.int8)
+        self._info = {**self._info, "current": slot}
+        self._group.attrs.update({"ntkdist_sketch": self._info})  # the commit point
+        self._dirty = False
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.mask[np.triu_indices(self.nb)].all())
+
+
 @dataclass
 class BuildReport:
     """What a build did: blocks computed now, blocks found already written, Gram entries written (both
@@ -116,6 +264,8 @@ class BuildReport:
     entries: int = 0
     seconds: float = 0.0
     workers: list[dict] = field(default_factory=list)
+    #: The ride-along sketch, when asked for: rank, seed, blocks added now, and whether Y = K·Ω is complete.
+    sketch: dict | None = None
 
     @property
     def entries_per_second(self) -> float:
@@ -165,12 +315,17 @@ def resources_per_worker(device: str, workers: int, cpus_per_worker: float | Non
 
 def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "auto",
                cpus_per_worker: float | None = None, per_task: int = BLOCKS_PER_TASK, width=None,
-               seed: int = 0) -> BuildReport:
+               seed: int = 0, sketch_rank: int | None = None, sketch_seed: int = 0) -> BuildReport:
     """Compute every missing upper block of the store's Gram matrix with a pool of Ray actors.
 
     Ray must already be initialised (see `ray_session`). Blocks already in the manifest are skipped, so calling
     this again after a crash resumes the build. ``kind`` is "ntk" or "nngp" (infinite width), or
     "empirical_ntk"/"empirical_nngp" for the network of hidden ``width`` drawn from ``seed``.
+
+    With ``sketch_rank`` r, Y = K·Ω for the Gaussian Ω of ``sketch_seed`` (`sketch_omega`) is gathered as the
+    blocks are written and stored in ``sketch/`` (`read_sketch`), for single-pass Nyström (Tropp, Yurtsever,
+    Udell & Cevher 2017) at no extra pass over K. Blocks already stored but not in the sketch are read back and
+    added; none is added twice (module docstring).
 
     Returns
     -------
@@ -181,14 +336,20 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
     store = RunStore.open(store_path)
     missing = store.missing_blocks()
     report = BuildReport(skipped=len(store.upper_blocks()) - len(missing))
-    if not missing:
+    sketch = None if sketch_rank is None else _SketchAccumulator(store, sketch_rank, sketch_seed)
+    unsketched = [] if sketch is None else sketch.unsketched(store.finished_blocks())
+    if not missing and not unsketched:
+        _report_sketch(report, sketch)
         return report
-    tasks = plan_tasks(missing, per_task)
+    tasks = [("build", t) for t in plan_tasks(missing, per_task)]
+    tasks += [("sketch_stored", t) for t in plan_tasks(unsketched, per_task)]
     workers = max(1, min(workers, len(tasks)))
     resources = resources_per_worker(device, workers, cpus_per_worker)
     threads = max(1, int(resources["num_cpus"]))
     Actor = ray.remote(GramBlockWorker)
-    actors = [Actor.options(**resources).remote(str(store_path), net, kind, device, threads, width, seed)
+    sketch_args = None if sketch is None else (sketch.rank, sketch.seed)
+    actors = [Actor.options(**resources).remote(str(store_path), net, kind, device, threads, width, seed,
+                                                sketch_args)
               for _ in range(workers)]
     report.workers = ray.get([a.describe.remote() for a in actors])
     for info in report.workers:
@@ -198,28 +359,50 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
     queue = list(reversed(tasks))
     in_flight = {}
     # Two tasks in flight per actor hide the round trip between finishing one task and receiving the next.
+    def submit(actor):
+        method, blocks = queue.pop()
+        in_flight[getattr(actor, method).remote(blocks)] = actor
+
     for actor in actors * 2:
         if queue:
-            in_flight[actor.build.remote(queue.pop())] = actor
+            submit(actor)
     total = len(missing)
+    last_checkpoint = time.perf_counter()
     try:
         while in_flight:
             done, _ = ray.wait(list(in_flight), num_returns=1)
             ref = done[0]
             actor = in_flight.pop(ref)
             records = ray.get(ref)
-            report.computed += len(records)
-            report.entries += sum(_block_entries(store, *r["block"]) for r in records)
-            log.info("built %d/%d blocks", report.computed, total)
+            built = [r for r in records if r["built"]]
+            report.computed += len(built)
+            report.entries += sum(_block_entries(store, *r["block"]) for r in built)
+            if sketch is not None:
+                for r in records:
+                    sketch.add(*r["block"], r["sketch"])
+                if time.perf_counter() - last_checkpoint > SKETCH_CHECKPOINT_SECONDS:
+                    sketch.checkpoint()
+                    last_checkpoint = time.perf_counter()
+            if built:
+                log.info("built %d/%d blocks", report.computed, total)
             if queue:
-                in_flight[actor.build.remote(queue.pop())] = actor
+                submit(actor)
     finally:
         for ref in in_flight:
             ray.cancel(ref, force=False)
         for actor in actors:
             ray.kill(actor)
+        if sketch is not None:
+            sketch.checkpoint()  # what was added so far; the manifest already records those blocks
     report.seconds = time.perf_counter() - start
+    _report_sketch(report, sketch)
     return report
+
+
+def _report_sketch(report: BuildReport, sketch) -> None:
+    if sketch is not None:
+        report.sketch = {"rank": sketch.rank, "seed": sketch.seed, "added": sketch.added,
+                         "complete": sketch.complete}
 
 
 def _block_entries(store: RunStore, i: int, j: int) -> int:

@@ -1,0 +1,575 @@
+"""The Gram matrix as a `ntkdist.linalg.SymmetricOperator` served by a pool of Ray actors.
+
+The matrix is cut into block-row *panels* of ``block`` rows (the store's block by default). The panel layout
+depends on ``block`` and N only, never on the number of actors, and every panel's share of a product is computed
+with the same array shapes and summed in the same order whichever actor computes it. So one actor and four
+actors return bit-identical products (given the same kind of device).
+
+Three ways to serve a pass
+--------------------------
+``"memory"``
+    Each actor owns a fixed set of panels (round robin) and holds them in memory (stored dtype) when they fit its
+    ``memory_budget``. The panels come from the store's ``gram``, or, with no stored Gram, are computed once from
+    the inputs. Over budget it falls back to ``"stored"`` (or ``"matrix_free"`` without a store), and records why.
+``"stored"``
+    Each actor streams its panels from the zarr store on every pass, one chunk (block × block) at a time.
+``"matrix_free"``
+    Nothing of K is kept: every pass recomputes it from the inputs X with the fused engine
+    (`ntkdist.kernels.gram_block`). The inputs come from a run store's ``inputs`` or from an X array put in Ray's
+    object store, so no Gram store is needed at all.
+
+Arithmetic of one pass (why it is bit-identical for any actor count)
+--------------------------------------------------------------------
+memory / stored: panel I computes Y_I = Σ_J K_IJ·V_J, one GEMM of shape (rows_I × cols_J)·(cols_J × b) per
+block, summed in increasing J. The driver only places the panels' results.
+
+matrix_free exploits symmetry: the *job* of panel I computes the upper blocks K_IJ, J ≥ I, only (half the
+kernel entries of a full pass) and uses each block twice:
+
+    R_I = K_II·V_I + K_I,I+1·V_I+1 + … (increasing J)        rows of panel I
+    T_I = [K_IJᵀ·V_I for J > I]                                 rows below panel I
+
+The driver folds the jobs' results strictly in panel order I = 0, 1, …: ``Y[I] += R_I; Y[below I] += T_I``, so
+row block J of Y is always ((C_J,0 + C_J,1) + … + C_J,J−1) + R_J, whichever actor ran which job and whenever it
+finished. Jobs are handed to idle actors largest first (panel 0 has the most blocks); results that finish early
+wait in Ray's object store until their turn, so the driver holds Y, V and one job's result (≤ 2·N×b) at a time.
+The price of symmetry is traffic: Σ_I |T_I| ≈ (N/block)/2 arrays of N×b per pass through the object store,
+small next to the N²/2 kernel entries each pass recomputes (at N = 10⁵, b = 200, block = 4096: 2 GB moved
+against 5·10⁹ entries computed).
+
+Within an actor, BLAS runs single-threaded and the actor's CPUs work on different blocks (a thread pool over J;
+results summed in J order), so the arithmetic of a block does not depend on how many CPUs an actor was given.
+On a GPU (an actor with ``num_gpus=1`` and CuPy, chosen as the builder does) blocks run one after another on the
+device, and float64 GEMMs never use TF32.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+
+import numpy as np
+
+from ..kernels import MLP, TILE, gram_block
+from ..kernels._xp import to_numpy
+from ..linalg.operator import float32_storage_error
+from ..store import RunStore
+from .builder import _choose_array_module, resources_per_worker
+
+log = logging.getLogger("ntkdist.cluster")
+
+MODES = ("memory", "stored", "matrix_free")
+#: Panel rows of a matrix-free operator without a store (a multiple of the kernel's TILE).
+DEFAULT_BLOCK = 2048
+#: Bytes of panels one actor may hold in ``"memory"`` mode unless told otherwise.
+DEFAULT_MEMORY_BUDGET = 4 * 2**30
+
+
+def panel_slices(n: int, block: int) -> list[slice]:
+    """The block-row panels of an N×N matrix: rows [I·block, (I+1)·block), the last one shorter."""
+    return [slice(start, min(start + block, n)) for start in range(0, n, block)]
+
+
+class GramPanelWorker:
+    """One actor of a `RayGramOperator`: owns fixed panels (memory/stored) and runs matrix-free panel jobs.
+
+    Runs as a Ray actor; a plain class for in-process use.
+    """
+
+    def __init__(self, *, n: int, block: int, panels: list[int], mode: str, store_path: str | None, use_gram: bool,
+                 X, net: MLP | None, kind: str, device: str, threads: int, memory_budget: int):
+        self._xp, self._device_note = _choose_array_module(device)
+        self._threads = 1 if self._xp is not np else max(1, int(threads))
+        self._n = n
+        self._slices = panel_slices(n, block)
+        self._panels = list(panels)
+        self._net, self._kind = net, kind
+        self._store = RunStore.open(store_path) if store_path else None
+        self._gram = self._store.gram if use_gram else None
+        self._X = None
+        if self._gram is None:
+            X = self._store.inputs[:] if X is None else X
+            self._X = self._xp.asarray(np.asarray(X, dtype=np.float64))
+        self.requested_mode = mode
+        self.mode = mode
+        self.reason = ""
+        self._held: dict[int, object] = {}
+        self._sum_squares: dict[int, float] | None = None
+        if mode == "memory":
+            itemsize = np.dtype(self._gram.dtype).itemsize if self._gram is not None else 8
+            need = sum((self._slices[i].stop - self._slices[i].start) * n * itemsize for i in self._panels)
+            if need <= memory_budget:
+                self._load_panels()
+            else:
+                self.mode = "stored" if self._gram is not None else "matrix_free"
+                self.reason = (f"panels need {need} bytes > memory_budget {memory_budget}; "
+                               f"{'streaming them from the store' if self._gram is not None else 'recomputing them'}"
+                               " every pass")
+
+    # -- description -------------------------------------------------------------------------------------------
+    def describe(self) -> dict:
+        gpu_ids = []
+        try:
+            import ray
+
+            if ray.is_initialized():
+                gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+        except ImportError:  # pragma: no cover
+            pass
+        return {"pid": os.getpid(), "gpu_ids": gpu_ids, "array_module": self._xp.__name__,
+                "note": self._device_note, "threads": self._threads, "mode": self.mode, "reason": self.reason,
+                "panels": self._panels}
+
+    # -- blocks ------------------------------------------------------------------------------------------------
+    def _blas(self):
+        if self._xp is not np:
+            return nullcontext()
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(limits=1, user_api="blas")
+
+    def _map(self, fn, items):
+        """``map`` in order; over a thread pool when this actor has several CPUs (BLAS stays single-threaded)."""
+        items = list(items)
+        if self._threads <= 1 or len(items) <= 1:
+            return map(fn, items)
+        pool = ThreadPoolExecutor(min(self._threads, len(items)))
+        results = pool.map(fn, items)
+        pool.shutdown(wait=False)
+        return results
+
+    def _kernel(self, rows, cols=None):
+        return gram_block(rows, cols, net=self._net, kind=self._kind, threads=1)
+
+    def _upper_block(self, i: int, j: int):
+        """K_IJ for I ≤ J recomputed from X, exactly as the build computes (and stores) it."""
+        rows = self._X[self._slices[i]]
+        return self._kernel(rows) if i == j else self._kernel(rows, self._X[self._slices[j]])
+
+    def _block(self, i: int, j: int):
+        """K_IJ (any I, J) in its held or stored dtype, on this actor's device."""
+        if i in self._held:
+            return self._held[i][:, self._slices[j]]
+        if self._gram is not None:
+            return self._xp.asarray(self._gram[self._slices[i], self._slices[j]])
+        return self._upper_block(i, j) if i <= j else self._upper_block(j, i).T
+
+    def _load_panels(self) -> None:
+        sums = {}
+        with self._blas():
+            for i in self._panels:
+                if self._gram is not None:
+                    panel = self._xp.asarray(self._gram[self._slices[i], :])
+                else:
+                    panel = self._xp.concatenate([self._block(i, j) for j in range(len(self._slices))], axis=1)
+                flat = panel.reshape(-1).astype(self._xp.float64)
+                sums[i] = float(flat @ flat)
+                self._held[i] = panel
+        self._sum_squares = sums
+
+    # -- products ----------------------------------------------------------------------------------------------
+    def product(self, V) -> list[tuple[int, np.ndarray]]:
+        """Y_I = Σ_J K_IJ·V_J (increasing J) for each owned panel; memory and stored modes."""
+        xp = self._xp
+        V = xp.asarray(V)
+        gather = self._sum_squares is None
+        sums = {}
+        out = []
+        with self._blas():
+            for i in self._panels:
+                def piece(j, i=i):
+                    block = self._block(i, j).astype(xp.float64, copy=False)
+                    ss = float(block.reshape(-1) @ block.reshape(-1)) if gather else 0.0
+                    return block @ V[self._slices[j]], ss
+                acc, total = None, 0.0
+                for value, ss in self._map(piece, range(len(self._slices))):
+                    if acc is None:
+                        acc = value
+                    else:
+                        acc += value  # increasing J: the fixed order of every panel's sum
+                    total += ss
+                sums[i] = total
+                out.append((i, to_numpy(acc)))
+        if gather:
+            self._sum_squares = sums
+        return out
+
+    def panel_job(self, i: int, V) -> tuple[np.ndarray, np.ndarray]:
+        """Matrix-free job of panel I: (R_I, T_I) from the upper blocks K_IJ, J ≥ I (see the module docstring)."""
+        xp = self._xp
+        V = xp.asarray(V)
+        rows = self._slices[i]
+        below = rows.stop
+        b = V.shape[1]
+        T = xp.empty((self._n - below, b))
+
+        def piece(j):
+            block = self._upper_block(i, j)
+            own = block @ V[self._slices[j]]
+            if j != i:
+                cols = self._slices[j]
+                T[cols.start - below:cols.stop - below] = block.T @ V[rows]
+            return own
+
+        with self._blas():
+            R = None
+            for value in self._map(piece, range(i, len(self._slices))):
+                if R is None:
+                    R = value
+                else:
+                    R += value  # increasing J
+        return to_numpy(R), to_numpy(T)
+
+    def sum_squares(self) -> tuple[dict[int, float], bool]:
+        """Σ K² of each owned panel as held/stored, and whether finding it took a read of the panels (it does not
+        after a memory load or a first product)."""
+        read = self._sum_squares is None
+        if read:
+            with self._blas():
+                sums = {}
+                for i in self._panels:
+                    total = 0.0
+                    for j in range(len(self._slices)):
+                        flat = self._block(i, j).astype(self._xp.float64).reshape(-1)
+                        total += float(flat @ flat)
+                    sums[i] = total
+            self._sum_squares = sums
+        return self._sum_squares, read
+
+    # -- diagonal and columns ----------------------------------------------------------------------------------
+    def diagonal(self) -> list[tuple[int, np.ndarray]]:
+        """K_ii of each owned panel, float64. From X: the diagonal of gram_block on TILE rows at a time (the same
+        arithmetic as the diagonal blocks of a product, N·TILE entries in all)."""
+        out = []
+        for i in self._panels:
+            rows = self._slices[i]
+            if self._gram is not None or i in self._held:
+                out.append((i, to_numpy(self._xp.diagonal(self._block(i, i))).astype(np.float64)))
+                continue
+            values = np.empty(rows.stop - rows.start)
+            for start in range(rows.start, rows.stop, TILE):
+                stop = min(start + TILE, rows.stop)
+                values[start - rows.start:stop - rows.start] = to_numpy(
+                    self._xp.diagonal(self._kernel(self._X[start:stop])))
+            out.append((i, values))
+        return out
+
+    def columns(self, unique: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """K[rows of each owned panel, unique] as float64 (``unique`` sorted, without repeats)."""
+        xp = self._xp
+        out = []
+        for i in self._panels:
+            rows = self._slices[i]
+            if i in self._held:
+                out.append((i, to_numpy(self._held[i][:, xp.asarray(unique)].astype(xp.float64))))
+            elif self._gram is not None:
+                out.append((i, np.asarray(self._gram.get_orthogonal_selection((rows, unique)), dtype=np.float64)))
+            else:
+                out.append((i, self._columns_from_inputs(rows, unique)))
+        return out
+
+    def _columns_from_inputs(self, rows: slice, unique: np.ndarray) -> np.ndarray:
+        """K[rows, S] with each pair computed with its lower index as the row, as the products compute it."""
+        xp, X = self._xp, self._X
+        out = np.empty((rows.stop - rows.start, unique.size))
+        after = unique >= rows.stop
+        before = unique < rows.start
+        if after.any():
+            out[:, after] = to_numpy(self._kernel(X[rows], X[xp.asarray(unique[after])]))
+        if before.any():
+            out[:, before] = to_numpy(self._kernel(X[xp.asarray(unique[before])], X[rows])).T
+        for k in np.flatnonzero(~(after | before)):
+            s = int(unique[k])
+            local = s - rows.start
+            column = out[:, k]
+            if local > 0:
+                column[:local] = to_numpy(self._kernel(X[rows.start:s], X[s:s + 1]))[:, 0]
+            column[local] = to_numpy(self._kernel(X[s:s + 1]))[0, 0]
+            if s + 1 < rows.stop:
+                column[local + 1:] = to_numpy(self._kernel(X[s:s + 1], X[s + 1:rows.stop]))[0]
+        return out
+
+
+class RayGramOperator:
+    """K·V served by a pool of Ray actors that hold, stream or recompute block-row panels (module docstring).
+
+    Parameters
+    ----------
+    store : path or RunStore, optional
+        A run store: its complete ``gram`` (memory, stored) or its ``inputs`` (matrix_free).
+    X : (N, d) array or ray.ObjectRef, optional
+        Inputs for a matrix-free operator without a store (an array is put in Ray's object store once).
+    net : MLP, kind : {"ntk", "nngp"}
+        The kernel; required when K is computed from inputs.
+    mode : {"memory", "stored", "matrix_free"}
+        With a store and no X, memory and stored use the store's Gram (it must be complete); with X, memory
+        computes the panels once from X. matrix_free uses X, else the store's inputs.
+    block : int, optional
+        Panel rows (default: the store's block; `DEFAULT_BLOCK` without one). Products are bit-identical for any
+        number of actors at a fixed ``block``.
+    workers : int
+        Actors (one per GPU on a GPU cluster).
+    device, cpus_per_worker
+        As for `build_gram` (`resources_per_worker` decides each actor's request).
+    memory_budget : int
+        Bytes of panels one actor may hold in memory mode.
+
+    Attributes
+    ----------
+    mode : str
+        The mode actually served ("mixed" if only some actors fell back); ``requested_mode`` is the one asked.
+    fallback_reasons : list of str
+        Why actors did not hold their panels (memory budget).
+    workers : list of dict
+        Each actor's pid, device, threads, mode and panels.
+    pass_seconds : list of float
+        Wall time of each product. ``read_passes`` counts reads of K that were not products (the Frobenius
+        norm of a float32 store asked for before any product).
+
+    Ray must already be initialised (`ray_session`). Close the operator (or use it as a context manager) to
+    kill its actors.
+    """
+
+    def __init__(self, store=None, *, X=None, net: MLP | None = None, kind: str = "ntk", mode: str = "memory",
+                 block: int | None = None, workers: int = 1, device: str = "auto",
+                 cpus_per_worker: float | None = None, memory_budget: int = DEFAULT_MEMORY_BUDGET):
+        import ray
+
+        if mode not in MODES:
+            raise ValueError(f"mode: must be one of {', '.join(MODES)}, got {mode!r}")
+        if store is not None and not isinstance(store, RunStore):
+            store = RunStore.open(store)
+        self.store = store
+        # K comes from the store's Gram (memory, stored) or from the inputs: X, else the store's inputs.
+        use_gram = store is not None and X is None and mode != "matrix_free"
+        if not use_gram and kind not in ("ntk", "nngp"):
+            raise ValueError(f"kind: recomputing K from the inputs needs \"ntk\" or \"nngp\", got {kind!r}; "
+                             "the empirical kinds are multiplied from their stored Gram matrix")
+        if mode == "stored" and not use_gram:
+            raise ValueError("mode: \"stored\" needs a run store with its Gram matrix (store=…, no X)")
+        X_ref = None
+        if use_gram:
+            missing = store.missing_blocks()
+            if missing:
+                raise ValueError(f"store: the Gram matrix of {store.path} is incomplete ({len(missing)} blocks "
+                                 "missing); finish the build, or use mode=\"matrix_free\"")
+            n = store.n
+            self._dtype = np.dtype(store.gram.dtype)
+        else:
+            if net is None:
+                raise ValueError("net: needed to compute K from the inputs (matrix_free, or memory without a store)")
+            if X is None and store is None:
+                raise ValueError("X: give the inputs (an array or an ObjectRef), or a store that holds them")
+            if X is None:
+                n = store.n
+            elif isinstance(X, ray.ObjectRef):
+                X_ref, n = X, _rows_of(X)
+            else:
+                X = np.asarray(X, dtype=np.float64)
+                if X.ndim != 2:
+                    raise ValueError(f"X: expected a 2-D array (points × features), got shape {X.shape}")
+                X_ref, n = ray.put(X), X.shape[0]
+            self._dtype = np.dtype(np.float64)
+        block = int(block) if block is not None else (store.block if store is not None else DEFAULT_BLOCK)
+        if block < 1:
+            raise ValueError(f"block: must be ≥ 1, got {block}")
+        self._n, self.block, self.kind, self.net = n, block, kind, net
+        self._slices = panel_slices(n, block)
+        nb = len(self._slices)
+        workers = max(1, min(int(workers), nb))
+        resources = resources_per_worker(device, workers, cpus_per_worker)
+        threads = max(1, int(resources["num_cpus"]))
+        Actor = ray.remote(GramPanelWorker)
+        #: Panels owned by each actor (memory/stored products, diagonal, columns): round robin over panels.
+        self.panels_of = [list(range(a, nb, workers)) for a in range(workers)]
+        self._actors = [
+            Actor.options(**resources).remote(
+                n=n, block=block, panels=panels, mode=mode, store_path=None if store is None else str(store.path),
+                use_gram=use_gram, X=X_ref, net=net, kind=kind, device=device, threads=threads,
+                memory_budget=int(memory_budget))
+            for panels in self.panels_of
+        ]
+        self.requested_mode = mode
+        self.workers = ray.get([a.describe.remote() for a in self._actors])
+        modes = {w["mode"] for w in self.workers}
+        #: The mode actually used (memory falls back when its panels do not fit the budget).
+        self.mode = modes.pop() if len(modes) == 1 else "mixed"
+        self.fallback_reasons = [w["reason"] for w in self.workers if w["reason"]]
+        for reason in self.fallback_reasons:
+            log.info("RayGramOperator: %s", reason)
+        self._passes = 0
+        self.read_passes = 0
+        self.pass_seconds: list[float] = []
+        self._sum_squares: float | None = None
+        self._diagonal: np.ndarray | None = None
+
+    # -- protocol ----------------------------------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self._n, self._n)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def passes(self) -> int:
+        return self._passes
+
+    @property
+    def error_bound(self) -> float:
+        """0 for float64 (a float64 store, or K recomputed in float64); `float32_storage_error` of ‖K₃₂‖_F for a
+        float32 store (‖K₃₂‖_F from the memory load or the first product; else one read pass, in read_passes)."""
+        if self._dtype == np.float64:
+            return 0.0
+        return float32_storage_error(self.frobenius_norm)
+
+    @property
+    def frobenius_norm(self) -> float:
+        if self._sum_squares is None:
+            import ray
+
+            self._check_open()
+            self._sum_squares = self._fold_sums(ray.get([a.sum_squares.remote() for a in self._actors]))
+        return float(np.sqrt(self._sum_squares))
+
+    def matmat(self, V: np.ndarray) -> np.ndarray:
+        import ray
+
+        self._check_open()
+        V = np.ascontiguousarray(V, dtype=np.float64)
+        if V.ndim != 2 or V.shape[0] != self._n:
+            raise ValueError(f"V: expected shape ({self._n}, b), got {V.shape}")
+        start = time.perf_counter()
+        V_ref = ray.put(V)
+        try:
+            if self.mode == "matrix_free":
+                out = self._matrix_free_pass(V_ref, V.shape[1])
+            else:
+                out = self._panel_pass(V_ref, V.shape[1])
+        finally:
+            del V_ref
+        self._passes += 1
+        self.pass_seconds.append(time.perf_counter() - start)
+        return out
+
+    def diagonal(self) -> np.ndarray:
+        if self._diagonal is None:
+            import ray
+
+            self._check_open()
+            out = np.empty(self._n)
+            for parts in ray.get([a.diagonal.remote() for a in self._actors]):
+                for i, values in parts:
+                    out[self._slices[i]] = values
+            self._diagonal = out
+        return self._diagonal
+
+    def columns(self, index: np.ndarray) -> np.ndarray:
+        """K[:, index] as float64 (each actor its panels' rows). Not a pass: N·|index| entries."""
+        import ray
+
+        self._check_open()
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        if index.size and (index.min() < 0 or index.max() >= self._n):
+            raise IndexError(f"index: columns must lie in [0, {self._n}), got range [{index.min()}, {index.max()}]")
+        unique, inverse = np.unique(index, return_inverse=True)
+        out = np.empty((self._n, unique.size))
+        if unique.size:
+            for parts in ray.get([a.columns.remote(unique) for a in self._actors]):
+                for i, values in parts:
+                    out[self._slices[i]] = values
+        return out[:, inverse]
+
+    # -- passes ------------------------------------------------------------------------------------------------
+    def _panel_pass(self, V_ref, b: int) -> np.ndarray:
+        import ray
+
+        out = np.empty((self._n, b))
+        refs = [a.product.remote(V_ref) for a in self._actors]
+        for parts in ray.get(refs):
+            for i, values in parts:
+                out[self._slices[i]] = values
+        if self._sum_squares is None and self._dtype != np.float64:
+            self._sum_squares = self._fold_sums(ray.get([a.sum_squares.remote() for a in self._actors]))
+        return out
+
+    def _matrix_free_pass(self, V_ref, b: int) -> np.ndarray:
+        """Jobs to idle actors, largest first; results folded strictly in panel order (module docstring)."""
+        import ray
+
+        Y = np.zeros((self._n, b))
+        queue = deque(range(len(self._slices)))
+        in_flight: dict = {}
+        finished: dict[int, object] = {}
+        # Two jobs per actor in flight hide the round trip between one job's end and the next one's start.
+        for actor in self._actors * 2:
+            if queue:
+                i = queue.popleft()
+                in_flight[actor.panel_job.remote(i, V_ref)] = (actor, i)
+        fold = 0
+        try:
+            while fold < len(self._slices):
+                while fold in finished:
+                    R, T = ray.get(finished.pop(fold))
+                    rows = self._slices[fold]
+                    Y[rows] += R
+                    Y[rows.stop:] += T
+                    del R, T
+                    fold += 1
+                if fold == len(self._slices):
+                    break
+                done, _ = ray.wait(list(in_flight), num_returns=1)
+                actor, i = in_flight.pop(done[0])
+                finished[i] = done[0]
+                if queue:
+                    j = queue.popleft()
+                    in_flight[actor.panel_job.remote(j, V_ref)] = (actor, j)
+        finally:
+            for ref in in_flight:
+                ray.cancel(ref, force=False)
+        return Y
+
+    def _fold_sums(self, parts: list[tuple[dict, bool]]) -> float:
+        sums = {}
+        for part, read in parts:
+            sums.update(part)
+        if any(read for _, read in parts):
+            self.read_passes += 1
+        return float(sum(sums[i] for i in range(len(self._slices))))  # panel order: deterministic
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._actors is None:
+            raise RuntimeError("RayGramOperator: closed (its actors were killed); create a new one")
+
+    def close(self) -> None:
+        """Kill the actors (their panels are freed). Idempotent."""
+        if self._actors:
+            import ray
+
+            for actor in self._actors:
+                ray.kill(actor)
+        self._actors = None
+
+    def __enter__(self) -> "RayGramOperator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"RayGramOperator(N={self._n}, mode={self.mode}, block={self.block}, "
+                f"workers={len(self.panels_of)}, passes={self._passes})")
+
+
+def _rows_of(ref) -> int:
+    """Rows of an array in Ray's object store, without fetching it into the driver."""
+    import ray
+
+    # A lambda travels by value: the task's worker need not import ntkdist.
+    return ray.get(ray.remote(num_cpus=0)(lambda X: len(X)).remote(ref))
