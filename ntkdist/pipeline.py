@@ -247,14 +247,24 @@ def operator_for(config: Config, store: RunStore):
 
 
 # -- compare -------------------------------------------------------------------------------------------------------
+#: Passes over K the compare stage may spend (the centred effective rank, Murray Thm 4.3), and the largest N for
+#: which it streams a stored Gram matrix to do so; matrix-free runs spend none (each pass recomputes N² entries).
+COMPARE_PASSES = 8
+COMPARE_STREAM_MAX_N = 60_000
+
+
 def compare(config: Config) -> dict:
     """Hold the computed spectrum against every theoretical prediction that applies (``theory_*`` variables).
 
-    Sphere eigenvalues for uniform sphere data, λ_min lower/upper bounds, effective-rank bounds, the generic λ_k
-    bound and the positivity verdict, each with attrs citing paper and equation (`ntkdist.theory.compare`).
-    Bounds needing dense eigen-decompositions share a budget of one (the solve's own); what did not fit is listed
-    in the dataset's ``theory`` attrs and the report.
+    Sphere eigenvalues for uniform sphere data, λ_min lower/upper bounds against the solver's certified λ_min,
+    effective-rank bounds, the generic λ_k bound and the positivity verdict, each with attrs citing paper and
+    equation (`ntkdist.theory.compare`). Nothing here loads the Gram matrix beyond what the exact solver already
+    held: bounds that need dense N×N spectra run only below ``max_n``; the centred effective rank takes at most
+    `COMPARE_PASSES` products through an operator; what did not fit is listed, with the reason, in the dataset's
+    ``theory`` attrs and the report.
     """
+    from .linalg import DenseOperator
+    from .store import StoredGramOperator
     from .theory.compare import compare_spectrum
 
     store = _open_after(config, "solve")
@@ -265,15 +275,28 @@ def compare(config: Config) -> dict:
     start = time.perf_counter()
     spectrum = store.read_spectrum().load()
     data = config.data
+    n = store.n
+    kind = spectrum.attrs.get("operator", resolved_operator(config, n))
+    operator, pass_budget = None, 0
+    if kind == "dense":
+        operator, pass_budget = DenseOperator(store.read_gram()), COMPARE_PASSES
+    elif kind in ("memory", "stored") and n <= COMPARE_STREAM_MAX_N:
+        operator, pass_budget = StoredGramOperator(store), COMPARE_PASSES
+    optional = {name: float(spectrum[name].values) for name in ("lambda_min", "lambda_min_error")
+                if name in spectrum}
     result = compare_spectrum(
         store.inputs[:], config.net, kind=config.kernel.kind, eigenvalues=spectrum["eigenvalue"].values,
-        trace=float(store.diagonal().sum()), gram=lambda: store.gram[:],
-        sphere_radius=data.radius if data.source == "sphere" else None,
+        eigenvalue_error=spectrum["eigenvalue_error"].values if "eigenvalue_error" in spectrum else None,
+        trace=float(spectrum["trace"].values) if "trace" in spectrum else float(store.diagonal().sum()),
+        operator=operator, pass_budget=pass_budget, seed=config.solver.seed,
+        sphere_radius=data.radius if data.source == "sphere" else None, **optional,
     )
+    del operator
     _write_theory(store, spectrum, result)
     seconds = round(time.perf_counter() - start, 3)
     info = {"predictions": len(result.variables), "skipped": len(result.skipped),
-            "eigendecompositions": result.eigendecompositions, "seconds": seconds}
+            "eigendecompositions": result.eigendecompositions, "passes": result.passes,
+            "pass_budget": result.pass_budget, "seconds": seconds}
     store.mark_stage("compare", **info)
     return {"store": str(store.path), "resumed": False, **info}
 

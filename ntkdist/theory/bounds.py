@@ -53,8 +53,19 @@ from .power_series import power_series
 
 #: Largest N for which a bound forms and eigen-decomposes dense N×N matrices (8192² float64 = 512 MiB).
 EIGEN_MAX_N = 8192
-#: Rows per block when a bound streams over the N×N products (Gershgorin sums, near-pair search).
+#: Rows per block when a bound streams over the N×N products (Gershgorin sums, near-pair search); fewer for large
+#: N so that one block holds at most `_BLOCK_ENTRIES` numbers (128 MiB): memory stays bounded at any N.
 _ROW_BLOCK = 512
+_BLOCK_ENTRIES = 1 << 24
+#: Largest N for which a bound streams over all N² pairs (Gershgorin row sums of Hadamard powers, the exact
+#: near-pair search): O(N²d) time, about 10⁹ products here. `ntkdist.theory.compare` skips such bounds above it
+#: (with the reason recorded); the functions themselves stream with bounded memory at any N.
+STREAM_MAX_N = 32768
+
+
+def _block_rows(n: int) -> int:
+    """Rows of an N-column block: at most `_ROW_BLOCK` and at most `_BLOCK_ENTRIES` entries."""
+    return max(1, min(_ROW_BLOCK, _BLOCK_ENTRIES // max(int(n), 1)))
 _EPS = np.finfo(np.float64).eps
 
 MURRAY = "Murray, Jin, Bowman, Montúfar 2023, arXiv 2211.07844"
@@ -375,8 +386,9 @@ class HadamardPowers:
             return
         low = {p: np.inf for p in wanted}
         high = {p: 0.0 for p in wanted}
-        for start in range(0, self.n, _ROW_BLOCK):
-            stop = min(start + _ROW_BLOCK, self.n)
+        step = _block_rows(self.n)
+        for start in range(0, self.n, step):
+            stop = min(start + step, self.n)
             block = np.abs(self.rows[start:stop] @ self.rows.T)
             block[np.arange(stop - start), np.arange(start, stop)] = 0.0
             block = np.minimum(block, 1.0)
@@ -588,6 +600,91 @@ def centred_effective_rank(gram, form: DotProductForm) -> float:
     return trace / top
 
 
+@dataclass(frozen=True)
+class TopEigenvalue:
+    """λ_1 of a symmetric operator by block Krylov with Rayleigh–Ritz (`top_eigenvalue`).
+
+    ``value`` θ is a Ritz value, so θ ≤ λ_1 (Courant–Fischer, up to rounding); ``residual`` ‖Au − θu‖ bounds
+    the distance from θ to *some* eigenvalue, which is λ_1 unless the Krylov space missed the top of the
+    spectrum (probabilistic: the start block is random, so missing it has probability zero, but no finite
+    residual certifies it without a gap).
+    """
+
+    value: float
+    residual: float
+    passes: int
+    block: int
+
+
+def top_eigenvalue(apply, n: int, *, passes: int, block: int = 4, seed: int = 0, rtol: float = 1e-10
+                   ) -> TopEigenvalue:
+    """λ_1 of the symmetric map ``apply`` (V ↦ A·V on (n, b) blocks) within ``passes`` products.
+
+    Block Krylov with full reorthogonalisation and Rayleigh–Ritz on the whole space [V, AV, …, A^{q−1}V]
+    (Golub & Underwood 1977; Musco & Musco 2015, Alg. 2): after each product the Ritz pair of the largest
+    Ritz value is formed from the stored products (no extra pass) and the loop stops when its residual is
+    ≤ ``rtol``·θ. Memory: 2·passes·block vectors of length n (never n×n).
+    """
+    if passes < 1:
+        raise ValueError(f"passes: need at least 1, got {passes}")
+    block = max(1, min(int(block), n))
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((n, block)))
+    basis, images = [], []
+    theta, residual, used = 0.0, math.inf, 0
+    for _ in range(passes):
+        Z = np.asarray(apply(Q), dtype=np.float64)
+        used += 1
+        basis.append(Q)
+        images.append(Z)
+        B, AB = np.hstack(basis), np.hstack(images)
+        T = B.T @ AB
+        values, vectors = np.linalg.eigh(0.5 * (T + T.T))
+        y = vectors[:, -1]
+        u = B @ y
+        norm_u = float(np.linalg.norm(u))
+        theta = float(values[-1])
+        residual = float(np.linalg.norm(AB @ y - theta * u)) / norm_u
+        if residual <= rtol * abs(theta) or B.shape[1] >= n:
+            break
+        W = Z.copy()
+        for _ in range(2):  # classical Gram–Schmidt, twice
+            W -= B @ (B.T @ W)
+        Q, R = np.linalg.qr(W)
+        keep = np.abs(np.diagonal(R)) > 1e-12 * max(float(np.abs(R).max()), 1e-300)
+        if not keep.any():  # the Krylov space is invariant: θ is exact
+            break
+        Q = Q[:, keep]
+    return TopEigenvalue(theta, residual, used, block)
+
+
+def centred_effective_rank_operator(operator, form: DotProductForm, trace: float, *, passes: int,
+                                    block: int = 4, seed: int = 0) -> dict:
+    """eff(K − c_0·ddᵀ) = (Tr K − c_0‖d‖²)/λ_1(K − c_0·ddᵀ) (the quantity of Murray Thm 4.3) through an operator.
+
+    λ_1 of the rank-one update V ↦ K·V − c_0·d(dᵀV) by `top_eigenvalue` within ``passes`` products of
+    ``operator`` (a `ntkdist.linalg.operator.SymmetricOperator`); the Gram matrix is never formed. ``trace`` is
+    Tr K, exact from the diagonal. Returns value = Tr̃/θ (θ ≤ λ_1, so ≥ the true eff up to the operator's error),
+    lower = Tr̃/(θ + ‖r‖ + ε_op) (the true eff, when Lanczos found λ_1 — see `TopEigenvalue`), θ, residual,
+    passes used.
+    """
+    d = np.asarray(form.scale, dtype=np.float64)
+    c0 = float(form.coefficients[0])
+    n = d.shape[0]
+
+    def apply(V):
+        return operator.matmat(V) - c0 * np.outer(d, d @ V)
+
+    top = top_eigenvalue(apply, n, passes=passes, block=block, seed=seed)
+    centred_trace = float(trace) - c0 * float(d @ d)
+    error = float(getattr(operator, "error_bound", 0.0) or 0.0)
+    upper_top = top.value + top.residual + error
+    return {"value": centred_trace / top.value if top.value > 0 else None,
+            "lower": centred_trace / upper_top if upper_top > 0 else None,
+            "lambda_1": top.value, "residual": top.residual, "operator_error_bound": error,
+            "trace": centred_trace, "c0": c0, "passes": top.passes, "block": top.block}
+
+
 # -- Murray et al.: generic-data upper bound on λ_k (Thm 4.8 / Lemma eigen_ub_nonuniform1) --------------------------
 def generic_eigenvalue_upper_bound(X, net: MLP, ks, *, kind: str = "ntk", order: int = 128,
                                    form: DotProductForm | None = None, max_n: int = EIGEN_MAX_N) -> Bound:
@@ -757,19 +854,28 @@ def diagonal_upper_bound(X, net: MLP, *, kind: str = "ntk") -> Bound:
                  details={"argmin": int(diag.argmin())})
 
 
-def near_pairs(X, count: int) -> np.ndarray:
-    """Indices of the ``count`` pairs (i < j) with the smallest min(‖x_i − x_j‖, ‖x_i + x_j‖), streamed (O(N²d)).
+def near_pairs(X, count: int, *, exact_max_n: int = STREAM_MAX_N) -> np.ndarray:
+    """Indices of ``count`` pairs (i < j) with small min(‖x_i − x_j‖, ‖x_i + x_j‖), nearest first.
 
     Sums are included because odd/even activations without bias make x and −x as degenerate as x and x.
+    N ≤ ``exact_max_n``: the exact ``count`` smallest, streamed over row blocks (O(N²d) time, bounded memory).
+    Above: neighbours in sorted random projections (`ntkdist.theory.pairs.near_pair_candidates`,
+    O(N log N + N·d) per direction), a heuristic without optimality guarantee — fine for its one use, the
+    interlacing bound, which holds for any set of pairs.
     """
     X = _as_data(X)
     n = X.shape[0]
+    if n > exact_max_n:
+        from .pairs import near_pair_candidates
+
+        return near_pair_candidates(X, count)
     sq = np.einsum("ij,ij->i", X, X)
     best_d = np.empty(0)
     best_i = np.empty(0, dtype=np.int64)
     best_j = np.empty(0, dtype=np.int64)
-    for start in range(0, n, _ROW_BLOCK):
-        stop = min(start + _ROW_BLOCK, n)
+    step = _block_rows(n)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
         dist = sq[start:stop, None] + sq[None, :] - 2.0 * np.abs(X[start:stop] @ X.T)
         dist[np.arange(stop - start)[:, None] + start >= np.arange(n)[None, :]] = np.inf  # pairs i < j only
         flat = dist.ravel()
@@ -788,12 +894,15 @@ def near_pairs(X, count: int) -> np.ndarray:
     return np.stack([best_i[order], best_j[order]], axis=1)
 
 
-def interlacing_upper_bound(X, net: MLP, *, kind: str = "ntk", pairs: int = 64) -> Bound:
+def interlacing_upper_bound(X, net: MLP, *, kind: str = "ntk", pairs: int = 64,
+                            exact_max_n: int = STREAM_MAX_N) -> Bound:
     """λ_min(K) ≤ λ_min(K[S, S]) for the principal submatrix on the points S of the ``pairs`` nearest pairs.
 
     Cauchy's interlacing theorem (Horn & Johnson, Thm 4.3.28). Near pairs (and, for odd/even activations,
     near-antipodal pairs) are where λ_min lives, so this is usually far tighter than the trace bound.
-    Cost O(N²d) for the search plus a kernel and eigenvalues of ≤ 2·pairs points; any N.
+    The bound holds for *any* S; how near the pairs are only decides how tight it is. Cost: the search of
+    `near_pairs` (exact O(N²d) streamed for N ≤ ``exact_max_n``, sorted random projections above it,
+    O(N log N + N·d)) plus a kernel and eigenvalues of ≤ 2·pairs points; any N, memory O(N·d).
     """
     X = _as_data(X)
     n = X.shape[0]
@@ -803,7 +912,8 @@ def interlacing_upper_bound(X, net: MLP, *, kind: str = "ntk", pairs: int = 64) 
         diag = kernel_diagonal(X, net, kind)
         return Bound("interlacing_lambda_min", "lambda_min", "upper", float(diag.min()), True, conditions,
                      "one point", citation)
-    found = near_pairs(X, min(pairs, n * (n - 1) // 2))
+    found = near_pairs(X, min(pairs, n * (n - 1) // 2), exact_max_n=exact_max_n)
+    search = "exact" if n <= exact_max_n else "sorted random projections (heuristic; the bound holds for any S)"
     points = np.unique(found.ravel())
     sub = X[points]
     K = ntk(sub, net=net) if kind == "ntk" else nngp(sub, net=net)
@@ -811,7 +921,7 @@ def interlacing_upper_bound(X, net: MLP, *, kind: str = "ntk", pairs: int = 64) 
     allowance = 4.0 * len(points) * _EPS * float(np.abs(K).sum(axis=1).max())
     return Bound("interlacing_lambda_min", "lambda_min", "upper", float(values[0]) + allowance, True, conditions,
                  f"principal submatrix on {len(points)} points of the {len(found)} nearest (±) pairs", citation,
-                 details={"points": int(len(points))})
+                 details={"points": int(len(points)), "pair_search": search})
 
 
 # -- The general layer-sum chain (stax) ----------------------------------------------------------------------------
@@ -954,21 +1064,35 @@ def relu_hermite_coefficient_squared(r: int) -> float:
     return float(hermite_coefficients("relu", r)[r]) ** 2
 
 
+def _hadamard_gershgorin_raw(X: np.ndarray, rs) -> dict:
+    """Gershgorin lower bounds on λ_min((XXᵀ)^{∘r}) for every r in ``rs``, in one streamed sweep over XXᵀ.
+
+    Returns r → (row-wise bound, Nguyen's printed min‖x‖^{2r} − (N−1)·max_{i≠j}|⟨x_i,x_j⟩|^r). O(N²(d + |rs|))
+    time, memory one block of rows (bounded, `_block_rows`).
+    """
+    n = X.shape[0]
+    rs = sorted({int(r) for r in rs})
+    sq = np.einsum("ij,ij->i", X, X)
+    worst = {r: np.inf for r in rs}
+    coarse_off = {r: 0.0 for r in rs}
+    step = _block_rows(n)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        base = np.abs(X[start:stop] @ X.T)
+        base[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        for r in rs:
+            block = base ** r
+            worst[r] = min(worst[r], float((sq[start:stop] ** r - block.sum(axis=1)).min()))
+            coarse_off[r] = max(coarse_off[r], float(block.max()))
+    return {r: (worst[r], float(sq.min() ** r) - (n - 1) * coarse_off[r]) for r in rs}
+
+
 def _hadamard_lambda_min_raw(X: np.ndarray, r: int, method: str, max_n: int):
     """λ_min((XXᵀ)^{∘r}) of the raw data: exact (one eigen-decomposition) or row-wise Gershgorin."""
     n, dim = X.shape
     if method == "gershgorin":
-        sq = np.einsum("ij,ij->i", X, X)
-        worst = np.inf
-        coarse_off = 0.0
-        for start in range(0, n, _ROW_BLOCK):
-            stop = min(start + _ROW_BLOCK, n)
-            block = np.abs(X[start:stop] @ X.T) ** r
-            block[np.arange(stop - start), np.arange(start, stop)] = 0.0
-            worst = min(worst, float((sq[start:stop] ** r - block.sum(axis=1)).min()))
-            coarse_off = max(coarse_off, float(block.max()))
+        worst, coarse = _hadamard_gershgorin_raw(X, [r])[int(r)]
         # Nguyen's printed form: min‖x‖^{2r} − (N−1)·max_{i≠j}|⟨x_i,x_j⟩|^r (≤ the row-wise value)
-        coarse = float(sq.min() ** r) - (n - 1) * coarse_off
         return worst, 0, {"nguyen_printed_gershgorin": coarse}
     if math.comb(numerical_rank(X) + r - 1, r) < n:  # rank((XXᵀ)^∘r) ≤ C(rank X + r − 1, r)
         return 0.0, 0, {"singular": True}
@@ -1020,8 +1144,12 @@ def nguyen_hadamard_lower_bound(X, net: MLP, *, r: int | None = None, method: st
             raise ValueError(f"r: Nguyen's bound takes an even r ≥ 2, got {r}")
         candidates = [r]
     best, best_r, cost, extra = -math.inf, candidates[0], 0, {}
+    sweep = _hadamard_gershgorin_raw(X, candidates) if method == "gershgorin" else {}
     for rr in candidates:
-        lam_r, used, info = _hadamard_lambda_min_raw(X, rr, method, max_n)
+        if method == "gershgorin":
+            lam_r, used, info = sweep[rr][0], 0, {"nguyen_printed_gershgorin": sweep[rr][1]}
+        else:
+            lam_r, used, info = _hadamard_lambda_min_raw(X, rr, method, max_n)
         cost += used
         term = (2.0 if factor_two else 1.0) * relu_hermite_coefficient_squared(rr) * max(lam_r, 0.0) \
             / float(sq.max()) ** (rr - 1)

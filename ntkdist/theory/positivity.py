@@ -45,6 +45,9 @@ CARVALHO = "Carvalho, Costa, Mourão, Oliveira 2025, arXiv 2404.12928 (SIAM J. M
 #: difference is below it relative to their norm as coincident: a Gram matrix of such points is singular to
 #: rounding even when the theorem calls it positive definite.
 ANGLE_TOL = 1e-12
+#: Inputs closer than this (relative distance ‖x_i − x_j‖/max norm) add the caveat that λ_min may be tiny; the
+#: pair search finds every pair below it, so ``min_separation`` is exact below it and reported as ∞ above.
+SEPARATION_CAVEAT = 1e-6
 _ROW_BLOCK = 512
 
 POSITIVE_DEFINITE = "positive_definite"
@@ -137,8 +140,48 @@ def polynomial_rank_bound(dim: int, degree: int, depth: int) -> int:
     return math.comb(dim + D, D)
 
 
-def _pair_structure(X: np.ndarray, tol: float):
-    """Coincident, positively and negatively proportional pairs (within angle ``tol``), and zero rows."""
+def _pair_structure(X: np.ndarray, tol: float, *, seed: int = 0):
+    """Coincident, positively and negatively proportional pairs (within angle ``tol``), zero rows, and the
+    smallest relative separation when it is below `SEPARATION_CAVEAT`.
+
+    Exact, not sampled: every pair of unit rows x̂_i, x̂_j with ‖x̂_i ∓ x̂_j‖ ≤ max(tol, 2·`SEPARATION_CAVEAT`) is
+    found by `ntkdist.theory.pairs.signed_pairs_within` (a sort along random projections, whose windows are widened
+    by their rounding error). A pair with ‖x_i − x_j‖/max(‖x_i‖, ‖x_j‖) = s has ‖x̂_i − x̂_j‖ ≤ 2s, so every
+    pair closer than the caveat is among those found and ``min_separation`` is exact whenever it is below
+    `SEPARATION_CAVEAT` (otherwise it is reported as ∞ with ``min_separation_searched_below``).
+    Cost O(N log N + N·d + C·d), C the candidate pairs (tiny for data without near-duplicates); memory O(N·d),
+    never N×N. The previous O(N²d) block scan is kept as `_pair_structure_bruteforce` for the tests.
+    """
+    from .pairs import signed_pairs_within
+
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X))
+    zero = np.flatnonzero(norms == 0.0)
+    nz = np.flatnonzero(norms > 0)
+    unit = X[nz] / norms[nz, None]
+    coincident, positive, antipodal, negative = [], [], [], []
+    min_separation = math.inf
+    radius = max(float(tol), 2.0 * SEPARATION_CAVEAT)
+    a, b, sign, chord, candidates = signed_pairs_within(unit, radius, seed=seed)
+    a, b = nz[a], nz[b]
+    for i, j, s, angle in zip(a.tolist(), b.tolist(), sign.tolist(), chord.tolist()):
+        gap = float(np.linalg.norm(X[i] - s * X[j])) / max(norms[i], norms[j])
+        if s > 0:
+            min_separation = min(min_separation, gap)
+        if angle > tol:  # ≈ the angle between the lines
+            continue
+        if s > 0:
+            (coincident if gap <= tol else positive).append((i, j))
+        else:
+            (antipodal if gap <= tol else negative).append((i, j))
+    if min_separation >= SEPARATION_CAVEAT:
+        min_separation = math.inf
+    return {"zero": zero.tolist(), "coincident": sorted(coincident), "positive_multiple": sorted(positive),
+            "antipodal": sorted(antipodal), "negative_multiple": sorted(negative), "min_separation": min_separation,
+            "min_separation_searched_below": SEPARATION_CAVEAT, "pair_candidates": int(candidates)}
+
+
+def _pair_structure_bruteforce(X: np.ndarray, tol: float):
+    """The O(N²d) reference scan over all pairs (row blocks of N columns); for the tests of `_pair_structure`."""
     n = X.shape[0]
     norms = np.sqrt(np.einsum("ij,ij->i", X, X))
     zero = np.flatnonzero(norms == 0.0)
@@ -154,24 +197,20 @@ def _pair_structure(X: np.ndarray, tol: float):
         keep = (cols > rows + start) & nz[rows + start] & nz[cols]
         for i, j in zip(rows[keep] + start, cols[keep]):
             sign = 1.0 if cos[i - start, j] > 0 else -1.0
-            angle = float(np.linalg.norm(unit[i] - sign * unit[j]))  # ≈ the angle between the lines
+            angle = float(np.linalg.norm(unit[i] - sign * unit[j]))
+            gap = float(np.linalg.norm(X[i] - sign * X[j])) / max(norms[i], norms[j])
+            if sign > 0:
+                min_separation = min(min_separation, gap)
             if angle > tol:
                 continue
-            gap = float(np.linalg.norm(X[i] - sign * X[j])) / max(norms[i], norms[j])
             if sign > 0:
                 (coincident if gap <= tol else positive).append((int(i), int(j)))
             else:
                 (antipodal if gap <= tol else negative).append((int(i), int(j)))
-        # the smallest relative distance between distinct points, for the caveat on tiny λ_min
-        sq = norms[start:stop, None] ** 2 + norms[None, :] ** 2 - 2.0 * (X[start:stop] @ X.T)
-        sq[np.arange(stop - start), np.arange(start, stop)] = np.inf
-        scale = np.maximum(norms[start:stop, None], norms[None, :]) ** 2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.where(scale > 0, np.maximum(sq, 0.0) / scale, np.inf)
-        if rel.size:
-            min_separation = min(min_separation, float(np.sqrt(rel.min())))
-    return {"zero": zero.tolist(), "coincident": coincident, "positive_multiple": positive,
-            "antipodal": antipodal, "negative_multiple": negative, "min_separation": min_separation}
+    if min_separation >= SEPARATION_CAVEAT:
+        min_separation = math.inf
+    return {"zero": zero.tolist(), "coincident": sorted(coincident), "positive_multiple": sorted(positive),
+            "antipodal": sorted(antipodal), "negative_multiple": sorted(negative), "min_separation": min_separation}
 
 
 def ntk_positivity(X, net: MLP, *, kind: str = "ntk", tol: float = ANGLE_TOL) -> Positivity:
@@ -211,6 +250,8 @@ def ntk_positivity(X, net: MLP, *, kind: str = "ntk", tol: float = ANGLE_TOL) ->
                "parity": parity, "positively_homogeneous": homogeneous,
                **{k: (v[:5] if isinstance(v, list) else v) for k, v in pairs.items()},
                "counts": {k: len(v) for k, v in pairs.items() if isinstance(v, list)}}
+    if not math.isfinite(pairs["min_separation"]):
+        details["min_separation"] = None  # no two distinct inputs closer than min_separation_searched_below
     rank_bound = None
     if isinstance(degree, int):
         from .bounds import numerical_rank
@@ -256,7 +297,7 @@ def ntk_positivity(X, net: MLP, *, kind: str = "ntk", tol: float = ANGLE_TOL) ->
         return verdict(NOT_GUARANTEED, f"φ is a polynomial of degree {degree}: the theorem needs a non-polynomial "
                                        f"activation (rank K ≤ {rank_bound} ≥ N = {n}, so K may still be PD)")
     caveat = ""
-    if pairs["min_separation"] < 1e-6:
+    if pairs["min_separation"] < SEPARATION_CAVEAT:
         caveat = (f"; the closest inputs are {pairs['min_separation']:.2g} apart (relative), so λ_min may be "
                   "tiny")
     if bias:

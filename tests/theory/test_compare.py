@@ -13,12 +13,61 @@ from ntkdist.theory.compare import compare_spectrum
 from tests.theory.test_bounds import Quadratic, gaussian, sphere
 
 
-def run(X, net, kind="ntk", k=None, **kw):
+class CountingOperator:
+    """A SymmetricOperator (ntkdist.linalg.operator protocol) over a matrix held by the test, counting passes.
+
+    It exposes products, the diagonal and columns only, so a compare that tried to read the Gram as an array
+    could not; ``columns`` is counted too (the compare should never need it).
+    """
+
+    def __init__(self, matrix, error_bound=0.0):
+        self._matrix = np.asarray(matrix, dtype=np.float64)
+        self._passes = 0
+        self.column_requests = 0
+        self.widest = 0
+        self._error = float(error_bound)
+
+    @property
+    def shape(self):
+        return self._matrix.shape
+
+    @property
+    def dtype(self):
+        return np.dtype(np.float64)
+
+    @property
+    def passes(self):
+        return self._passes
+
+    @property
+    def error_bound(self):
+        return self._error
+
+    def matmat(self, V):
+        V = np.asarray(V, dtype=np.float64)
+        assert V.ndim == 2 and V.shape[0] == self.shape[0]
+        self._passes += 1
+        self.widest = max(self.widest, V.shape[1])
+        return self._matrix @ V
+
+    def diagonal(self):
+        return np.diagonal(self._matrix).copy()
+
+    def columns(self, index):
+        self.column_requests += 1
+        return self._matrix[:, np.asarray(index)]
+
+
+def run(X, net, kind="ntk", k=None, pass_budget=8, **kw):
     K = (ntkdist.ntk if kind == "ntk" else ntkdist.nngp)(X, net=net)
     values = np.linalg.eigvalsh(K)[::-1]
     if k is not None:
         values = values[:k]
-    return compare_spectrum(X, net, kind=kind, eigenvalues=values, trace=float(np.trace(K)), gram=K, **kw), values
+    operator = CountingOperator(K)
+    result = compare_spectrum(X, net, kind=kind, eigenvalues=values, trace=float(np.trace(K)), operator=operator,
+                              pass_budget=pass_budget, **kw)
+    assert result.passes == operator.passes <= pass_budget and operator.column_requests == 0
+    return result, values
 
 
 def by_name(result):
@@ -128,8 +177,8 @@ def test_finite_width_run_gets_only_what_holds_at_any_width():
     net = MLP(2, "relu", 2.0, 0.1)
     K = empirical_ntk(X, net=net, width=256, seed=0)
     values = np.linalg.eigvalsh(K)[::-1]
-    result = compare_spectrum(X, net, kind="empirical_ntk", eigenvalues=values, trace=float(np.trace(K)), gram=K,
-                              sphere_radius=1.0)
+    result = compare_spectrum(X, net, kind="empirical_ntk", eigenvalues=values, trace=float(np.trace(K)),
+                              operator=CountingOperator(K), pass_budget=8, sphere_radius=1.0)
     names = by_name(result)
     assert "infinite-width" in names["theory_sphere_eigenvalue"].attrs["kernel"]
     assert not any(name.startswith("theory_lambda") for name in names)
@@ -146,7 +195,113 @@ def test_scalar_inputs_and_ascending_eigenvalues():
     net = MLP(depth=2, bias_var=0.2)
     K = ntkdist.ntk(X, net=net)
     values = np.linalg.eigvalsh(K)[::-1]
-    result = compare_spectrum(X, net, kind="ntk", eigenvalues=values, trace=float(np.trace(K)), gram=K)
+    result = compare_spectrum(X, net, kind="ntk", eigenvalues=values, trace=float(np.trace(K)))
     assert result.variables
     with pytest.raises(ValueError, match="descending"):
-        compare_spectrum(X, net, kind="ntk", eigenvalues=values[::-1], trace=float(np.trace(K)), gram=K)
+        compare_spectrum(X, net, kind="ntk", eigenvalues=values[::-1], trace=float(np.trace(K)))
+
+
+# ================================================================== the solver's results, the operator, large N
+def test_centred_effective_rank_through_the_operator_matches_the_dense_value():
+    from ntkdist.theory import bounds as B
+
+    X = sphere(500, 3, 0)
+    net = MLP(2, "relu", 2.0, 0.1)
+    result, values = run(X, net, sphere_radius=1.0, pass_budget=8)
+    K = ntkdist.ntk(X, net=net)
+    dense = B.centred_effective_rank(K, B.dot_product_form(X, net))
+    attrs = by_name(result)["theory_centred_effective_rank_upper"].attrs
+    assert attrs["computed"] == pytest.approx(dense, rel=1e-8)
+    low, high = attrs["computed_interval"]
+    assert low <= dense * (1 + 1e-12) and attrs["holds"]
+    assert 2 <= result.passes <= 8 and result.summary()["passes"] == result.passes
+
+
+def test_without_operator_or_passes_the_centred_value_is_skipped_with_a_reason():
+    X = sphere(300, 3, 1)
+    net = MLP(2, "relu", 2.0, 0.1)
+    K = ntkdist.ntk(X, net=net)
+    values = np.linalg.eigvalsh(K)[::-1]
+    for kw in ({}, {"operator": CountingOperator(K), "pass_budget": 1}):
+        result = compare_spectrum(X, net, kind="ntk", eigenvalues=values, trace=float(np.trace(K)), **kw)
+        reasons = {item["name"]: item["reason"] for item in result.skipped}
+        assert "computed_centred_effective_rank" in reasons, reasons
+        assert by_name(result)["theory_centred_effective_rank_upper"].attrs["computed"] is None
+        assert result.passes == 0
+
+
+def test_solver_lambda_min_is_an_upper_bound_in_the_comparisons():
+    """λ_min from a solver is a Rayleigh quotient θ ≥ λ_min: lower bounds hold iff ≤ θ, upper ones iff ≥ θ − err."""
+    X = gaussian(300, 30, 2)
+    net = MLP(2)
+    K = ntkdist.ntk(X, net=net)
+    values = np.linalg.eigvalsh(K)[::-1]
+    true = float(values[-1])
+    kw = dict(kind="ntk", eigenvalues=values[:20], trace=float(np.trace(K)), budget=2.0)
+    result = compare_spectrum(X, net, lambda_min=true * (1 + 1e-9), lambda_min_error=1e-6 * true, **kw)
+    rows = [r for r in result.table if r["quantity"] == "lambda_min" and r["side"] in ("lower", "upper")]
+    assert rows and all(r["holds"] and r["computed_error"] == pytest.approx(1e-6 * true) for r in rows), rows
+    attrs = by_name(result)["theory_lambda_min_lower_nguyen_hadamard"].attrs
+    assert attrs["computed"] == pytest.approx(true) and attrs["computed_error"] == pytest.approx(1e-6 * true)
+    # a Rayleigh quotient far below every lower bound would contradict them (it is an upper bound on λ_min)
+    low = compare_spectrum(X, net, lambda_min=1e-3 * true, lambda_min_error=0.0, **kw)
+    lower_rows = [r for r in low.table if r["quantity"] == "lambda_min" and r["side"] == "lower"
+                  and r["theory"] > 1e-3 * true * 1.01]
+    assert lower_rows and all(r["holds"] is False for r in lower_rows)
+    # and the upper bounds are checked against θ − error: a huge error keeps them consistent
+    wide = compare_spectrum(X, net, lambda_min=10 * true, lambda_min_error=10 * true, **kw)
+    assert all(r["holds"] for r in wide.table if r["quantity"] == "lambda_min" and r["side"] == "upper")
+
+
+def test_partial_spectrum_beyond_max_n_never_forms_an_n_by_n_matrix():
+    """N above max_n (simulated small): top-M + λ_min from a solver, the operator for products, no N×N anywhere."""
+    import tracemalloc
+
+    n, m = 1500, 20
+    X = sphere(n, 8, 9)
+    net = MLP(2)  # ReLU without bias: every bound family applies (dot-product, Nguyen, interlacing, positivity)
+    K = ntkdist.ntk(X, net=net)
+    full = np.linalg.eigvalsh(K)[::-1]
+    operator = CountingOperator(K)
+    trace = float(np.trace(K))
+    tracemalloc.start()
+    try:
+        result = compare_spectrum(X, net, kind="ntk", eigenvalues=full[:m], trace=trace,
+                                  lambda_min=float(full[-1]), lambda_min_error=1e-10 * float(full[0]),
+                                  operator=operator, pass_budget=6, sphere_radius=1.0, max_n=200, scan_max_n=200)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < n * n * 8 / 2, f"peak {peak / 2**20:.1f} MiB: an N×N array ({n * n * 8 / 2**20:.1f} MiB) was formed"
+    assert result.eigendecompositions == 0
+    assert result.passes == operator.passes <= 6 and operator.column_requests == 0
+    assert operator.widest <= 8  # the driver holds N×b blocks only
+    skipped = {item["name"]: item["reason"] for item in result.skipped}
+    for name in ("theory_lambda_min_lower_hermite", "theory_lambda_min_lower_nguyen_gershgorin",
+                 "theory_lambda_min_lower_nguyen_layer_sum", "theory_lambda_k_upper"):
+        assert name in skipped and ("max_n" in skipped[name] or "limited to N" in skipped[name]), (name, skipped)
+    names = by_name(result)
+    for name in ("theory_positive_definite", "theory_sphere_eigenvalue", "theory_effective_rank_upper",
+                 "theory_centred_effective_rank_upper", "theory_lambda_min_upper_trace",
+                 "theory_lambda_min_upper_diagonal", "theory_lambda_min_upper_interlacing"):
+        assert name in names, name
+    assert names["theory_centred_effective_rank_upper"].attrs["computed"] is not None
+    assert "projections" in names["theory_lambda_min_upper_interlacing"].attrs["details"]["pair_search"]
+    assert len(names["theory_sphere_eigenvalue"].data) == m
+    lam_rows = [r for r in result.table if r["quantity"] == "lambda_min" and r["side"] in ("lower", "upper")]
+    assert lam_rows and all(r["computed"] == pytest.approx(full[-1]) for r in lam_rows)
+    assert all(row["holds"] is not False for row in result.table), [r for r in result.table if r["holds"] is False]
+    json.dumps(result.summary())
+
+
+def test_operator_shape_and_error_lengths_are_checked():
+    X = sphere(50, 3, 3)
+    net = MLP(2)
+    K = ntkdist.ntk(X, net=net)
+    values = np.linalg.eigvalsh(K)[::-1]
+    with pytest.raises(ValueError, match="operator"):
+        compare_spectrum(X, net, kind="ntk", eigenvalues=values, trace=float(np.trace(K)),
+                         operator=CountingOperator(K[:10, :10]), pass_budget=4)
+    with pytest.raises(ValueError, match="eigenvalue_error"):
+        compare_spectrum(X, net, kind="ntk", eigenvalues=values, trace=float(np.trace(K)),
+                         eigenvalue_error=np.zeros(3))
