@@ -170,6 +170,7 @@ def solve(config: Config) -> dict:
     """
     from .linalg.spectrum import solve_spectrum
     from .store.spectrum import spectrum_dataset
+    from .theory.bounds import effective_rank
 
     store = _open_after(config, "build")
     record = store.stage("solve")
@@ -185,7 +186,8 @@ def solve(config: Config) -> dict:
         solution = solve_spectrum(operator, method=method, k=k, tol=solver.tol, max_passes=solver.max_passes,
                                   smallest=solver.smallest, density_bins=DENSITY_BINS if solver.density else 0,
                                   vectors=solver.vectors, seed=solver.seed)
-    dataset = spectrum_dataset(solution, kind=config.kernel.kind, attrs={
+    dataset = spectrum_dataset(solution, kind=config.kernel.kind,
+                               effective_rank=effective_rank(solution.top.values, trace=solution.trace), attrs={
         "title": f"ntkdist spectrum of run {config.run.name}",
         "kind": config.kernel.kind,
         "n": n,

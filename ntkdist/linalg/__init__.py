@@ -9,8 +9,14 @@ from .exact import exact_eigenvalues
 from .operator import DenseOperator, SymmetricOperator, as_linear_operator, float32_storage_error
 from .passes import (Columns, DensityResult, Diagonal, EigenResult, PassBudgetExhausted, PassLog, Product,
                      run_program, run_programs)
+from .density import density_from_eigenvalues, slq_program, spectral_density
+from .lobpcg import lobpcg_program, smallest_eigenpairs
+from .nystrom import NystromPreconditioner, nystrom_preconditioner, nystrom_program, nystrom_spectrum
+from .summaries import trace
 
 __all__ = [
+    "NystromPreconditioner", "density_from_eigenvalues", "lobpcg_program", "nystrom_preconditioner",
+    "nystrom_program", "nystrom_spectrum", "slq_program", "smallest_eigenpairs", "spectral_density", "trace",
     "Columns", "DenseOperator", "DensityResult", "Diagonal", "EigenResult", "PassBudgetExhausted", "PassLog",
     "Product", "SymmetricOperator", "as_linear_operator", "certified_errors", "exact_eigenvalues",
     "float32_storage_error", "kato_temple_bound", "residual_bound", "rounding_term", "run_program", "run_programs",

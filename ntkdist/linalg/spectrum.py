@@ -19,7 +19,7 @@ from .lobpcg import lobpcg_program
 from .nystrom import nystrom_program
 from .operator import DenseOperator, SymmetricOperator
 from .passes import DensityResult, Diagonal, EigenResult, PassLog, run_programs
-from .summaries import effective_rank
+from .summaries import trace as exact_trace
 
 METHODS = ("exact", "krylov", "nystrom")
 
@@ -31,7 +31,7 @@ class SpectrumSolution:
     top : the k largest eigenvalues (descending) with certified errors.
     bottom : the m smallest (ascending) with errors; ``bottom.values[0]`` is λ_min's certified upper bound.
     density : the spectral density (exact histogram for the exact method, SLQ otherwise).
-    diagonal, trace : K_ii and Tr K (exact, read once).
+    diagonal, trace : K_ii (read once) and Tr K (exactly rounded sum).
     passes, seconds_per_pass : passes over K taken by all solvers together (shared), median time per pass.
     operator_error : the operator's ``error_bound`` (included in every error).
     """
@@ -56,10 +56,6 @@ class SpectrumSolution:
     @property
     def lambda_min_error(self) -> float | None:
         return None if self.bottom is None else float(self.bottom.errors[0])
-
-    @property
-    def effective_rank(self) -> float:
-        return effective_rank(self.trace, float(self.top.values[0]))
 
 
 def exact_spectrum(matrix, *, k: int | None = None, smallest: int = 1, density_bins: int = 0,
@@ -96,7 +92,7 @@ def exact_spectrum(matrix, *, k: int | None = None, smallest: int = 1, density_b
     density = density_from_eigenvalues(ascending, bins=density_bins) if density_bins > 0 else None
     seconds = time.perf_counter() - start
     return SpectrumSolution(method="exact", top=top, bottom=bottom, density=density, diagonal=diagonal,
-                            trace=float(diagonal.sum()), passes=0, seconds_per_pass=0.0,
+                            trace=exact_trace(diagonal), passes=0, seconds_per_pass=0.0,
                             operator_error=operator_error, seconds=seconds)
 
 
@@ -145,7 +141,7 @@ def solve_spectrum(operator: SymmetricOperator, *, method: str, k: int, tol: flo
     results = run_programs(operator, programs, max_passes=max_passes, log=log)
     diagonal = results["diagonal"]
     return SpectrumSolution(method=method, top=results["top"], bottom=results.get("bottom"),
-                            density=results.get("density"), diagonal=diagonal, trace=float(diagonal.sum()),
+                            density=results.get("density"), diagonal=diagonal, trace=exact_trace(diagonal),
                             passes=log.passes, seconds_per_pass=log.seconds_per_pass, operator_error=eta,
                             seconds=time.perf_counter() - start,
                             info={"pass_widths": list(log.widths), "pass_seconds": [round(s, 4) for s in log.seconds]})

@@ -17,8 +17,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def spectrum_dataset(solution, *, kind: str, attrs: dict):
-    """An xarray Dataset of a `ntkdist.linalg.spectrum.SpectrumSolution` (see the module docstring)."""
+def spectrum_dataset(solution, *, kind: str, effective_rank: float, attrs: dict):
+    """An xarray Dataset of a `ntkdist.linalg.spectrum.SpectrumSolution` (see the module docstring).
+
+    ``effective_rank`` is Tr K/λ_1 as `ntkdist.theory.bounds.effective_rank` defines it (its one home)."""
     import xarray as xr
 
     top = solution.top
@@ -40,7 +42,7 @@ def spectrum_dataset(solution, *, kind: str, attrs: dict):
             "diagonal": ("sample", np.asarray(solution.diagonal, dtype=np.float64), {
                 "long_name": "K_ii, read once"}),
             "trace": ((), np.float64(solution.trace), {"long_name": "Tr K = Σ K_ii (exact)"}),
-            "effective_rank": ((), np.float64(solution.effective_rank), {
+            "effective_rank": ((), np.float64(effective_rank), {
                 "long_name": "effective rank Tr K / λ_1 (Murray et al.)"}),
         },
         coords={"mode": ("mode", np.arange(1, k + 1), {"long_name": "index, 1 = largest"})},
