@@ -62,11 +62,12 @@ def _rayleigh_ritz(S: np.ndarray, KS: np.ndarray):
     return theta, C
 
 
-def _certify(X: np.ndarray, KX: np.ndarray, m: int, n: int, operator_error: float):
+def _certify(X: np.ndarray, KX: np.ndarray, m: int, n: int, operator_error: float, norm: float):
     """Certified bounds on the m smallest eigenvalues from a block X whose K·X was multiplied (not implicit).
 
     A Rayleigh–Ritz step on range(X) first, so each value is a true Ritz value (Cauchy interlacing: θ_i ≥ λ_i of
-    the operator's matrix; θ_1 is a rigorous upper bound on λ_min). Errors from `certified_errors(side="smallest")`
+    the operator's matrix; θ_1 is a rigorous upper bound on λ_min). ``norm`` estimates ‖K‖₂ = λ_max (the sketch's
+    top value), which sets the rounding of every computed product. Errors from `certified_errors(side="smallest")`
     with the guard vectors (columns m+1…b) supplying the outer edge: min_j (θ_j − ‖r_j‖ − rounding) bounds every
     eigenvalue above the wanted set, under the no-missed-eigenvalue assumption of `ntkdist.linalg.certify`.
     """
@@ -74,18 +75,19 @@ def _certify(X: np.ndarray, KX: np.ndarray, m: int, n: int, operator_error: floa
     X = X @ C
     KX = KX @ C
     residual = np.linalg.norm(KX - X * theta, axis=0)
-    rounding = rounding_term(n, float(np.max(np.abs(theta))))
+    rounding = rounding_term(n, norm)
     outer = float(np.min(theta[m:] - residual[m:])) - rounding if X.shape[1] > m else None
     errors, certified = certified_errors(theta[:m], residual[:m], n=n, side="smallest",
-                                         operator_error=operator_error, outer_edge=outer)
+                                         operator_error=operator_error, outer_edge=outer, norm_estimate=norm)
     return theta, X, KX, residual, errors, certified
 
 
-def _implicit_estimate(theta, residual, m, n):
+def _implicit_estimate(theta, residual, m, n, norm):
     """The certified_errors formula on implicitly updated residuals: an estimate only (used to schedule refreshes)."""
-    rounding = rounding_term(n, float(np.max(np.abs(theta))))
+    rounding = rounding_term(n, norm)
     outer = float(np.min(theta[m:] - residual[m:])) - rounding if theta.size > m else None
-    errors, _ = certified_errors(theta[:m], residual[:m], n=n, side="smallest", outer_edge=outer)
+    errors, _ = certified_errors(theta[:m], residual[:m], n=n, side="smallest", outer_edge=outer,
+                                 norm_estimate=norm)
     return errors
 
 
@@ -173,7 +175,7 @@ def lobpcg_program(n: int, m: int, *, seed: int, tol: float, max_passes: int, ra
 
     def result(best, converged, stopped):
         theta, Xc, residual, errors, certified, at = best
-        rounding = rounding_term(n, float(np.max(np.abs(theta))))
+        rounding = rounding_term(n, norm)
         info.update(stopped=stopped, certified_at_pass=at, history=history,
                     lambda_min_upper_bound=float(theta[0]) + operator_error + rounding,
                     lambda_min_error=float(errors[0]))
@@ -203,11 +205,16 @@ def lobpcg_program(n: int, m: int, *, seed: int, tol: float, max_passes: int, ra
     else:
         KX = product
     del product
+    # ‖K‖₂ for the rounding term: the low-rank approximation's top value (a Nyström value is ≤ λ_max; twice it
+    # is a safe margin for the estimate), else the largest Rayleigh quotient of the start block.
+    lam_top = getattr(preconditioner, "lam", None)
+    norm = 2.0 * float(np.max(lam_top)) if lam_top is not None and np.size(lam_top) else float(
+        np.max(np.abs(np.sum(X * KX, axis=0))))
 
     def converged_mask(theta, errors):
         return errors[:m] - operator_error <= tol * np.abs(theta[:m])
 
-    theta, X, KX, residual, errors, certified = _certify(X, KX, m, n, operator_error)
+    theta, X, KX, residual, errors, certified = _certify(X, KX, m, n, operator_error, norm)
     best = (theta, X, residual, errors, certified, passes)
     history.append({"pass": passes, "lambda_min": float(theta[0]), "error": float(errors[0]), "certified": True})
     if np.all(converged_mask(theta, errors)):
@@ -221,7 +228,7 @@ def lobpcg_program(n: int, m: int, *, seed: int, tol: float, max_passes: int, ra
         # Residuals of the current Ritz vectors (implicit K·X unless just refreshed).
         R = KX - X * theta
         residual = np.linalg.norm(R, axis=0)
-        estimate = _implicit_estimate(theta, residual, m, n)
+        estimate = _implicit_estimate(theta, residual, m, n, norm)
         wanted_done = estimate <= tol * np.abs(theta[:m])
         active = np.concatenate([~wanted_done, np.ones(b - m, dtype=bool)])  # soft locking; guards stay active
         W = preconditioner(R[:, active])
@@ -237,7 +244,7 @@ def lobpcg_program(n: int, m: int, *, seed: int, tol: float, max_passes: int, ra
         passes += 1
         KW = product[:, :w]
         if refresh:
-            theta, X, KX, residual, errors, certified = _certify(X, product[:, w:], m, n, operator_error)
+            theta, X, KX, residual, errors, certified = _certify(X, product[:, w:], m, n, operator_error, norm)
             best = (theta, X, residual, errors, certified, passes)
             done = bool(np.all(converged_mask(theta, errors)))
             history.append({"pass": passes, "lambda_min": float(theta[0]), "error": float(errors[0]),

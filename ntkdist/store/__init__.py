@@ -6,5 +6,7 @@ Never imported by the math rooms (kernels, theory, linalg).
 from .run_store import FORMAT_VERSION, STAGES, RunStore, block_checksum
 from .readers import open_gram, open_inputs, open_spectrum
 from .operator import StoredGramOperator
+from .spectrum import export_netcdf, spectrum_dataset
 
-__all__ = ["FORMAT_VERSION", "STAGES", "RunStore", "StoredGramOperator", "block_checksum", "open_gram", "open_inputs", "open_spectrum"]
+__all__ = ["FORMAT_VERSION", "STAGES", "RunStore", "StoredGramOperator", "block_checksum", "export_netcdf",
+           "open_gram", "open_inputs", "open_spectrum", "spectrum_dataset"]

@@ -104,3 +104,24 @@ def _plain(value):
     if isinstance(value, float) and not np.isfinite(value):
         return str(value)
     return value
+
+
+def export_netcdf(dataset, path) -> None:
+    """Write a spectrum dataset as netCDF: attributes netCDF cannot hold (tables, dicts, lists, booleans, None)
+    are written as JSON strings, everything else as it is. Read it back with ``xarray.open_dataset(path)``."""
+    import json
+
+    def encoded(attrs: dict) -> dict:
+        out = {}
+        for key, value in attrs.items():
+            if isinstance(value, (dict, list, tuple, bool)) or value is None:
+                out[key] = json.dumps(_plain(value))
+            else:
+                out[key] = value
+        return out
+
+    copy = dataset.copy()
+    copy.attrs = encoded(dataset.attrs)
+    for name in copy.variables:
+        copy[name].attrs = encoded(dataset[name].attrs)
+    copy.to_netcdf(path)

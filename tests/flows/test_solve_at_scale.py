@@ -1,0 +1,87 @@
+"""The solve and compare stages through operators: no stage reads the Gram matrix whole, and a matrix-free run
+stores no Gram matrix at all. Real Ray (2 CPUs), real zarr stores; the spectra are checked against dense LAPACK."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+import ntkdist
+from ntkdist import pipeline
+from ntkdist.store import RunStore
+
+
+def _dense_spectrum(config) -> np.ndarray:
+    X = zarr.open_array(str(config.store_path / "inputs"), mode="r")[:]
+    return np.linalg.eigvalsh(ntkdist.ntk(X, net=config.net))
+
+
+def _forbid_whole_gram_reads(monkeypatch):
+    """Make any read of the whole stored Gram matrix fail the test."""
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("the solve read the whole Gram matrix")
+
+    monkeypatch.setattr(RunStore, "read_gram", refuse)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("operator", ["matrix_free", "stored", "memory"])
+def test_krylov_solve_through_each_operator_matches_lapack(ray_local, make_config, monkeypatch, operator):
+    config = make_config(data={"n": 700, "dim": 5, "seed": 3}, kernel={"block": 256},
+                         network={"depth": 3, "bias_var": 0.05},
+                         solver={"method": "krylov", "k": 12, "tol": 1e-10, "smallest": 2, "max_passes": 80,
+                                 "operator": operator},
+                         cluster={"workers": 2, "cpus_per_worker": 1.0})
+    pipeline.prepare(config)
+    built = pipeline.build(config)
+    store = RunStore.open(config.store_path)
+    if operator == "matrix_free":
+        assert built["matrix_free"] is True
+        assert not any(name.startswith("c") for name in os.listdir(config.store_path / "gram")), "no chunk written"
+    _forbid_whole_gram_reads(monkeypatch)
+    solved = pipeline.solve(config)
+    assert solved["operator"] == operator and solved["method"] == "krylov" and solved["passes"] >= 2
+
+    exact = _dense_spectrum(config)
+    spectrum = xr.open_zarr(str(config.store_path), group="spectrum").load()
+    top = spectrum["eigenvalue"].values
+    np.testing.assert_allclose(top, exact[::-1][:12], rtol=1e-9)
+    # every certified bound contains the true error
+    assert np.all(np.abs(top - exact[::-1][:12]) <= spectrum["eigenvalue_error"].values)
+    lam_min, lam_err = float(spectrum["lambda_min"]), float(spectrum["lambda_min_error"])
+    assert exact[0] <= lam_min + 1e-12 * exact[-1]  # a Rayleigh quotient: certified upper bound
+    assert abs(lam_min - exact[0]) <= lam_err
+    assert float(spectrum["trace"]) == pytest.approx(np.trace(ntkdist.ntk(store.inputs[:], net=config.net)),
+                                                     rel=1e-13)
+    assert spectrum["density"].sum() == pytest.approx(1.0, abs=1e-9)
+    assert spectrum.attrs["operator"] == operator and spectrum.attrs["passes"] == solved["passes"]
+
+    compared = pipeline.compare(config)
+    assert compared["predictions"] >= 4
+    reported = pipeline.report(config)
+    assert "λ_min (upper bound)" in reported["markdown"]
+
+
+@pytest.mark.slow
+def test_matrix_free_run_exports_to_netcdf(ray_local, make_config, tmp_path):
+    config = make_config(data={"n": 400, "dim": 4}, kernel={"block": 128},
+                         solver={"method": "krylov", "k": 8, "tol": 1e-8, "operator": "matrix_free",
+                                 "vectors": True, "max_passes": 60},
+                         cluster={"workers": 2, "cpus_per_worker": 1.0})
+    pipeline.run_all(config)
+    from ntkdist.store import export_netcdf, open_spectrum
+
+    spectrum = open_spectrum(config.store_path).load()
+    path = tmp_path / "spectrum.nc"
+    export_netcdf(spectrum, path)
+    again = xr.open_dataset(path).load()
+    assert json.loads(again.attrs["config"]) == config.to_dict() and again.attrs["method"] == "krylov"
+    np.testing.assert_array_equal(again["eigenvalue"].values, spectrum["eigenvalue"].values)
+    vectors = spectrum["eigenvector"].values
+    assert vectors.shape == (400, 8)
+    np.testing.assert_allclose(vectors.T @ vectors, np.eye(8), atol=1e-10)
