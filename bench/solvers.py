@@ -199,14 +199,15 @@ def dense_case(n: int, dim: int, *, k: int, tol: float, seed: int, quick: bool, 
 
 
 def matrix_free_case(n: int, dim: int, *, k: int, tol: float, seed: int, max_passes: int, workers: int,
-                     smallest: int, bins: int) -> dict:
+                     smallest: int, bins: int, rank: int, deflate: int, max_basis: int) -> dict:
     import ray
 
     from ntkdist.cluster import RayGramOperator, start_local_ray
     from ntkdist.linalg.spectrum import solve_spectrum
 
     X = np.random.default_rng(seed).standard_normal((n, dim))
-    out = {"case": "matrix-free", "n": n, "dim": dim, "k": k, "tol": tol, "max_passes": max_passes}
+    out = {"case": "matrix-free", "n": n, "dim": dim, "k": k, "tol": tol, "max_passes": max_passes,
+           "preconditioner_rank": rank, "density_deflation": deflate, "krylov_max_basis": max_basis}
     # Kernel-only time of N² entries, measured on one panel of CHUNK rows and scaled (the panel has the same
     # shapes as the operator's), and the GEMM time of a panel against the widest block of the run.
     panel = X[:CHUNK]
@@ -216,7 +217,9 @@ def matrix_free_case(n: int, dim: int, *, k: int, tol: float, seed: int, max_pas
     try:
         with RayGramOperator(X=X, mode="matrix_free", net=NET, kind="ntk", workers=workers) as operator:
             solution, seconds = timed(solve_spectrum, operator, method="krylov", k=k, tol=tol, max_passes=max_passes,
-                                      smallest=smallest, density_bins=bins, seed=seed)
+                                      smallest=smallest, density_bins=bins, seed=seed,
+                                      top_options={"max_basis": max_basis}, bottom_options={"rank": rank},
+                                      density_options={"deflate": deflate})
     finally:
         ray.shutdown()
     widths = solution.info["pass_widths"]
@@ -270,6 +273,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--smallest", type=int, default=1)
     parser.add_argument("--bins", type=int, default=60)
+    parser.add_argument("--rank", type=int, default=300, help="matrix-free: rank of LOBPCG's Nyström preconditioner")
+    parser.add_argument("--deflate", type=int, default=150, help="matrix-free: SLQ's deflated top subspace")
+    parser.add_argument("--max-basis", type=int, default=450, help="matrix-free: Krylov basis columns before restart")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     if args.case == "dense":
@@ -278,7 +284,7 @@ def main(argv=None) -> int:
     else:
         result = matrix_free_case(args.n, args.dim, k=args.k, tol=args.tol, seed=args.seed,
                                   max_passes=args.max_passes, workers=args.workers, smallest=args.smallest,
-                                  bins=args.bins)
+                                  bins=args.bins, rank=args.rank, deflate=args.deflate, max_basis=args.max_basis)
     result["machine"] = machine()
     text = json.dumps(result, indent=2, default=float)
     print(text)

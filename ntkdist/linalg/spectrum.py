@@ -98,7 +98,8 @@ def exact_spectrum(matrix, *, k: int | None = None, smallest: int = 1, density_b
 
 def solve_spectrum(operator: SymmetricOperator, *, method: str, k: int, tol: float, max_passes: int,
                    smallest: int = 1, density_bins: int = 0, vectors: bool = False, seed: int = 0,
-                   log: PassLog | None = None) -> SpectrumSolution:
+                   log: PassLog | None = None, top_options: dict | None = None, bottom_options: dict | None = None,
+                   density_options: dict | None = None) -> SpectrumSolution:
     """Top-k, the smallest and the density of a symmetric PSD operator, sharing every pass over K.
 
     Parameters
@@ -112,6 +113,11 @@ def solve_spectrum(operator: SymmetricOperator, *, method: str, k: int, tol: flo
     max_passes : the budget of passes over K, shared by all solvers.
     density_bins : bins of the density (0: no density).
     seed : every random choice (start blocks, probes, sketches) derives from it.
+    top_options, bottom_options, density_options : dict, optional
+        Passed on to `block_krylov_program` (e.g. ``block``, ``max_basis``), `lobpcg_program` (``rank`` of the
+        Nyström preconditioner, ``block``) and `slq_program` (``steps``, ``probes``, ``deflate``). At N ~ 10⁵ with a
+        budget of a few passes, the width of the first pass (Krylov block + preconditioner sketch + density
+        deflation) sets its GEMM time and the driver's memory: size them together.
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
@@ -127,15 +133,17 @@ def solve_spectrum(operator: SymmetricOperator, *, method: str, k: int, tol: flo
     programs = {}
     if method == "krylov":
         programs["top"] = block_krylov_program(n, k, seed=_int(seeds[0]), tol=tol, max_passes=max_passes,
-                                               vectors=vectors, operator_error=eta)
+                                               vectors=vectors, operator_error=eta, **(top_options or {}))
     else:
-        programs["top"] = nystrom_program(n, k, seed=_int(seeds[0]), operator_error=eta, vectors=vectors)
+        programs["top"] = nystrom_program(n, k, seed=_int(seeds[0]), operator_error=eta, vectors=vectors,
+                                          **(top_options or {}))
     if smallest > 0:
         programs["bottom"] = lobpcg_program(n, smallest, seed=_int(seeds[1]), tol=tol, max_passes=max_passes,
-                                            operator_error=eta, vectors=vectors)
+                                            operator_error=eta, vectors=vectors, **(bottom_options or {}))
     if density_bins > 0:
-        programs["density"] = slq_program(n, seed=_int(seeds[2]), steps=min(max_passes, 40), probes=30,
-                                          bins=density_bins, max_passes=max_passes)
+        density = {"steps": min(max_passes, 40), "probes": 30, **(density_options or {})}
+        programs["density"] = slq_program(n, seed=_int(seeds[2]), bins=density_bins, max_passes=max_passes,
+                                          **density)
     programs["diagonal"] = _diagonal_program()
     log = PassLog() if log is None else log
     results = run_programs(operator, programs, max_passes=max_passes, log=log)

@@ -188,3 +188,24 @@ def test_build_gathers_the_sketch_once_per_block_across_resumes(ray_local, make_
     assert build_gram(store.path, net=config.net, kind="ntk", workers=1, device="cpu").sketch is None
     worker = GramBlockWorker(str(store.path), config.net, "ntk", "cpu", 1)
     assert "sketch" not in worker.build([(1, 3)])[0]
+
+
+def test_one_and_four_actors_give_the_same_spectrum(ray_local, gram):
+    """The acceptance check of the actor count: the whole solve (top-k, λ_min, density) through one matrix-free
+    actor and through four gives the same eigenvalues (to 1e-12 relative; in fact bit for bit) for a fixed seed."""
+    from ntkdist.linalg.spectrum import solve_spectrum
+
+    X = inputs()
+    spectra = []
+    for workers, cpus in ((1, None), (4, 0.5)):
+        with RayGramOperator(X=X, net=NET, mode="matrix_free", block=BLOCK, workers=workers,
+                             cpus_per_worker=cpus) as operator:
+            spectra.append(solve_spectrum(operator, method="krylov", k=10, tol=1e-10, max_passes=40, smallest=1,
+                                          density_bins=10, seed=7, density_options={"steps": 6, "deflate": 10}))
+    one, four = spectra
+    np.testing.assert_allclose(four.top.values, one.top.values, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(four.bottom.values, one.bottom.values, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(four.density.mass, one.density.mass, rtol=1e-12, atol=1e-15)
+    assert one.passes == four.passes
+    exact = np.linalg.eigvalsh(gram)
+    np.testing.assert_allclose(one.top.values, exact[::-1][:10], rtol=1e-9)
