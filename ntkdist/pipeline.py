@@ -146,18 +146,45 @@ def build(config: Config) -> dict:
     embedded_cpus = None
     if not cluster.address:
         embedded_cpus = max(os.cpu_count() or 1, 1)
+    sketch_rank = _ride_along_sketch_rank(config, store.n)
     with ray_session(cluster.address, num_cpus=embedded_cpus):
         report = build_gram(store.path, net=config.net, kind=config.kernel.kind, workers=cluster.workers,
                             device=cluster.device, cpus_per_worker=cluster.cpus_per_worker,
-                            width=config.network.width, seed=config.network.seed)
+                            width=config.network.width, seed=config.network.seed,
+                            sketch_rank=sketch_rank, sketch_seed=config.solver.seed)
     missing = store.missing_blocks()
     if missing:
         raise RuntimeError(f"build finished with {len(missing)} blocks unrecorded, e.g. {missing[:3]}")
     info = {"computed_blocks": report.computed, "skipped_blocks": report.skipped,
             "seconds": round(report.seconds, 3), "entries_per_second": round(report.entries_per_second),
-            "workers": [{k: w[k] for k in ("pid", "note", "threads")} for w in report.workers]}
+            "workers": [{k: w[k] for k in ("pid", "note", "threads")} for w in report.workers],
+            "sketch": report.sketch}
     store.mark_stage("build", **info)
     return {"store": str(store.path), "resumed": False, **info}
+
+
+def _ride_along_sketch_rank(config: Config, n: int) -> int | None:
+    """Columns of the Nyström sketch the build gathers for ``method = "nystrom"`` (rank + held-out test vectors),
+    or None when the run's solve does not use one."""
+    from .linalg.nystrom import DEFAULT_TEST_VECTORS, default_rank
+
+    if config.solver.resolved_method(n) != "nystrom":
+        return None
+    return default_rank(n, config.solver.resolved_k(n)) + DEFAULT_TEST_VECTORS
+
+
+def _gathered_top(config: Config, store: RunStore, operator_error: float):
+    """The top-k from the sketch the build gathered, or None (no sketch, another seed or rank, or incomplete)."""
+    from .cluster import read_sketch
+    from .linalg.nystrom import DEFAULT_TEST_VECTORS, nystrom_from_gathered_sketch
+
+    rank = _ride_along_sketch_rank(config, store.n)
+    sketch = read_sketch(store.path) if rank is not None else None
+    if sketch is None or not sketch["complete"] or sketch["rank"] != rank or sketch["seed"] != config.solver.seed:
+        return None
+    return nystrom_from_gathered_sketch(sketch["omega"], sketch["Y"], config.solver.resolved_k(store.n),
+                                        test_vectors=DEFAULT_TEST_VECTORS, operator_error=operator_error,
+                                        vectors=config.solver.vectors)
 
 
 # -- solve ---------------------------------------------------------------------------------------------------------
@@ -183,9 +210,11 @@ def solve(config: Config) -> dict:
     method = solver.resolved_method(n)
     k = solver.resolved_k(n)
     with operator_for(config, store) as (operator, operator_kind):
+        # Single-pass Nyström whose pass was the build: its sketch is in the store already.
+        top = _gathered_top(config, store, operator.error_bound) if method == "nystrom" else None
         solution = solve_spectrum(operator, method=method, k=k, tol=solver.tol, max_passes=solver.max_passes,
                                   smallest=solver.smallest, density_bins=DENSITY_BINS if solver.density else 0,
-                                  vectors=solver.vectors, seed=solver.seed)
+                                  vectors=solver.vectors, seed=solver.seed, top=top)
     dataset = spectrum_dataset(solution, kind=config.kernel.kind,
                                effective_rank=effective_rank(solution.top.values, trace=solution.trace), attrs={
         "title": f"ntkdist spectrum of run {config.run.name}",

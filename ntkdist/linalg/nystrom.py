@@ -163,6 +163,33 @@ def nystrom_result_from_sketch(Omega: np.ndarray, Y: np.ndarray, k: int, *, test
     )
 
 
+def default_rank(n: int, k: int) -> int:
+    """Sketch size of single-pass Nyström for the top k: min(n, max(2k, k + 10))."""
+    return min(n, max(2 * k, k + 10))
+
+
+def nystrom_from_gathered_sketch(Omega: np.ndarray, Y: np.ndarray, k: int, *, test_vectors: int = DEFAULT_TEST_VECTORS,
+                                 operator_error: float = 0.0, vectors: bool = False) -> EigenResult:
+    """Single-pass Nyström from a sketch Y = K·Ω gathered elsewhere (e.g. block by block during the build).
+
+    Ω is any N×(r + q) Gaussian matrix: its last q columns are held out as the test vectors of the error bound
+    (they are independent of the first r), and the first r are orthonormalised, Ω_r = Q R, with Y_r R⁻¹ the sketch
+    of Q — the Nyström approximation depends only on range(Ω_r), so this is exact (Tropp et al. 2017, Sec. 2).
+    The result is `nystrom_result_from_sketch` with ``passes = 0``: the pass was the build's.
+    """
+    n, width = Omega.shape
+    rank = width - test_vectors
+    if not 1 <= k <= rank:
+        raise ValueError(f"k: expected 1 ≤ k ≤ rank = {rank} (a sketch of {width} columns, {test_vectors} held out)")
+    Q, R = np.linalg.qr(Omega[:, :rank])
+    YQ = scipy.linalg.solve_triangular(R, Y[:, :rank].T, trans="T", lower=False).T  # Y R⁻¹ = K Q
+    result = nystrom_result_from_sketch(Q, YQ, k, test=Omega[:, rank:], KT=Y[:, rank:],
+                                        operator_error=operator_error, vectors=vectors)
+    result.passes = 0
+    result.info["sketch"] = "gathered during the build (no pass of its own)"
+    return result
+
+
 def nystrom_program(n: int, k: int, *, seed: int, rank: int | None = None, operator_error: float = 0.0,
                     vectors: bool = False, test_vectors: int = DEFAULT_TEST_VECTORS):
     """Single-pass Nyström spectrum as a program (`ntkdist.linalg.passes`): one `Product` of width rank + q.
@@ -178,7 +205,7 @@ def nystrom_program(n: int, k: int, *, seed: int, rank: int | None = None, opera
     operator_error : η, added to every error by Weyl. vectors : return the Ritz vectors.
     test_vectors : q held-out Gaussian vectors (failure probability 10^-q); 0 gives NaN errors.
     """
-    rank = min(n, max(2 * k, k + 10)) if rank is None else int(rank)
+    rank = default_rank(n, k) if rank is None else int(rank)
     if not 1 <= k <= rank <= n:
         raise ValueError(f"k, rank: expected 1 ≤ k ≤ rank ≤ n = {n}, got k = {k}, rank = {rank}")
     Omega, test = nystrom_test_matrix(n, rank, seed, test_vectors=test_vectors)

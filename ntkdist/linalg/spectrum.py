@@ -99,7 +99,7 @@ def exact_spectrum(matrix, *, k: int | None = None, smallest: int = 1, density_b
 def solve_spectrum(operator: SymmetricOperator, *, method: str, k: int, tol: float, max_passes: int,
                    smallest: int = 1, density_bins: int = 0, vectors: bool = False, seed: int = 0,
                    log: PassLog | None = None, top_options: dict | None = None, bottom_options: dict | None = None,
-                   density_options: dict | None = None) -> SpectrumSolution:
+                   density_options: dict | None = None, top: EigenResult | None = None) -> SpectrumSolution:
     """Top-k, the smallest and the density of a symmetric PSD operator, sharing every pass over K.
 
     Parameters
@@ -118,6 +118,9 @@ def solve_spectrum(operator: SymmetricOperator, *, method: str, k: int, tol: flo
         Nyström preconditioner, ``block``) and `slq_program` (``steps``, ``probes``, ``deflate``). At N ~ 10⁵ with a
         budget of a few passes, the width of the first pass (Krylov block + preconditioner sketch + density
         deflation) sets its GEMM time and the driver's memory: size them together.
+    top : EigenResult, optional
+        The top of the spectrum when it is already known — a single-pass Nyström sketch gathered during the
+        build (`ntkdist.linalg.nystrom.nystrom_from_gathered_sketch`): no pass is spent on it.
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
@@ -131,7 +134,9 @@ def solve_spectrum(operator: SymmetricOperator, *, method: str, k: int, tol: flo
     eta = operator.error_bound
     seeds = np.random.SeedSequence(seed).spawn(3)
     programs = {}
-    if method == "krylov":
+    if top is not None:
+        pass
+    elif method == "krylov":
         programs["top"] = block_krylov_program(n, k, seed=_int(seeds[0]), tol=tol, max_passes=max_passes,
                                                vectors=vectors, operator_error=eta, **(top_options or {}))
     else:
@@ -148,7 +153,7 @@ def solve_spectrum(operator: SymmetricOperator, *, method: str, k: int, tol: flo
     log = PassLog() if log is None else log
     results = run_programs(operator, programs, max_passes=max_passes, log=log)
     diagonal = results["diagonal"]
-    return SpectrumSolution(method=method, top=results["top"], bottom=results.get("bottom"),
+    return SpectrumSolution(method=method, top=top if top is not None else results["top"], bottom=results.get("bottom"),
                             density=results.get("density"), diagonal=diagonal, trace=exact_trace(diagonal),
                             passes=log.passes, seconds_per_pass=log.seconds_per_pass, operator_error=eta,
                             seconds=time.perf_counter() - start,

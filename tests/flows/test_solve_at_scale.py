@@ -85,3 +85,30 @@ def test_matrix_free_run_exports_to_netcdf(ray_local, make_config, tmp_path):
     vectors = spectrum["eigenvector"].values
     assert vectors.shape == (400, 8)
     np.testing.assert_allclose(vectors.T @ vectors, np.eye(8), atol=1e-10)
+
+
+@pytest.mark.slow
+def test_nystrom_rides_along_the_build_and_costs_no_pass(ray_local, make_config):
+    config = make_config(data={"n": 500, "dim": 4, "seed": 2}, kernel={"block": 128},
+                         solver={"method": "nystrom", "k": 10, "smallest": 0, "density": False,
+                                 "operator": "stored", "seed": 5},
+                         cluster={"workers": 2, "cpus_per_worker": 1.0})
+    pipeline.prepare(config)
+    built = pipeline.build(config)
+    assert built["sketch"]["complete"] is True and built["sketch"]["rank"] == 30  # 2k + 10 held-out vectors
+    solved = pipeline.solve(config)
+    assert solved["passes"] == 0 and solved["method"] == "nystrom"
+    exact = _dense_spectrum(config)[::-1][:10]
+    spectrum = xr.open_zarr(str(config.store_path), group="spectrum").load()
+    values, errors = spectrum["eigenvalue"].values, spectrum["eigenvalue_error"].values
+    shift = spectrum.attrs["top_info"]["shift"]
+    assert np.all(values <= exact + shift + 1e-12 * exact[0])  # Nyström values are lower bounds
+    assert np.all(np.abs(values - exact) <= errors)            # the held-out vectors' bound holds
+    # exactly what one dense pass with the same test matrix gives (the build's blocks add up to K·Ω)
+    from ntkdist.cluster import sketch_omega
+    from ntkdist.linalg.nystrom import nystrom_from_gathered_sketch
+
+    X = zarr.open_array(str(config.store_path / "inputs"), mode="r")[:]
+    omega = sketch_omega(500, 128, 30, 5)
+    dense = nystrom_from_gathered_sketch(omega, ntkdist.ntk(X, net=config.net) @ omega, 10)
+    np.testing.assert_allclose(values, dense.values, rtol=1e-10)
