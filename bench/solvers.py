@@ -51,8 +51,43 @@ def machine() -> dict:
 
 
 def peak_rss_mib() -> float:
-    """Peak resident set of this process (the driver), MiB."""
+    """Peak resident set of this process (the driver), MiB. It includes shared pages the process has mapped,
+    such as Ray object-store buffers read zero-copy."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class AnonymousMemoryPeak:
+    """Samples this process's private (anonymous) resident memory, /proc/self/status RssAnon, every 0.2 s: the
+    driver's own arrays, without the shared object-store pages that RSS counts."""
+
+    def __init__(self, interval: float = 0.2):
+        import threading
+
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
+
+    @staticmethod
+    def current_kib() -> int:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+        return 0
+
+    def _run(self, interval):
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, self.current_kib())
+            self._stop.wait(interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak_kib = max(self.peak_kib, self.current_kib())
 
 
 def relative_errors(values, reference) -> np.ndarray:
@@ -208,33 +243,40 @@ def matrix_free_case(n: int, dim: int, *, k: int, tol: float, seed: int, max_pas
     X = np.random.default_rng(seed).standard_normal((n, dim))
     out = {"case": "matrix-free", "n": n, "dim": dim, "k": k, "tol": tol, "max_passes": max_passes,
            "preconditioner_rank": rank, "density_deflation": deflate, "krylov_max_basis": max_basis}
-    # Kernel-only time of N² entries, measured on one panel of CHUNK rows and scaled (the panel has the same
-    # shapes as the operator's), and the GEMM time of a panel against the widest block of the run.
-    panel = X[:CHUNK]
-    _, panel_seconds = timed(gram_block, panel, X, net=NET)
-    out["kernel_only_seconds_n2"] = panel_seconds * n / CHUNK
     start_local_ray(num_cpus=os.cpu_count())
     try:
-        with RayGramOperator(X=X, mode="matrix_free", net=NET, kind="ntk", workers=workers) as operator:
-            solution, seconds = timed(solve_spectrum, operator, method="krylov", k=k, tol=tol, max_passes=max_passes,
-                                      smallest=smallest, density_bins=bins, seed=seed,
-                                      top_options={"max_basis": max_basis}, bottom_options={"rank": rank},
-                                      density_options={"deflate": deflate})
+        with AnonymousMemoryPeak() as memory:
+            with RayGramOperator(X=X, mode="matrix_free", net=NET, kind="ntk", workers=workers) as operator:
+                solution, seconds = timed(solve_spectrum, operator, method="krylov", k=k, tol=tol,
+                                          max_passes=max_passes, smallest=smallest, density_bins=bins, seed=seed,
+                                          top_options={"max_basis": max_basis}, bottom_options={"rank": rank},
+                                          density_options={"deflate": deflate})
+        out["driver_peak_rss_mib"] = peak_rss_mib()
+        out["driver_peak_private_mib"] = memory.peak_kib / 1024
     finally:
         ray.shutdown()
+    # The peers of a pass, measured after the solve (so their arrays never count in the driver's peak): the
+    # kernel-only time of N² entries, from one panel of CHUNK rows against all N columns (the shapes the
+    # operator uses), scaled by N/CHUNK; and the GEMM time of that panel against each pass's block, scaled.
     widths = solution.info["pass_widths"]
-    K_panel = gram_block(panel, X, net=NET)
-    V = np.random.default_rng(0).standard_normal((n, max(widths)))
-    _, gemm_seconds = timed(np.matmul, K_panel, V)
-    del K_panel, V
-    out["gemm_seconds_widest_pass"] = gemm_seconds * n / CHUNK
+    panel = X[:CHUNK]
+    gram_block(panel[:256], X[:CHUNK], net=NET)  # warm-up (compilation)
+    K_panel, panel_seconds = timed(gram_block, panel, X, net=NET)
+    out["kernel_only_seconds_n2"] = panel_seconds * n / CHUNK
+    gemm = {}
+    for width in sorted(set(widths)):
+        V = np.random.default_rng(0).standard_normal((n, width))
+        gemm[width] = timed(np.matmul, K_panel, V)[1] * n / CHUNK
+        del V
+    del K_panel
+    out["gemm_seconds_per_width"] = {str(w): s for w, s in gemm.items()}
+    out["ratio_pass_over_kernel_plus_gemm"] = [
+        s / (out["kernel_only_seconds_n2"] + gemm[w]) for w, s in zip(widths, solution.info["pass_seconds"])]
     out["seconds"] = seconds
     out["passes"] = solution.passes
     out["pass_widths"] = widths
     out["pass_seconds"] = solution.info["pass_seconds"]
     out["seconds_per_pass"] = solution.seconds_per_pass
-    out["ratio_pass_over_kernel_plus_gemm"] = solution.seconds_per_pass / (
-        out["kernel_only_seconds_n2"] + out["gemm_seconds_widest_pass"])
     top = solution.top
     out["top"] = {"lambda_1": float(top.values[0]), "lambda_k": float(top.values[-1]),
                   "max_rel_bound": float(np.max(top.errors / np.abs(top.values))),
@@ -246,7 +288,6 @@ def matrix_free_case(n: int, dim: int, *, k: int, tol: float, seed: int, max_pas
         out["density"] = {"max_cdf_error": float(np.max(solution.density.cdf_error)),
                           "passes": solution.density.passes}
     out["trace"] = solution.trace
-    out["driver_peak_rss_mib"] = peak_rss_mib()
     return out
 
 
