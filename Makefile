@@ -15,7 +15,7 @@ NT_PYTHON ?= $(PYTHON)
 NT_STAMP := $(NT_VENV)/.installed-stamp
 NT_PINS  := jax==0.4.26 jaxlib==0.4.26 numpy==1.26.4 scipy==1.12.0 ml_dtypes==0.5.4 opt_einsum==3.4.0 frozendict==2.5.1
 
-.PHONY: demo test bench bench-peer install clean-venv
+.PHONY: demo test bench bench-peer bench-solvers install clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,15 @@ test: $(STAMP) $(NT_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.kernels
+
+# The eigensolver benchmark measures dask's svd_compressed as a peer: the `bench` extra adds dask.
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench-solvers: $(BENCH_STAMP)
+	$(BIN)/python -m bench.solvers dense --n 20000 --dim 16 --json bench/results/solvers-dense-20000-16.json
 
 bench-peer: $(NT_STAMP)
 	$(NT_VENV)/bin/python bench/neural_tangents_reference.py speed 8000 64 2 5
