@@ -9,8 +9,8 @@ resolved against the current working directory.
     [network]  depth, activation, weight_var, bias_var, width and seed (finite-width kinds)
     [kernel]   kind = "ntk" | "nngp" | "empirical_ntk" | "empirical_nngp", dtype = "float64" | "float32", block
     [solver]   method = "auto" | "exact" | "krylov" | "nystrom", k, tol, max_passes, smallest, density, vectors,
-               seed, operator = "auto" | "memory" | "stored" | "matrix_free"
-    [cluster]  address ("" starts an embedded local Ray), workers, device, cpus_per_worker
+               seed, operator = "auto" | "memory" | "stored" | "matrix_free", driver_memory_gb
+    [cluster]  address ("" starts an embedded local Ray), workers, device, cpus_per_worker, memory_budget_gb
 """
 
 from __future__ import annotations
@@ -120,6 +120,9 @@ class SolverSection(_Section):
     vectors: bool = False
     seed: int = Field(default=0, ge=0)
     operator: Literal["auto", "memory", "stored", "matrix_free"] = "auto"
+    #: Memory the driver may spend on the solvers' N×b blocks (Krylov basis, preconditioner sketch, density
+    #: subspace): at large N it caps their sizes (`ntkdist.linalg.spectrum.solve_spectrum`).
+    driver_memory_gb: float = Field(default=2.0, gt=0.0)
 
     def resolved_method(self, n: int) -> str:
         """The method that runs for N = n ("auto" resolved)."""

@@ -66,9 +66,24 @@ def preflight(config: Config, *, overwrite: bool = False) -> str:
         check_solver_size(config.solver, dataset.n)
     except ValueError as exc:
         raise DataError(f"{exc} (the data has {dataset.n} points)") from None
+    if config.solver.resolved_method(dataset.n) == "exact":
+        # The matrix and LAPACK's copy of it, in float64.
+        need, have = 16 * dataset.n ** 2, _physical_memory()
+        if have and need > 0.8 * have:
+            raise DataError(f"[solver] method: \"exact\" needs about {need / 2**30:.0f} GiB for the {dataset.n}×"
+                            f"{dataset.n} matrix and LAPACK's copy, more than this machine's {have / 2**30:.0f} GiB; "
+                            "use method = \"krylov\" (or \"auto\")")
     data_digest = datasets.digest(dataset)
     _existing_store(config, config.kernel_fingerprint(data_digest), overwrite)
     return data_digest
+
+
+def _physical_memory() -> int:
+    """Bytes of physical memory of this machine (0 when the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def _existing_store(config: Config, fingerprint: str, overwrite: bool) -> RunStore | None:
@@ -135,6 +150,10 @@ def build(config: Config) -> dict:
 
     store = _open_after(config, "prepare")
     record = store.stage("build")
+    if record is not None and record.get("matrix_free") and config.solver.operator != "matrix_free":
+        # An earlier matrix-free run of the same data stored no Gram matrix; this run needs one.
+        store.clear_stages("build", "solve", "compare", "report")
+        record = None
     if record is not None:
         return {"store": str(store.path), "resumed": True, **record}
     if config.solver.operator == "matrix_free":
@@ -204,6 +223,7 @@ def solve(config: Config) -> dict:
     if record is not None and record.get("solver") == config.solver.model_dump(mode="json"):
         return {"store": str(store.path), "resumed": True, **record}
     store.clear_stages("solve", "compare", "report")
+    store.delete_spectrum()
     start = time.perf_counter()
     solver = config.solver
     n = store.n
@@ -214,7 +234,8 @@ def solve(config: Config) -> dict:
         top = _gathered_top(config, store, operator.error_bound) if method == "nystrom" else None
         solution = solve_spectrum(operator, method=method, k=k, tol=solver.tol, max_passes=solver.max_passes,
                                   smallest=solver.smallest, density_bins=DENSITY_BINS if solver.density else 0,
-                                  vectors=solver.vectors, seed=solver.seed, top=top)
+                                  vectors=solver.vectors, seed=solver.seed, top=top,
+                                  driver_memory_bytes=int(solver.driver_memory_gb * 2**30))
     dataset = spectrum_dataset(solution, kind=config.kernel.kind,
                                effective_rank=effective_rank(solution.top.values, trace=solution.trace), attrs={
         "title": f"ntkdist spectrum of run {config.run.name}",
@@ -265,7 +286,8 @@ def operator_for(config: Config, store: RunStore):
     if kind == "dense":
         from .linalg import DenseOperator
 
-        yield DenseOperator(store.read_gram()), kind
+        # In its stored dtype: a float32 matrix keeps its storage error bound (the operator promotes per block).
+        yield DenseOperator(store.read_gram(dtype=store.gram.dtype)), kind
         return
     from .cluster import RayGramOperator, ray_session
 
@@ -310,7 +332,7 @@ def compare(config: Config) -> dict:
     kind = spectrum.attrs.get("operator", resolved_operator(config, n))
     operator, pass_budget = None, 0
     if kind == "dense":
-        operator, pass_budget = DenseOperator(store.read_gram()), COMPARE_PASSES
+        operator, pass_budget = DenseOperator(store.read_gram(dtype=store.gram.dtype)), COMPARE_PASSES
     elif kind in ("memory", "stored") and n <= COMPARE_STREAM_MAX_N:
         operator, pass_budget = StoredGramOperator(store), COMPARE_PASSES
     optional = {name: float(spectrum[name].values) for name in ("lambda_min", "lambda_min_error")

@@ -68,27 +68,25 @@ def _certify(X: np.ndarray, KX: np.ndarray, m: int, n: int, operator_error: floa
     A Rayleigh–Ritz step on range(X) first, so each value is a true Ritz value (Cauchy interlacing: θ_i ≥ λ_i of
     the operator's matrix; θ_1 is a rigorous upper bound on λ_min). ``norm`` estimates ‖K‖₂ = λ_max (the sketch's
     top value), which sets the rounding of every computed product. Errors from `certified_errors(side="smallest")`
-    with the guard vectors (columns m+1…b) supplying the outer edge: min_j (θ_j − ‖r_j‖ − rounding) bounds every
-    eigenvalue above the wanted set, under the no-missed-eigenvalue assumption of `ntkdist.linalg.certify`.
+    on the whole block: the guard vectors (columns m+1…b) isolate the wanted values once they have converged
+    relative to the gap, under the no-missed-eigenvalue assumption of `ntkdist.linalg.certify`.
     """
     theta, C = _rayleigh_ritz(X, KX)
     X = X @ C
     KX = KX @ C
     residual = np.linalg.norm(KX - X * theta, axis=0)
-    rounding = rounding_term(n, norm)
-    outer = float(np.min(theta[m:] - residual[m:])) - rounding if X.shape[1] > m else None
-    errors, certified = certified_errors(theta[:m], residual[:m], n=n, side="smallest",
-                                         operator_error=operator_error, outer_edge=outer, norm_estimate=norm)
+    # The whole block goes in, guards included: a guard isolates a wanted value only once it has converged
+    # relative to the gap (`certified_errors`, Notes); the last guard itself borders the unknown rest.
+    errors, certified = certified_errors(theta, residual, n=n, side="smallest", operator_error=operator_error,
+                                         norm_estimate=norm)
+    errors, certified = errors[:m], certified[:m]
     return theta, X, KX, residual, errors, certified
 
 
 def _implicit_estimate(theta, residual, m, n, norm):
     """The certified_errors formula on implicitly updated residuals: an estimate only (used to schedule refreshes)."""
-    rounding = rounding_term(n, norm)
-    outer = float(np.min(theta[m:] - residual[m:])) - rounding if theta.size > m else None
-    errors, _ = certified_errors(theta[:m], residual[:m], n=n, side="smallest", outer_edge=outer,
-                                 norm_estimate=norm)
-    return errors
+    errors, _ = certified_errors(theta, residual, n=n, side="smallest", norm_estimate=norm)
+    return errors[:m]
 
 
 def default_block(m: int, n: int) -> int:

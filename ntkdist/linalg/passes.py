@@ -192,8 +192,9 @@ def run_programs(operator: SymmetricOperator, programs: dict[str, Program], *,
 
     for name, program in programs.items():
         advance(name, program)
+    passes = 0  # this call's own (a log handed in may already hold earlier passes)
     while pending:
-        if max_passes is not None and log.passes >= max_passes:
+        if max_passes is not None and passes >= max_passes:
             for name in list(pending):
                 pending.pop(name)
                 advance(name, programs[name], throw=PassBudgetExhausted(f"{max_passes} passes"))
@@ -206,6 +207,7 @@ def run_programs(operator: SymmetricOperator, programs: dict[str, Program], *,
         product = operator.matmat(wide)
         seconds = time.perf_counter() - start
         del wide
+        passes += 1
         log.widths.append(int(sum(widths)))
         log.seconds.append(seconds)
         offset = 0

@@ -13,15 +13,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg
 
-from .density import density_from_eigenvalues, slq_program
-from .krylov import block_krylov_program
-from .lobpcg import lobpcg_program
+from .density import default_deflation, density_from_eigenvalues, slq_program
+from .krylov import block_krylov_program, default_block
+from .lobpcg import default_rank, lobpcg_program
 from .nystrom import nystrom_program
 from .operator import DenseOperator, SymmetricOperator
 from .passes import DensityResult, Diagonal, EigenResult, PassLog, run_programs
 from .summaries import trace as exact_trace
 
 METHODS = ("exact", "krylov", "nystrom")
+#: Default memory for the solvers' arrays in the driver (the budget of a 2-core node at N = 10⁵).
+DRIVER_MEMORY_BYTES = 2 * 2**30
 
 
 @dataclass
@@ -99,7 +101,8 @@ def exact_spectrum(matrix, *, k: int | None = None, smallest: int = 1, density_b
 def solve_spectrum(operator: SymmetricOperator, *, method: str, k: int, tol: float, max_passes: int,
                    smallest: int = 1, density_bins: int = 0, vectors: bool = False, seed: int = 0,
                    log: PassLog | None = None, top_options: dict | None = None, bottom_options: dict | None = None,
-                   density_options: dict | None = None, top: EigenResult | None = None) -> SpectrumSolution:
+                   density_options: dict | None = None, top: EigenResult | None = None,
+                   driver_memory_bytes: int = DRIVER_MEMORY_BYTES) -> SpectrumSolution:
     """Top-k, the smallest and the density of a symmetric PSD operator, sharing every pass over K.
 
     Parameters
@@ -118,6 +121,10 @@ def solve_spectrum(operator: SymmetricOperator, *, method: str, k: int, tol: flo
         Nyström preconditioner, ``block``) and `slq_program` (``steps``, ``probes``, ``deflate``). At N ~ 10⁵ with a
         budget of a few passes, the width of the first pass (Krylov block + preconditioner sketch + density
         deflation) sets its GEMM time and the driver's memory: size them together.
+    driver_memory_bytes : int
+        What the driver may spend on the solvers' N×b arrays; sets the defaults of the Krylov basis before a
+        restart, the preconditioner's rank and the density's deflated subspace (`memory_shares`). Options given
+        explicitly win.
     top : EigenResult, optional
         The top of the spectrum when it is already known — a single-pass Nyström sketch gathered during the
         build (`ntkdist.linalg.nystrom.nystrom_from_gathered_sketch`): no pass is spent on it.
@@ -133,6 +140,10 @@ def solve_spectrum(operator: SymmetricOperator, *, method: str, k: int, tol: flo
     n = operator.shape[0]
     eta = operator.error_bound
     seeds = np.random.SeedSequence(seed).spawn(3)
+    shares = memory_shares(n, k, smallest, driver_memory_bytes)
+    top_options = {"max_basis": shares["max_basis"], **(top_options or {})} if method == "krylov" else top_options
+    bottom_options = {"rank": shares["rank"], **(bottom_options or {})}
+    density_options = {"deflate": shares["deflate"], **(density_options or {})}
     programs = {}
     if top is not None:
         pass
@@ -158,6 +169,24 @@ def solve_spectrum(operator: SymmetricOperator, *, method: str, k: int, tol: flo
                             passes=log.passes, seconds_per_pass=log.seconds_per_pass, operator_error=eta,
                             seconds=time.perf_counter() - start,
                             info={"pass_widths": list(log.widths), "pass_seconds": [round(s, 4) for s in log.seconds]})
+
+
+def memory_shares(n: int, k: int, smallest: int, memory_bytes: int) -> dict:
+    """Sizes of the solvers' N-row arrays that fit ``memory_bytes`` together, each capped by its own default.
+
+    C = memory/(8N) float64 columns are shared out: the Krylov basis Q and its product KQ take 30 % (a thick
+    restart keeps them under ``max_basis`` columns each), the Nyström preconditioner (Ω, its product, U) 15 %, the
+    density's deflated subspace (Q, KQ and its Ritz vectors) 10 %, and the rest is left for the wide block of a pass
+    and its product. At N = 8000 and 2 GiB every default fits; at N = 10⁵ the basis restarts at 400 columns, the
+    preconditioner has rank 134 and the deflation 89.
+    """
+    columns = max(1, memory_bytes // (8 * n))
+    block = default_block(k, n)
+    return {
+        "max_basis": int(max(block + k, 0.15 * columns)),
+        "rank": int(max(1, min(default_rank(n, max(smallest, 1)), 0.05 * columns))),
+        "deflate": int(max(0, min(default_deflation(n), columns // 30))),
+    }
 
 
 def _diagonal_program():

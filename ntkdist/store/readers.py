@@ -36,5 +36,15 @@ def open_inputs(path):
 
 
 def open_spectrum(path):
-    """The spectrum of a run as an xarray Dataset (``eigenvalue`` on dimension ``mode``, descending)."""
-    return RunStore.open(path).read_spectrum()
+    """The spectrum of a run as an xarray Dataset (``eigenvalue`` on dimension ``mode``, descending).
+
+    Raises
+    ------
+    StoreError
+        If the run's solve stage has not finished (a spectrum is only served once it is recorded complete).
+    """
+    store = RunStore.open(path)
+    if store.stage("solve") is None:
+        raise StoreError(f"{path}: the spectrum is not complete (the solve stage has not finished); re-run the same "
+                         "configuration with `ntkdist run` to finish it")
+    return store.read_spectrum()

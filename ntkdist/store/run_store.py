@@ -282,6 +282,13 @@ class RunStore:
         with _quiet_consolidation():
             dataset.to_zarr(str(self.path), group=SPECTRUM, mode="w", zarr_format=3, consolidated=True)
 
+    def delete_spectrum(self) -> None:
+        """Remove the ``spectrum`` group (before a solve is redone, so a crash cannot leave the old or a half-written
+        spectrum behind looking current)."""
+        if SPECTRUM in self._group:
+            del self._group[SPECTRUM]
+            self._consolidate()
+
     def add_to_spectrum(self, additions, *, replace_prefix: str) -> None:
         """Add the variables, coordinates and attrs of ``additions`` to the stored spectrum.
 

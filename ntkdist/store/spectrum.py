@@ -31,10 +31,8 @@ def spectrum_dataset(solution, *, kind: str, effective_rank: float, attrs: dict)
                 "long_name": f"eigenvalue of the {kind.upper()} Gram matrix",
                 "description": "eigenvalues of K = [Θ(x_i, x_j)] itself (not divided by N), descending"}),
             "eigenvalue_error": ("mode", np.asarray(top.errors, dtype=np.float64), {
-                "long_name": "certified bound on |λ_mode − eigenvalue|",
-                "description": "residual bound (Weyl/Bauer–Fike), Kato–Temple where a gap is certified, plus the "
-                               "operator's storage error (Weyl); that the mode-th largest eigenvalue is the one "
-                               "bounded assumes no eigenvalue was missed by the random start (probabilistic)"}),
+                "long_name": "bound on |λ_mode − eigenvalue|",
+                "description": _error_description(top)}),
             "eigenvalue_residual": ("mode", np.asarray(top.residual_norms, dtype=np.float64), {
                 "long_name": "‖K u − θ u‖ of the unit Ritz vector"}),
             "eigenvalue_gap_certified": ("mode", np.asarray(top.gap_certified, dtype=bool), {
@@ -72,7 +70,10 @@ def spectrum_dataset(solution, *, kind: str, effective_rank: float, attrs: dict)
         dataset["lambda_min"] = ((), np.float64(solution.lambda_min), {
             "long_name": "λ_min estimate: a Rayleigh quotient, hence a certified upper bound on λ_min"})
         dataset["lambda_min_error"] = ((), np.float64(solution.lambda_min_error), {
-            "long_name": "λ_min ≥ lambda_min − lambda_min_error, assuming no smaller eigenvalue was missed"})
+            "long_name": "λ_min ≥ lambda_min − lambda_min_error",
+            "description": "the residual bound, or Kato–Temple where the next Ritz value has converged and isolates "
+                           "a gap; it bounds λ_min itself assuming the random start missed no eigenvalue at the "
+                           "bottom (probabilistic; see docs/solvers.md), plus storage error and rounding"})
         dataset.attrs["bottom_info"] = _plain({**bottom.info, "passes": bottom.passes,
                                                "converged": bool(bottom.converged)})
     density = solution.density
@@ -89,6 +90,19 @@ def spectrum_dataset(solution, *, kind: str, effective_rank: float, attrs: dict)
             "long_name": "estimated error of the cumulative fraction at each edge (probabilistic)"})
         dataset.attrs["density_info"] = _plain({**density.info, "passes": density.passes})
     return dataset
+
+
+def _error_description(top) -> str:
+    """What the top's error bounds promise, by the method that made them."""
+    if top.method == "nystrom":
+        return ("single-pass Nyström: " + str(top.info.get("bound", "")) + "; the values are lower bounds of the "
+                "eigenvalues (K̂ ⪯ K)")
+    if top.method == "exact":
+        return "LAPACK's backward-stability bound N·ε·‖K‖₂ plus the operator's storage error (Weyl)"
+    return ("residual bound (Weyl/Bauer–Fike), Kato–Temple where a gap is isolated by converged neighbours "
+            "(eigenvalue_gap_certified), plus the operator's storage error (Weyl) and a rounding term; that the "
+            "mode-th largest eigenvalue is the one bounded assumes the random start missed no eigenvalue "
+            "(probabilistic; see docs/solvers.md)")
 
 
 def _plain(value):

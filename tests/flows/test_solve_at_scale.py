@@ -112,3 +112,66 @@ def test_nystrom_rides_along_the_build_and_costs_no_pass(ray_local, make_config)
     omega = sketch_omega(500, 128, 30, 5)
     dense = nystrom_from_gathered_sketch(omega, ntkdist.ntk(X, net=config.net) @ omega, 10)
     np.testing.assert_allclose(values, dense.values, rtol=1e-10)
+
+
+def _written_store(config):
+    """A prepared store whose Gram blocks are written directly (no Ray) and whose build is recorded."""
+    pipeline.prepare(config)
+    store = RunStore.open(config.store_path, mode="r+")
+    K = ntkdist.ntk(store.inputs[:], net=config.net)
+    for i, j in store.upper_blocks():
+        store.write_block(i, j, K[store.block_slice(i), store.block_slice(j)])
+    store.mark_stage("build")
+    return K
+
+
+def test_a_solve_that_crashes_leaves_no_spectrum_that_looks_complete(make_config, monkeypatch):
+    from ntkdist.errors import StoreError
+    from ntkdist.store import open_spectrum
+
+    config = make_config(data={"n": 200, "dim": 3}, kernel={"block": 100})
+    _written_store(config)
+    pipeline.solve(config)
+    assert len(open_spectrum(config.store_path)["eigenvalue"]) == 200
+
+    changed = make_config(data={"n": 200, "dim": 3}, kernel={"block": 100}, solver={"k": 5})
+
+    def crash(self, dataset):
+        raise RuntimeError("killed while writing the spectrum")
+
+    monkeypatch.setattr(RunStore, "write_spectrum", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        pipeline.solve(changed)
+    with pytest.raises(StoreError, match="not complete"):
+        open_spectrum(config.store_path)
+    monkeypatch.undo()
+    assert pipeline.solve(changed)["resumed"] is False
+    assert len(open_spectrum(config.store_path)["eigenvalue"]) == 5
+
+
+def test_exact_solve_of_a_float32_store_includes_the_storage_error(make_config):
+    config = make_config(data={"n": 300, "dim": 3}, kernel={"block": 128, "dtype": "float32"},
+                         network={"bias_var": 0.1})
+    K = _written_store(config)
+    pipeline.solve(config)
+    spectrum = xr.open_zarr(str(config.store_path), group="spectrum").load()
+    eta = spectrum.attrs["operator_error_bound"]
+    assert 0 < eta and eta == pytest.approx(2.0 ** -24 * np.linalg.norm(K.astype(np.float32).astype(np.float64)),
+                                             rel=1e-6)
+    exact64 = np.linalg.eigvalsh(K)  # the requested (float64) matrix
+    assert np.all(np.abs(spectrum["eigenvalue"].values - exact64[::-1]) <= spectrum["eigenvalue_error"].values)
+    assert abs(float(spectrum["lambda_min"]) - exact64[0]) <= float(spectrum["lambda_min_error"])
+
+
+@pytest.mark.slow
+def test_a_stored_run_after_a_matrix_free_one_builds_the_gram(ray_local, make_config):
+    solver = {"method": "krylov", "k": 5, "smallest": 0, "density": False, "max_passes": 30}
+    free = make_config(data={"n": 300, "dim": 3}, kernel={"block": 128}, solver={**solver, "operator": "matrix_free"},
+                       cluster={"workers": 2, "cpus_per_worker": 1.0})
+    pipeline.prepare(free)
+    assert pipeline.build(free)["matrix_free"] is True
+    stored = make_config(data={"n": 300, "dim": 3}, kernel={"block": 128}, solver={**solver, "operator": "stored"},
+                         cluster={"workers": 2, "cpus_per_worker": 1.0})
+    built = pipeline.build(stored)
+    assert built["resumed"] is False and built["computed_blocks"] == 6
+    assert RunStore.open(stored.store_path).verify() == []

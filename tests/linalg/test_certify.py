@@ -81,3 +81,31 @@ def test_helpers_and_bad_side():
     assert residual_bound([1.0], operator_error=0.5, rounding=0.25)[0] == pytest.approx(1.75)
     with pytest.raises(ValueError, match="side"):
         certified_errors([1.0], [0.1], n=10, side="middle")
+
+
+def test_an_unconverged_neighbour_does_not_isolate_a_gap():
+    """A guard vector that is 99 % in a cluster above and 1 % along λ_2 has a narrow-looking interval around the
+    cluster while λ_2 sits uncovered inside the Kato–Temple interval: θ_1 must keep the residual bound."""
+    values = np.concatenate([[0.421, 0.442], np.full(50, 0.5), np.geomspace(1.0, 2e4, 20)])
+    K = np.diag(values)
+    n = values.size
+    basis = np.zeros((n, 2))
+    basis[0, 0], basis[1, 0] = 1.0, 0.01
+    basis[1, 1], basis[2, 1], basis[3, 1] = 0.1, 1.0, 1.0
+    Q, _ = np.linalg.qr(basis)
+    theta, C = np.linalg.eigh(Q.T @ K @ Q)
+    U = Q @ C
+    residual = np.linalg.norm(K @ U - U * theta, axis=0)
+    errors, certified = certified_errors(theta, residual, n=n, side="smallest", norm_estimate=values.max())
+    assert not certified[0]
+    assert abs(theta[0] - values[0]) <= errors[0]
+    # with a converged neighbour the pair is isolated, and the quadratic bound holds and is far below ‖r‖
+    basis[:] = 0.0
+    basis[0, 0], basis[10, 0] = 1.0, 1e-3
+    basis[1, 1] = 1.0
+    Q, _ = np.linalg.qr(basis)
+    theta, C = np.linalg.eigh(Q.T @ K @ Q)
+    U = Q @ C
+    residual = np.linalg.norm(K @ U - U * theta, axis=0)
+    errors, certified = certified_errors(theta, residual, n=n, side="smallest", norm_estimate=values.max())
+    assert certified[0] and abs(theta[0] - values[0]) <= errors[0] < residual[0]
