@@ -69,3 +69,22 @@ def make_config(tmp_path):
         return Config.from_dict(raw)
 
     return make
+
+
+@pytest.fixture
+def written_store():
+    """Prepare a run's store and write its Gram blocks directly (no Ray), recording the build; returns K."""
+    def write(config):
+        import ntkdist
+        from ntkdist import pipeline
+        from ntkdist.store import RunStore
+
+        pipeline.prepare(config)
+        store = RunStore.open(config.store_path, mode="r+")
+        K = ntkdist.ntk(store.inputs[:], net=config.net)
+        for i, j in store.upper_blocks():
+            store.write_block(i, j, K[store.block_slice(i), store.block_slice(j)])
+        store.mark_stage("build")
+        return K
+
+    return write

@@ -114,23 +114,12 @@ def test_nystrom_rides_along_the_build_and_costs_no_pass(ray_local, make_config)
     np.testing.assert_allclose(values, dense.values, rtol=1e-10)
 
 
-def _written_store(config):
-    """A prepared store whose Gram blocks are written directly (no Ray) and whose build is recorded."""
-    pipeline.prepare(config)
-    store = RunStore.open(config.store_path, mode="r+")
-    K = ntkdist.ntk(store.inputs[:], net=config.net)
-    for i, j in store.upper_blocks():
-        store.write_block(i, j, K[store.block_slice(i), store.block_slice(j)])
-    store.mark_stage("build")
-    return K
-
-
-def test_a_solve_that_crashes_leaves_no_spectrum_that_looks_complete(make_config, monkeypatch):
+def test_a_solve_that_crashes_leaves_no_spectrum_that_looks_complete(make_config, monkeypatch, written_store):
     from ntkdist.errors import StoreError
     from ntkdist.store import open_spectrum
 
     config = make_config(data={"n": 200, "dim": 3}, kernel={"block": 100})
-    _written_store(config)
+    written_store(config)
     pipeline.solve(config)
     assert len(open_spectrum(config.store_path)["eigenvalue"]) == 200
 
@@ -149,10 +138,10 @@ def test_a_solve_that_crashes_leaves_no_spectrum_that_looks_complete(make_config
     assert len(open_spectrum(config.store_path)["eigenvalue"]) == 5
 
 
-def test_exact_solve_of_a_float32_store_includes_the_storage_error(make_config):
+def test_exact_solve_of_a_float32_store_includes_the_storage_error(make_config, written_store):
     config = make_config(data={"n": 300, "dim": 3}, kernel={"block": 128, "dtype": "float32"},
                          network={"bias_var": 0.1})
-    K = _written_store(config)
+    K = written_store(config)
     pipeline.solve(config)
     spectrum = xr.open_zarr(str(config.store_path), group="spectrum").load()
     eta = spectrum.attrs["operator_error_bound"]

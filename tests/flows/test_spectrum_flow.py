@@ -115,18 +115,13 @@ def test_flow_compares_the_spectrum_with_theory(flow_env, make_config):
     assert again["compare"]["resumed"] is True
 
 
-def test_compare_stage_appends_theory_and_recovers_from_a_crash(make_config):
+def test_compare_stage_appends_theory_and_recovers_from_a_crash(make_config, written_store):
     """The compare stage alone (no Prefect, no Ray: the Gram blocks are written directly)."""
     from ntkdist import pipeline
     from ntkdist.store import RunStore
 
     config = make_config(data={"n": 200, "dim": 3}, kernel={"block": 100}, network={"bias_var": 0.1})
-    pipeline.prepare(config)
-    store = RunStore.open(config.store_path, mode="r+")
-    K = ntkdist.ntk(store.inputs[:], net=config.net)
-    for i, j in store.upper_blocks():
-        store.write_block(i, j, K[store.block_slice(i), store.block_slice(j)])
-    store.mark_stage("build")
+    written_store(config)
     pipeline.solve(config)
     before = xr.open_zarr(str(config.store_path), group="spectrum").load()
 
