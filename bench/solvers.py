@@ -57,27 +57,40 @@ def peak_rss_mib() -> float:
 
 
 class AnonymousMemoryPeak:
-    """Samples this process's private (anonymous) resident memory, /proc/self/status RssAnon, every 0.2 s: the
-    driver's own arrays, without the shared object-store pages that RSS counts."""
+    """Samples this process's resident memory in /proc/self/status every 0.2 s: RssAnon (private: the driver's own
+    arrays), RssShmem (shared pages it has mapped: Ray object-store buffers it wrote or read zero-copy) and VmRSS
+    (their sum plus mapped files). Peaks in KiB; ``peak_kib`` is the private one."""
+
+    FIELDS = ("RssAnon", "RssShmem", "VmRSS")
 
     def __init__(self, interval: float = 0.2):
         import threading
 
-        self.peak_kib = 0
+        self.peaks = dict.fromkeys(self.FIELDS, 0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
 
-    @staticmethod
-    def current_kib() -> int:
+    @property
+    def peak_kib(self) -> int:
+        return self.peaks["RssAnon"]
+
+    @classmethod
+    def current_kib(cls) -> dict:
+        out = dict.fromkeys(cls.FIELDS, 0)
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1])
-        return 0
+                name = line.split(":", 1)[0]
+                if name in out:
+                    out[name] = int(line.split()[1])
+        return out
+
+    def _sample(self):
+        for name, value in self.current_kib().items():
+            self.peaks[name] = max(self.peaks[name], value)
 
     def _run(self, interval):
         while not self._stop.is_set():
-            self.peak_kib = max(self.peak_kib, self.current_kib())
+            self._sample()
             self._stop.wait(interval)
 
     def __enter__(self):
@@ -87,7 +100,7 @@ class AnonymousMemoryPeak:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak_kib = max(self.peak_kib, self.current_kib())
+        self._sample()
 
 
 def relative_errors(values, reference) -> np.ndarray:
@@ -239,25 +252,36 @@ def dense_case(n: int, dim: int, *, k: int, tol: float, seed: int, quick: bool, 
 
 
 def matrix_free_case(n: int, dim: int, *, k: int, tol: float, seed: int, max_passes: int, workers: int,
-                     smallest: int, bins: int, rank: int, deflate: int, max_basis: int) -> dict:
+                     smallest: int, bins: int, rank: int | None, deflate: int | None, max_basis: int | None,
+                     driver_memory_gb: float) -> dict:
     import ray
 
     from ntkdist.cluster import RayGramOperator, start_local_ray
-    from ntkdist.linalg.spectrum import solve_spectrum
+    from ntkdist.linalg.spectrum import memory_shares, solve_spectrum
 
     X = np.random.default_rng(seed).standard_normal((n, dim))
+    budget = int(driver_memory_gb * 2**30)
+    shares = memory_shares(n, k, smallest, budget)
+    # Sizes not given on the command line come from the driver-memory budget, as `ntkdist run` sizes them.
+    top_options = {} if max_basis is None else {"max_basis": max_basis}
+    bottom_options = {} if rank is None else {"rank": rank}
+    density_options = {} if deflate is None else {"deflate": deflate}
     out = {"case": "matrix-free", "n": n, "dim": dim, "k": k, "tol": tol, "max_passes": max_passes,
-           "preconditioner_rank": rank, "density_deflation": deflate, "krylov_max_basis": max_basis}
+           "driver_memory_gb": driver_memory_gb,
+           "preconditioner_rank": rank or shares["rank"], "density_deflation": shares["deflate"] if deflate is None
+           else deflate, "krylov_max_basis": max_basis or shares["max_basis"], "krylov_max_block": shares["max_block"]}
     start_local_ray(num_cpus=os.cpu_count())
     try:
         with AnonymousMemoryPeak() as memory:
             with RayGramOperator(X=X, mode="matrix_free", net=NET, kind="ntk", workers=workers) as operator:
                 solution, seconds = timed(solve_spectrum, operator, method="krylov", k=k, tol=tol,
                                           max_passes=max_passes, smallest=smallest, density_bins=bins, seed=seed,
-                                          top_options={"max_basis": max_basis}, bottom_options={"rank": rank},
-                                          density_options={"deflate": deflate})
+                                          top_options=top_options, bottom_options=bottom_options,
+                                          density_options=density_options, driver_memory_bytes=budget)
         out["driver_peak_rss_mib"] = peak_rss_mib()
-        out["driver_peak_private_mib"] = memory.peak_kib / 1024
+        out["driver_peak_private_mib"] = memory.peaks["RssAnon"] / 1024
+        out["driver_peak_shared_mib"] = memory.peaks["RssShmem"] / 1024
+        out["driver_peak_vmrss_sampled_mib"] = memory.peaks["VmRSS"] / 1024
     finally:
         ray.shutdown()
     # The peers of a pass, measured after the solve (so their arrays never count in the driver's peak): the
@@ -319,10 +343,15 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--smallest", type=int, default=1)
     parser.add_argument("--bins", type=int, default=60)
-    parser.add_argument("--rank", type=int, default=300, help="matrix-free: rank of LOBPCG's Nyström preconditioner")
-    parser.add_argument("--deflate", type=int, default=150, help="matrix-free: SLQ's deflated top subspace")
+    parser.add_argument("--rank", type=int, default=None,
+                        help="matrix-free: rank of LOBPCG's Nyström preconditioner (default: from --driver-memory-gb)")
+    parser.add_argument("--deflate", type=int, default=None,
+                        help="matrix-free: SLQ's deflated top subspace (default: from --driver-memory-gb)")
     parser.add_argument("--max-basis", type=int, default=None,
-                        help="Krylov basis columns before a thick restart (matrix-free default 450; dense: the solver's)")
+                        help="Krylov basis columns before a thick restart (default: from --driver-memory-gb "
+                             "for matrix-free, the solver's own for dense)")
+    parser.add_argument("--driver-memory-gb", type=float, default=1.5,
+                        help="matrix-free: the solvers' memory budget in the driver, as [solver] driver_memory_gb")
     parser.add_argument("--repeat", type=int, default=3, help="dense: runs of ntkdist's top-k (median reported)")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
@@ -333,8 +362,8 @@ def main(argv=None) -> int:
     else:
         result = matrix_free_case(args.n, args.dim, k=args.k, tol=args.tol, seed=args.seed,
                                   max_passes=args.max_passes, workers=args.workers, smallest=args.smallest,
-                                  bins=args.bins, rank=args.rank, deflate=args.deflate,
-                                  max_basis=450 if args.max_basis is None else args.max_basis)
+                                  bins=args.bins, rank=args.rank, deflate=args.deflate, max_basis=args.max_basis,
+                                  driver_memory_gb=args.driver_memory_gb)
     result["machine"] = machine()
     text = json.dumps(result, indent=2, default=float)
     print(text)

@@ -120,9 +120,10 @@ class SolverSection(_Section):
     vectors: bool = False
     seed: int = Field(default=0, ge=0)
     operator: Literal["auto", "memory", "stored", "matrix_free"] = "auto"
-    #: Memory the driver may spend on the solvers' N×b blocks (Krylov basis, preconditioner sketch, density
-    #: subspace): at large N it caps their sizes (`ntkdist.linalg.spectrum.solve_spectrum`).
-    driver_memory_gb: float = Field(default=2.0, gt=0.0)
+    #: Memory the driver may spend on the solvers' N-row arrays (Krylov basis, preconditioner, density subspace,
+    #: the wide block of a pass and its product); it sizes them (`ntkdist.linalg.spectrum.memory_shares`). The
+    #: interpreter, Ray and Prefect take about 0.2 GB more.
+    driver_memory_gb: float = Field(default=1.5, gt=0.0)
 
     def resolved_method(self, n: int) -> str:
         """The method that runs for N = n ("auto" resolved)."""

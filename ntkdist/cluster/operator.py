@@ -1,9 +1,7 @@
 """The Gram matrix as a `ntkdist.linalg.SymmetricOperator` served by a pool of Ray actors.
 
 The matrix is cut into block-row *panels* of ``block`` rows (the store's block by default). The panel layout
-depends on ``block`` and N only, never on the number of actors, and every panel's share of a product is computed
-with the same array shapes and summed in the same order whichever actor computes it. So one actor and four
-actors return bit-identical products (given the same kind of device).
+depends on ``block`` and N only, never on the number of actors.
 
 Three ways to serve a pass
 --------------------------
@@ -18,24 +16,29 @@ Three ways to serve a pass
     (`ntkdist.kernels.gram_block`). The inputs come from a run store's ``inputs`` or from an X array put in Ray's
     object store, so no Gram store is needed at all.
 
-Arithmetic of one pass (why it is bit-identical for any actor count)
---------------------------------------------------------------------
+Arithmetic of one pass
+----------------------
 memory / stored: panel I computes Y_I = Σ_J K_IJ·V_J, one GEMM of shape (rows_I × cols_J)·(cols_J × b) per
-block, summed in increasing J. The driver only places the panels' results.
+block, summed in increasing J. The driver only places the panels' results, so one actor and four actors return
+bit-identical products (given the same kind of device).
 
 matrix_free exploits symmetry: the *job* of panel I computes the upper blocks K_IJ, J ≥ I, only (half the
 kernel entries of a full pass) and uses each block twice:
 
-    R_I = K_II·V_I + K_I,I+1·V_I+1 + … (increasing J)        rows of panel I
-    T_I = [K_IJᵀ·V_I for J > I]                                 rows below panel I
+    R_I = K_II·V_I + K_I,I+1·V_I+1 + … (increasing J)        rows of panel I, returned to the driver
+    A[J] += K_IJᵀ·V_I for J > I                               rows below panel I, kept in the actor
 
-The driver folds the jobs' results strictly in panel order I = 0, 1, …: ``Y[I] += R_I; Y[below I] += T_I``, so
-row block J of Y is always ((C_J,0 + C_J,1) + … + C_J,J−1) + R_J, whichever actor ran which job and whenever it
-finished. Jobs are handed to idle actors largest first (panel 0 has the most blocks); results that finish early
-wait in Ray's object store until their turn, so the driver holds Y, V and one job's result (≤ 2·N×b) at a time.
-The price of symmetry is traffic: Σ_I |T_I| ≈ (N/block)/2 arrays of N×b per pass through the object store,
-small next to the N²/2 kernel entries each pass recomputes (at N = 10⁵, b = 200, block = 4096: 2 GB moved
-against 5·10⁹ entries computed).
+Each actor keeps one N×b accumulator A per pass; the driver places the R_I and then adds the actors'
+accumulators in actor order, a slab of rows at a time. Why the transposed half stays in the actors: returned per
+job it would be (N/block)/2 arrays of up to N×b per pass through the object store (2 GB at N = 10⁵, b = 200,
+block = 4096), and every one the driver reads is mapped into its resident memory; kept, the driver reads
+``workers`` accumulators in slabs of `FOLD_ROWS` rows, and its resident memory holds V, Y and two slabs.
+
+The jobs are dealt to the actors statically, in the order of their size, snaking (actor 0, 1, …, a−1, a−1, …,
+0, …), which balances the triangular work to within one job; each actor runs its jobs in that fixed order. So a
+fixed number of actors gives bit-identical products run after run; a different number of actors sums the
+transposed contributions in another order and agrees to rounding (≈ 1e-16 relative), which the eigenvalues
+inherit.
 
 Within an actor, BLAS runs single-threaded and the actor's CPUs work on different blocks (a thread pool over J;
 results summed in J order), so the arithmetic of a block does not depend on how many CPUs an actor was given.
@@ -48,7 +51,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
@@ -67,11 +69,24 @@ MODES = ("memory", "stored", "matrix_free")
 DEFAULT_BLOCK = 2048
 #: Bytes of panels one actor may hold in ``"memory"`` mode unless told otherwise.
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
+#: Rows of an actor's accumulator fetched at a time when a matrix-free pass is folded (about 20 MB at b = 300).
+FOLD_ROWS = 8192
 
 
 def panel_slices(n: int, block: int) -> list[slice]:
     """The block-row panels of an N×N matrix: rows [I·block, (I+1)·block), the last one shorter."""
     return [slice(start, min(start + block, n)) for start in range(0, n, block)]
+
+
+def snake_deal(jobs: int, workers: int) -> list[list[int]]:
+    """Jobs 0, 1, …, jobs−1 (decreasing size) dealt to ``workers`` in rounds that go forward then backward:
+    each actor's total is within one job of the others' for sizes that decrease steadily."""
+    dealt: list[list[int]] = [[] for _ in range(workers)]
+    for start in range(0, jobs, workers):
+        order = range(workers) if (start // workers) % 2 == 0 else range(workers - 1, -1, -1)
+        for actor, job in zip(order, range(start, min(start + workers, jobs))):
+            dealt[actor].append(job)
+    return dealt
 
 
 class GramPanelWorker:
@@ -98,6 +113,7 @@ class GramPanelWorker:
         self.mode = mode
         self.reason = ""
         self._held: dict[int, object] = {}
+        self._accumulator = None  # a matrix-free pass's transposed contributions (start_pass … end_pass)
         self._sum_squares: dict[int, float] | None = None
         if mode == "memory":
             itemsize = np.dtype(self._gram.dtype).itemsize if self._gram is not None else 8
@@ -198,21 +214,23 @@ class GramPanelWorker:
             self._sum_squares = sums
         return out
 
-    def panel_job(self, i: int, V) -> tuple[np.ndarray, np.ndarray]:
-        """Matrix-free job of panel I: (R_I, T_I) from the upper blocks K_IJ, J ≥ I (see the module docstring)."""
+    def start_pass(self, b: int) -> None:
+        """A matrix-free pass begins: a zero N×b accumulator for the transposed contributions of this actor's jobs."""
+        self._accumulator = self._xp.zeros((self._n, int(b)))
+
+    def panel_job(self, i: int, V):
+        """Matrix-free job of panel I: returns R_I and adds K_IJᵀ·V_I into the accumulator for J > I (module
+        docstring). Distinct J write distinct rows, so the thread pool's pieces never touch the same rows."""
         xp = self._xp
         V = xp.asarray(V)
         rows = self._slices[i]
-        below = rows.stop
-        b = V.shape[1]
-        T = xp.empty((self._n - below, b))
+        accumulator = self._accumulator
 
         def piece(j):
             block = self._upper_block(i, j)
             own = block @ V[self._slices[j]]
             if j != i:
-                cols = self._slices[j]
-                T[cols.start - below:cols.stop - below] = block.T @ V[rows]
+                accumulator[self._slices[j]] += block.T @ V[rows]
             return own
 
         with self._blas():
@@ -222,7 +240,14 @@ class GramPanelWorker:
                     R = value
                 else:
                     R += value  # increasing J
-        return to_numpy(R), to_numpy(T)
+        return to_numpy(R)
+
+    def accumulated(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of this pass's accumulator (float64, host memory)."""
+        return to_numpy(self._accumulator[start:stop])
+
+    def end_pass(self) -> None:
+        self._accumulator = None
 
     def sum_squares(self) -> tuple[dict[int, float], bool]:
         """Σ K² of each owned panel as held/stored, and whether finding it took a read of the panels (it does not
@@ -309,8 +334,9 @@ class RayGramOperator:
         With a store and no X, memory and stored use the store's Gram (it must be complete); with X, memory
         computes the panels once from X. matrix_free uses X, else the store's inputs.
     block : int, optional
-        Panel rows (default: the store's block; `DEFAULT_BLOCK` without one). Products are bit-identical for any
-        number of actors at a fixed ``block``.
+        Panel rows (default: the store's block; `DEFAULT_BLOCK` without one). Memory and stored products are
+        bit-identical for any number of actors at a fixed ``block``; matrix-free ones for a fixed number, and
+        equal to rounding across numbers (module docstring).
     workers : int
         Actors (one per GPU on a GPU cluster).
     device, cpus_per_worker
@@ -386,6 +412,8 @@ class RayGramOperator:
         Actor = ray.remote(GramPanelWorker)
         #: Panels owned by each actor (memory/stored products, diagonal, columns): round robin over panels.
         self.panels_of = [list(range(a, nb, workers)) for a in range(workers)]
+        #: Matrix-free jobs dealt to each actor, largest first, snaking (module docstring).
+        self.jobs_of = snake_deal(nb, workers)
         self._actors = [
             Actor.options(**resources).remote(
                 n=n, block=block, panels=panels, mode=mode, store_path=None if store is None else str(store.path),
@@ -499,39 +527,31 @@ class RayGramOperator:
         return out
 
     def _matrix_free_pass(self, V_ref, b: int) -> np.ndarray:
-        """Jobs to idle actors, largest first; results folded strictly in panel order (module docstring)."""
+        """Each actor runs its dealt jobs in order; R_I placed, then the accumulators added (module docstring)."""
         import ray
 
-        Y = np.zeros((self._n, b))
-        queue = deque(range(len(self._slices)))
-        in_flight: dict = {}
-        finished: dict[int, object] = {}
-        # Two jobs per actor in flight hide the round trip between one job's end and the next one's start.
-        for actor in self._actors * 2:
-            if queue:
-                i = queue.popleft()
-                in_flight[actor.panel_job.remote(i, V_ref)] = (actor, i)
-        fold = 0
+        Y = np.empty((self._n, b))
+        actors = self._actors
+        ray.get([actor.start_pass.remote(b) for actor in actors])
         try:
-            while fold < len(self._slices):
-                while fold in finished:
-                    R, T = ray.get(finished.pop(fold))
-                    rows = self._slices[fold]
-                    Y[rows] += R
-                    Y[rows.stop:] += T
-                    del R, T
-                    fold += 1
-                if fold == len(self._slices):
-                    break
-                done, _ = ray.wait(list(in_flight), num_returns=1)
-                actor, i = in_flight.pop(done[0])
-                finished[i] = done[0]
-                if queue:
-                    j = queue.popleft()
-                    in_flight[actor.panel_job.remote(j, V_ref)] = (actor, j)
+            jobs = [(i, actor.panel_job.remote(i, V_ref))
+                    for actor, panels in zip(actors, self.jobs_of) for i in panels]
+            for i, ref in jobs:
+                Y[self._slices[i]] = ray.get(ref)
+            del jobs
+            # Slabs in (rows, actor) order; the next slab is asked for while this one is added.
+            requests = [(start, actor) for start in range(0, self._n, FOLD_ROWS) for actor in actors]
+            ahead = actors[0].accumulated.remote(0, min(FOLD_ROWS, self._n))
+            for position, (start, actor) in enumerate(requests):
+                ref = ahead
+                if position + 1 < len(requests):
+                    nxt, next_actor = requests[position + 1]
+                    ahead = next_actor.accumulated.remote(nxt, min(nxt + FOLD_ROWS, self._n))
+                slab = ray.get(ref)
+                Y[start:start + slab.shape[0]] += slab
+                del slab, ref
         finally:
-            for ref in in_flight:
-                ray.cancel(ref, force=False)
+            ray.get([actor.end_pass.remote() for actor in actors])
         return Y
 
     def _fold_sums(self, parts: list[tuple[dict, bool]]) -> float:

@@ -54,6 +54,10 @@ from .passes import EigenResult, PassBudgetExhausted, Product, run_program
 #: thick restart; at N = 10⁵ this is about 670 columns, at N = 8000 more than any run here uses.
 BASIS_MEMORY_BYTES = 2 ** 30
 
+#: Rows per slab when a product with the basis is formed: the temporaries are slab × b, not N × b (at N = 10⁵
+#: an N × 150 temporary is 120 MB; a slab is 5 MB), so the driver's peak is its arrays, not their scratch.
+SLAB_ROWS = 4096
+
 #: Singular values of a (unit-column) candidate block below this fraction of the largest are dropped: such
 #: directions are numerically already in the basis or duplicates of one another.
 RANK_TOLERANCE = 1e-8
@@ -159,6 +163,8 @@ def block_krylov_program(n: int, k: int, *, seed: int, tol: float, max_passes: i
     pending_growth = 0
     last_growth = -10
     while True:
+        if ritz is not None and not vectors:
+            ritz.vectors = None  # memory: not needed for the result; a restart already took what it needs
         try:
             KV = yield Product(V)
         except PassBudgetExhausted:
@@ -205,24 +211,31 @@ def block_krylov_program(n: int, k: int, *, seed: int, tol: float, max_passes: i
         # Next block: residuals of the unlocked window pairs (the Krylov directions still needed) and, after a
         # growth, fresh random directions that start new Krylov sequences reaching past the cluster.
         unlocked = np.flatnonzero(~locked[:ritz.window])
-        candidates = ritz.residuals[:, unlocked]
-        ritz.residuals = None  # memory: at N = 10⁵ every N × b array is 160 MB
+        candidates = ritz.residuals if unlocked.size == ritz.residuals.shape[1] else ritz.residuals[:, unlocked]
+        ritz.residuals = None  # memory: at N = 10⁵ every N × b array is 80–160 MB
         norms = np.linalg.norm(candidates, axis=0)
-        candidates = candidates[:, norms > 0] / norms[norms > 0]
+        if not np.all(norms > 0):
+            candidates, norms = candidates[:, norms > 0], norms[norms > 0]
+        candidates /= norms
         if pending_growth:
             candidates = np.concatenate([candidates, rng.standard_normal((n, pending_growth)) / math.sqrt(n)], axis=1)
             pending_growth = 0
+        # Restart before the new block is formed (it will have at most this many columns): the orthogonalisation
+        # then runs against the smaller basis, and the old Q is freed before its scratch is needed.
+        width = min(window, candidates.shape[1])
+        if basis.size + width > max_basis:
+            keep = max(min(basis.size, window, max_basis - width), k)
+            basis.restart(ritz, keep)
+            start_coords = None  # Ω has left the basis
+            info["restarts"] += 1
+            # The residuals are orthogonal to the old basis, hence to the Ritz vectors kept from it.
+        if not vectors:
+            ritz.vectors = None  # a restart already took what it needs
         V = _orthonormal_directions(candidates, basis, limit=window, overwrite=True)
         del candidates
         if V.shape[1] == 0:
             info["stopped_by"] = "no new directions (Krylov space exhausted)"
             break
-        if basis.size + V.shape[1] > max_basis:
-            keep = max(min(basis.size, window, max_basis - V.shape[1]), k)
-            basis.restart(ritz, keep)
-            start_coords = None  # Ω has left the basis
-            info["restarts"] += 1
-            # The new directions are orthogonal to the old basis, hence to its Ritz vectors: nothing to redo.
         info["arithmetic_seconds_per_pass"].append(time.perf_counter() - started)
 
     if ritz is None:  # budget spent before the first product
@@ -298,21 +311,22 @@ class _Basis:
         return np.concatenate([Qb.T @ W for Qb in self.blocks], axis=0)
 
     def combine(self, arrays: list[np.ndarray], S: np.ndarray) -> np.ndarray:
-        """[A₁ A₂ …]·S for the list of blocks ``arrays`` (Q or KQ)."""
-        out = np.zeros((self.n, S.shape[1]))
-        start = 0
-        for A in arrays:
-            out += A @ S[start:start + A.shape[1]]
-            start += A.shape[1]
+        """[A₁ A₂ …]·S for the list of blocks ``arrays`` (Q or KQ), formed slab by slab of rows."""
+        if not arrays:
+            return np.zeros((self.n, S.shape[1]))
+        out = np.empty((self.n, S.shape[1]))
+        pieces = _split_rows(arrays, S)
+        for rows in _slabs(self.n):
+            out[rows] = sum_of_products(pieces, rows)
         return out
 
     def remove_from(self, W: np.ndarray) -> np.ndarray:
-        """W − Q(QᵀW), in place (one classical Gram–Schmidt sweep)."""
-        start = 0
-        C = self.project(W)
-        for Qb in self.blocks:
-            W -= Qb @ C[start:start + Qb.shape[1]]
-            start += Qb.shape[1]
+        """W − Q(QᵀW), in place (one classical Gram–Schmidt sweep), slab by slab of rows."""
+        if not self.blocks:
+            return W
+        pieces = _split_rows(self.blocks, self.project(W))
+        for rows in _slabs(self.n):
+            W[rows] -= sum_of_products(pieces, rows)
         return W
 
     def append(self, V: np.ndarray, KV: np.ndarray) -> None:
@@ -331,8 +345,11 @@ class _Basis:
     def restart(self, ritz: "_Ritz", keep: int) -> None:
         """Thick restart: replace Q, KQ by the top ``keep`` Ritz vectors U = QS and their products KU = (KQ)S."""
         S = ritz.S[:, :keep]
-        U = self.combine(self.blocks, S)
-        self.blocks = [U]
+        if ritz.vectors is not None and ritz.vectors.shape[1] >= keep:
+            U = ritz.vectors[:, :keep]  # already QS: reuse it rather than hold a second N × keep array
+        else:
+            U = self.combine(self.blocks, S)
+        self.blocks = [U]  # the old Q blocks are freed here, before KU is formed
         KU = self.combine(self.products, S)
         self.products = [KU]
         self.H = np.diag(ritz.values[:keep])  # UᵀKU = SᵀHS = Θ
@@ -347,6 +364,31 @@ class _Ritz:
         self.errors = self.gap_certified = self.relative = None
 
 
+def _slabs(n: int):
+    return (slice(start, min(start + SLAB_ROWS, n)) for start in range(0, n, SLAB_ROWS))
+
+
+def _split_rows(arrays: list[np.ndarray], S: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Pair each block of columns with its rows of S: [A₁ A₂ …]·S = Σ_b A_b·S_b."""
+    pieces, start = [], 0
+    for A in arrays:
+        pieces.append((A, S[start:start + A.shape[1]]))
+        start += A.shape[1]
+    return pieces
+
+
+def sum_of_products(pieces: list[tuple[np.ndarray, np.ndarray]], rows: slice) -> np.ndarray:
+    """Σ_b A_b[rows]·S_b: one slab of [A₁ A₂ …]·S."""
+    total = None
+    for A, S in pieces:
+        term = A[rows] @ S
+        if total is None:
+            total = term
+        else:
+            total += term
+    return total
+
+
 def _rayleigh_ritz(basis: _Basis, window: int) -> _Ritz:
     """Eigenpairs of H = QᵀKQ (descending); Ritz vectors U = QS, residuals R = (KQ)S − UΘ for the top ``window``.
 
@@ -359,7 +401,8 @@ def _rayleigh_ritz(basis: _Basis, window: int) -> _Ritz:
     Sw = S[:, :window]
     U = basis.combine(basis.blocks, Sw)
     R = basis.combine(basis.products, Sw)
-    R -= U * theta[:window]
+    for rows in _slabs(basis.n):
+        R[rows] -= U[rows] * theta[:window]
     return _Ritz(theta, S, U, R, np.linalg.norm(R, axis=0), window, float(theta[-1]))
 
 
@@ -383,26 +426,45 @@ def _orthonormal_directions(W: np.ndarray, basis: _Basis, limit: int | None = No
                             overwrite: bool = False) -> np.ndarray:
     """An orthonormal basis of the part of range(W) orthogonal to Q, at most ``limit`` columns.
 
-    Classical Gram–Schmidt twice ("twice is enough", Giraud et al. 2005), then the dominant left singular
-    directions (QR, then the SVD of the small triangular factor) above `RANK_TOLERANCE` — dependent or already
-    spanned directions are dropped rather than normalised into noise — then one more sweep and QR so the block is
-    orthogonal to Q to working precision.
+    Classical Gram–Schmidt twice against Q ("twice is enough", Giraud et al. 2005), then SVQB (Stathopoulos &
+    Wu 2002, "A block orthogonalization procedure with constant synchronization requirements", SIAM J. Sci.
+    Comput. 23(6), Alg. 4): with D the column norms, the eigendecomposition of the scaled Gram matrix
+    D⁻¹WᵀWD⁻¹ = VΛVᵀ gives the dominant directions W·D⁻¹VΛ^{-1/2}; those with σ = √λ below `RANK_TOLERANCE`·σ₁
+    are dropped — dependent or already spanned directions are removed rather than normalised into noise. A second
+    sweep (Gram–Schmidt, SVQB without dropping) restores orthogonality to working precision, since the first
+    leaves an error of about ε·κ² ≤ ε/`RANK_TOLERANCE`². Every step writes into W itself, slab by slab, so the
+    driver needs no N-row scratch (the returned block is a view of W when ``overwrite``).
     """
     W = np.array(W, dtype=np.float64, copy=not overwrite)
-    for _ in range(2):
-        basis.remove_from(W)
-    Qw, Rw = np.linalg.qr(W)
-    Us, sigma, _ = np.linalg.svd(Rw)
-    if sigma.size == 0 or sigma[0] == 0:
-        return np.zeros((basis.n, 0))
-    rank = int(np.count_nonzero(sigma > RANK_TOLERANCE * sigma[0]))
+    free = basis.n - basis.size
+    for sweep in range(2):
+        for _ in range(2):
+            basis.remove_from(W)
+        W = _svqb(W, RANK_TOLERANCE if sweep == 0 else 0.0, limit if sweep == 0 else None, free)
+        if W.shape[1] == 0:
+            return np.zeros((basis.n, 0))
+    return W
+
+
+def _svqb(W: np.ndarray, tolerance: float, limit: int | None, free: int) -> np.ndarray:
+    """One SVQB sweep in place (see `_orthonormal_directions`): the kept directions, as the leading columns of W."""
+    norms = np.linalg.norm(W, axis=0)
+    if norms.size == 0 or not norms.max() > 0:
+        return W[:, :0]
+    scale = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
+    gram = (W.T @ W) * scale[:, None] * scale[None, :]
+    lam, vectors = np.linalg.eigh(0.5 * (gram + gram.T))
+    lam, vectors = lam[::-1], vectors[:, ::-1]
+    if not lam[0] > 0:
+        return W[:, :0]
+    rank = int(np.count_nonzero(lam > max(tolerance ** 2, np.finfo(np.float64).tiny) * lam[0]))
     if limit is not None:
         rank = min(rank, int(limit))
-    rank = min(rank, basis.n - basis.size)
-    P = Qw @ Us[:, :rank]
-    basis.remove_from(P)
-    P, _ = np.linalg.qr(P)
-    return P
+    rank = min(rank, free)
+    combination = scale[:, None] * vectors[:, :rank] / np.sqrt(lam[:rank])
+    for rows in _slabs(W.shape[0]):
+        W[rows, :rank] = W[rows] @ combination
+    return W[:, :rank]
 
 
 def _predicted_passes(theta_k: float, theta_edge: float, floor: float, reduction: float) -> float:

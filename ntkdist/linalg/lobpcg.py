@@ -185,6 +185,7 @@ def lobpcg_program(n: int, m: int, *, seed: int, tol: float, max_passes: int, ra
     first = X if preconditioner is not None else np.concatenate([Omega, X], axis=1)
     try:
         product = yield Product(first)
+        del first  # memory: the driver holds its own copy of every block it multiplies
     except PassBudgetExhausted:
         nan = np.full(m, np.nan)
         return EigenResult(method="lobpcg", values=nan, errors=np.full(m, np.inf), residual_norms=nan,
@@ -198,8 +199,9 @@ def lobpcg_program(n: int, m: int, *, seed: int, tol: float, max_passes: int, ra
         if not shift > 0:  # a sketch of rank beyond the numerical rank: fall back to a tiny positive shift
             shift = float(np.finfo(np.float64).eps * max(float(lam[0]), 1.0))
         preconditioner = nystrom_preconditioner(U, lam, shift)
+        del U
         info.update(mu=shift, sketch_values=(float(lam[0]), float(lam[-1])))
-        KX = product[:, sketch_rank:]
+        KX = product[:, sketch_rank:].copy()  # a view would keep the sketch's N × r product alive
     else:
         KX = product
     del product

@@ -271,5 +271,7 @@ def nystrom_preconditioner(U: np.ndarray, lam: np.ndarray, mu: float) -> Nystrom
     order; the smallest is used as λ̂_r). See `NystromPreconditioner`.
     """
     lam = np.asarray(lam, dtype=np.float64)
+    if np.all(lam[:-1] >= lam[1:]):  # already descending (a Nyström sketch's order): no N × r copy
+        return NystromPreconditioner(U, lam, float(mu))
     order = np.argsort(lam)[::-1]
     return NystromPreconditioner(np.asarray(U)[:, order], lam[order], float(mu))

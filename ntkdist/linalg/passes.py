@@ -210,13 +210,18 @@ def run_programs(operator: SymmetricOperator, programs: dict[str, Program], *,
         passes += 1
         log.widths.append(int(sum(widths)))
         log.seconds.append(seconds)
-        offset = 0
-        for name, width in zip(names, widths):
-            took_part[name].append(seconds)
-            reply = np.ascontiguousarray(product[:, offset:offset + width])
+        # Every program's columns are copied out and the product freed before any program computes: its
+        # arithmetic (a Krylov restart, a Rayleigh–Ritz step) then never shares the driver with the wide product.
+        replies, offset = [], 0
+        for width in widths:
+            replies.append(np.ascontiguousarray(product[:, offset:offset + width]))
             offset += width
-            advance(name, programs[name], reply)
         del product
+        for name in names:
+            took_part[name].append(seconds)
+            reply = replies.pop(0)
+            advance(name, programs[name], reply)
+            del reply
     for name, result in results.items():
         if hasattr(result, "seconds_per_pass") and took_part[name]:
             result.seconds_per_pass = float(np.median(took_part[name]))

@@ -7,6 +7,7 @@ K. `exact_spectrum` is the dense path for matrices that fit in memory (LAPACK), 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -15,15 +16,19 @@ import scipy.linalg
 
 from .density import default_deflation, density_from_eigenvalues, slq_program
 from .krylov import block_krylov_program, default_block
+from .lobpcg import default_block as default_lobpcg_block
 from .lobpcg import default_rank, lobpcg_program
 from .nystrom import nystrom_program
 from .operator import DenseOperator, SymmetricOperator
 from .passes import DensityResult, Diagonal, EigenResult, PassLog, run_programs
 from .summaries import trace as exact_trace
 
+logger = logging.getLogger("ntkdist.linalg")
+
 METHODS = ("exact", "krylov", "nystrom")
-#: Default memory for the solvers' arrays in the driver (the budget of a 2-core node at N = 10⁵).
-DRIVER_MEMORY_BYTES = 2 * 2**30
+#: Default memory for the solvers' arrays in the driver. With the interpreter, Ray and Prefect (about 0.2 GB) and
+#: the block being multiplied mapped from Ray's object store, the driver stays under 2 GB at N = 10⁵ (BENCHMARKS.md).
+DRIVER_MEMORY_BYTES = 3 * 2**29
 
 
 @dataclass
@@ -141,7 +146,12 @@ def solve_spectrum(operator: SymmetricOperator, *, method: str, k: int, tol: flo
     eta = operator.error_bound
     seeds = np.random.SeedSequence(seed).spawn(3)
     shares = memory_shares(n, k, smallest, driver_memory_bytes)
-    top_options = {"max_basis": shares["max_basis"], **(top_options or {})} if method == "krylov" else top_options
+    if not shares["fits"]:
+        logger.warning("driver_memory_bytes = %d is below what the solvers need at N = %d with k = %d even at their "
+                    "smallest sizes; the driver may use more (raise [solver] driver_memory_gb)",
+                    driver_memory_bytes, n, k)
+    top_options = ({"max_basis": shares["max_basis"], "max_block": shares["max_block"], **(top_options or {})}
+                   if method == "krylov" else top_options)
     bottom_options = {"rank": shares["rank"], **(bottom_options or {})}
     density_options = {"deflate": shares["deflate"], **(density_options or {})}
     programs = {}
@@ -171,22 +181,38 @@ def solve_spectrum(operator: SymmetricOperator, *, method: str, k: int, tol: flo
                             info={"pass_widths": list(log.widths), "pass_seconds": [round(s, 4) for s in log.seconds]})
 
 
-def memory_shares(n: int, k: int, smallest: int, memory_bytes: int) -> dict:
-    """Sizes of the solvers' N-row arrays that fit ``memory_bytes`` together, each capped by its own default.
+def memory_shares(n: int, k: int, smallest: int, memory_bytes: int, probes: int = 30) -> dict:
+    """Sizes of the solvers' N-row arrays that keep the driver's peak under ``memory_bytes``.
 
-    C = memory/(8N) float64 columns are shared out: the Krylov basis Q and its product KQ take 30 % (a thick
-    restart keeps them under ``max_basis`` columns each), the Nyström preconditioner (Ω, its product, U) 15 %, the
-    density's deflated subspace (Q, KQ and its Ritz vectors) 10 %, and the rest is left for the wide block of a pass
-    and its product. At N = 8000 and 2 GiB every default fits; at N = 10⁵ the basis restarts at 400 columns, the
-    preconditioner has rank 134 and the deflation 89.
+    The driver's peak, counted in float64 columns of length N, for a Krylov block b (growing to at most w at a
+    cluster), a LOBPCG block c, p probes, a Krylov basis of at most B columns, a preconditioner of rank r and a
+    deflation of rank d, is at most
+
+        (3b + 12c + 4p) + 2B + 2r + 4d + 5(w − b)
+
+    — measured with tracemalloc against a synthetic operator by varying one size at a time (each coefficient
+    rounded up; ``tests/linalg/test_spectrum_memory.py`` holds the peak to the budget). What the terms are: Q and
+    K·Q of the basis; the preconditioner's U, and its sketch Ω with K·Ω in the first pass; the deflated Q, K·Q
+    and Ritz vectors and their share of the early, wide passes; the window's Ritz vectors and residuals, the
+    LOBPCG blocks [X, W, P] and their products, the probes and Lanczos blocks; and each pass's wide block and its
+    product.
+
+    The fixed widths are taken first from 95 % of C = memory/(8N) columns; of the rest, B gets 20 %, r 10 %,
+    d 6 % and the growth w − b 3 %, each capped by its own default, and B is never below b + k (the least a thick
+    restart needs). At N = 10⁵ and 1.5 GiB: B = 250 (the floor), r = 109, d = 65, no growth. ``fits`` is False
+    when the floors alone exceed the budget.
     """
-    columns = max(1, memory_bytes // (8 * n))
+    columns = 0.95 * memory_bytes / (8 * n)
     block = default_block(k, n)
-    return {
-        "max_basis": int(max(block + k, 0.15 * columns)),
-        "rank": int(max(1, min(default_rank(n, max(smallest, 1)), 0.05 * columns))),
-        "deflate": int(max(0, min(default_deflation(n), columns // 30))),
-    }
+    lobpcg_block = default_lobpcg_block(max(smallest, 1), n)
+    rest = max(0.0, columns - (3 * block + 12 * lobpcg_block + 4 * probes))
+    max_basis = int(max(block + k, 0.2 * rest))
+    rank = int(max(1, min(default_rank(n, max(smallest, 1)), 0.1 * rest)))
+    deflate = int(max(0, min(default_deflation(n), 0.06 * rest)))
+    max_block = int(max(block, min(block + 0.03 * rest, max_basis // 2)))
+    need = 3 * block + 12 * lobpcg_block + 4 * probes + 2 * max_basis + 2 * rank + 4 * deflate + 5 * (max_block - block)
+    return {"max_basis": max_basis, "max_block": max_block, "rank": rank, "deflate": deflate,
+            "fits": bool(need <= columns)}
 
 
 def _diagonal_program():
