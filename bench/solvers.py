@@ -1,9 +1,10 @@
 """Eigensolvers side by side: ntkdist against LAPACK, ARPACK, dask and scipy's LOBPCG, in one run per case.
 
     python -m bench.solvers dense --n 20000 --dim 16            # top-100 and λ_min, every peer (≈ 15 min)
-    python -m bench.solvers dense --n 20000 --dim 64 --tol 1e-6 --max-passes 40   # the 2080-fold cluster
+    python -m bench.solvers dense --n 20000 --dim 64 --tol 1e-6 --max-passes 40 --repeat 1 --max-basis 4600
+                                                                 # the 2080-fold cluster (≈ 30 min)
     python -m bench.solvers dense --n 8000 --dim 16 --quick      # a few minutes: no LAPACK reference subset
-    python -m bench.solvers matrix-free --n 100000 --dim 16 --max-passes 8   # ≤ 45 min on two cores
+    python -m bench.solvers matrix-free --n 100000 --dim 16 --tol 1e-6 --max-passes 8   # ≤ 45 min on two cores
 
 Every case is the depth-3 ReLU NTK (stax convention, weight_var 2, no bias) of N i.i.d. standard Gaussian points
 in R^d. Results are printed as a table and written as JSON (``--json``); BENCHMARKS.md records them.
@@ -19,7 +20,10 @@ dense
 matrix-free
     Ray actors recompute their block-row panels from X on every pass (the Gram matrix is never stored): top-100,
     λ_min and the density share each pass. Recorded: time per pass against the kernel-only time of N² entries
-    plus the GEMM time of that pass's block, and the driver's peak RSS.
+    plus the GEMM time of that pass's block, and the driver's peak memory: private (RssAnon), shared (RssShmem:
+    Ray object-store pages it maps) and RSS. The solvers are sized by ``--driver-memory-gb`` as ``ntkdist run``
+    sizes them from ``[solver] driver_memory_gb``, unless ``--rank``, ``--deflate`` or ``--max-basis`` say
+    otherwise.
 """
 
 from __future__ import annotations

@@ -18,21 +18,24 @@ Three ways to serve a pass
 
 Arithmetic of one pass
 ----------------------
+The driver sends V to every actor in row slabs of `SLAB_ROWS` (each slab put once in Ray's object store, read by
+all actors, freed before the next), each actor adds its share of K·V into an N×b accumulator of its own, and the
+driver reads the accumulators back slab by slab, adding them in actor order. So the driver maps two slabs of the
+object store at a time, never a whole N×b block; its own memory holds V and Y.
+
 memory / stored: panel I computes Y_I = Σ_J K_IJ·V_J, one GEMM of shape (rows_I × cols_J)·(cols_J × b) per
-block, summed in increasing J. The driver only places the panels' results, so one actor and four actors return
-bit-identical products (given the same kind of device).
+block, summed in increasing J, into the rows of panel I of its owner's accumulator; every other actor's rows
+there are exactly zero. So one actor and four actors return bit-identical products (given the same kind of
+device).
 
 matrix_free exploits symmetry: the *job* of panel I computes the upper blocks K_IJ, J ≥ I, only (half the
 kernel entries of a full pass) and uses each block twice:
 
-    R_I = K_II·V_I + K_I,I+1·V_I+1 + … (increasing J)        rows of panel I, returned to the driver
-    A[J] += K_IJᵀ·V_I for J > I                               rows below panel I, kept in the actor
+    A[I] += K_II·V_I + K_I,I+1·V_I+1 + … (increasing J)      rows of panel I
+    A[J] += K_IJᵀ·V_I for J > I                               rows below panel I
 
-Each actor keeps one N×b accumulator A per pass; the driver places the R_I and then adds the actors'
-accumulators in actor order, a slab of rows at a time. Why the transposed half stays in the actors: returned per
-job it would be (N/block)/2 arrays of up to N×b per pass through the object store (2 GB at N = 10⁵, b = 200,
-block = 4096), and every one the driver reads is mapped into its resident memory; kept, the driver reads
-``workers`` accumulators in slabs of `FOLD_ROWS` rows, and its resident memory holds V, Y and two slabs.
+Returned per job, the transposed half would be (N/block)/2 arrays of up to N×b per pass through the object
+store (2 GB at N = 10⁵, b = 200, block = 4096), every one mapped into the driver's resident memory.
 
 The jobs are dealt to the actors statically, in the order of their size, snaking (actor 0, 1, …, a−1, a−1, …,
 0, …), which balances the triangular work to within one job; each actor runs its jobs in that fixed order. So a
@@ -69,8 +72,9 @@ MODES = ("memory", "stored", "matrix_free")
 DEFAULT_BLOCK = 2048
 #: Bytes of panels one actor may hold in ``"memory"`` mode unless told otherwise.
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
-#: Rows of an actor's accumulator fetched at a time when a matrix-free pass is folded (about 20 MB at b = 300).
-FOLD_ROWS = 8192
+#: Rows of V sent, and of an actor's accumulator fetched, at a time (about 20 MB at b = 300): the driver maps
+#: slabs of Ray's object store, never a whole N×b block.
+SLAB_ROWS = 8192
 
 
 def panel_slices(n: int, block: int) -> list[slice]:
@@ -113,7 +117,7 @@ class GramPanelWorker:
         self.mode = mode
         self.reason = ""
         self._held: dict[int, object] = {}
-        self._accumulator = None  # a matrix-free pass's transposed contributions (start_pass … end_pass)
+        self._V = self._accumulator = None  # a pass's block and this actor's share of K·V (begin … end_pass)
         self._sum_squares: dict[int, float] | None = None
         if mode == "memory":
             itemsize = np.dtype(self._gram.dtype).itemsize if self._gram is not None else 8
@@ -188,13 +192,24 @@ class GramPanelWorker:
         self._sum_squares = sums
 
     # -- products ----------------------------------------------------------------------------------------------
-    def product(self, V) -> list[tuple[int, np.ndarray]]:
-        """Y_I = Σ_J K_IJ·V_J (increasing J) for each owned panel; memory and stored modes."""
+    # A pass: begin_pass(b), the block V arrives in row slabs (receive_rows), product() or the panel jobs add
+    # into this actor's N×b accumulator, the driver reads it back in slabs (accumulated), end_pass frees both.
+    def begin_pass(self, b: int) -> None:
+        """A pass begins: room for the block V and a zero N×b accumulator for this actor's contributions."""
+        self._V = self._xp.empty((self._n, int(b)))
+        self._accumulator = self._xp.zeros((self._n, int(b)))
+
+    def receive_rows(self, start: int, rows) -> None:
+        """Rows [start, start + len(rows)) of this pass's block V."""
+        self._V[start:start + len(rows)] = self._xp.asarray(rows)
+
+    def product(self) -> None:
+        """Y_I = Σ_J K_IJ·V_J (increasing J) for each owned panel, into the accumulator's rows of panel I (the
+        other rows stay exactly zero); memory and stored modes."""
         xp = self._xp
-        V = xp.asarray(V)
+        V = self._V
         gather = self._sum_squares is None
         sums = {}
-        out = []
         with self._blas():
             for i in self._panels:
                 def piece(j, i=i):
@@ -209,20 +224,15 @@ class GramPanelWorker:
                         acc += value  # increasing J: the fixed order of every panel's sum
                     total += ss
                 sums[i] = total
-                out.append((i, to_numpy(acc)))
+                self._accumulator[self._slices[i]] = acc
         if gather:
             self._sum_squares = sums
-        return out
 
-    def start_pass(self, b: int) -> None:
-        """A matrix-free pass begins: a zero N×b accumulator for the transposed contributions of this actor's jobs."""
-        self._accumulator = self._xp.zeros((self._n, int(b)))
-
-    def panel_job(self, i: int, V):
-        """Matrix-free job of panel I: returns R_I and adds K_IJᵀ·V_I into the accumulator for J > I (module
-        docstring). Distinct J write distinct rows, so the thread pool's pieces never touch the same rows."""
-        xp = self._xp
-        V = xp.asarray(V)
+    def panel_job(self, i: int) -> None:
+        """Matrix-free job of panel I (module docstring): adds R_I = Σ_{J ≥ I} K_IJ·V_J (increasing J) into the
+        accumulator's rows of panel I and K_IJᵀ·V_I into its rows of panel J > I. Distinct J write distinct rows,
+        so the thread pool's pieces never touch the same rows."""
+        V = self._V
         rows = self._slices[i]
         accumulator = self._accumulator
 
@@ -240,14 +250,14 @@ class GramPanelWorker:
                     R = value
                 else:
                     R += value  # increasing J
-        return to_numpy(R)
+        accumulator[rows] += R
 
     def accumulated(self, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of this pass's accumulator (float64, host memory)."""
         return to_numpy(self._accumulator[start:stop])
 
     def end_pass(self) -> None:
-        self._accumulator = None
+        self._V = self._accumulator = None
 
     def sum_squares(self) -> tuple[dict[int, float], bool]:
         """Σ K² of each owned panel as held/stored, and whether finding it took a read of the panels (it does not
@@ -469,18 +479,24 @@ class RayGramOperator:
         import ray
 
         self._check_open()
-        V = np.ascontiguousarray(V, dtype=np.float64)
+        V = np.asarray(V, dtype=np.float64)
         if V.ndim != 2 or V.shape[0] != self._n:
             raise ValueError(f"V: expected shape ({self._n}, b), got {V.shape}")
         start = time.perf_counter()
-        V_ref = ray.put(V)
+        b = V.shape[1]
+        actors = self._actors
+        ray.get([actor.begin_pass.remote(b) for actor in actors])
         try:
+            self._send_rows(V)
             if self.mode == "matrix_free":
-                out = self._matrix_free_pass(V_ref, V.shape[1])
+                ray.get([actor.panel_job.remote(i) for actor, jobs in zip(actors, self.jobs_of) for i in jobs])
             else:
-                out = self._panel_pass(V_ref, V.shape[1])
+                ray.get([actor.product.remote() for actor in actors])
+                if self._sum_squares is None and self._dtype != np.float64:
+                    self._sum_squares = self._fold_sums(ray.get([a.sum_squares.remote() for a in actors]))
+            out = self._gather_rows(b)
         finally:
-            del V_ref
+            ray.get([actor.end_pass.remote() for actor in actors])
         self._passes += 1
         self.pass_seconds.append(time.perf_counter() - start)
         return out
@@ -514,44 +530,42 @@ class RayGramOperator:
         return out[:, inverse]
 
     # -- passes ------------------------------------------------------------------------------------------------
-    def _panel_pass(self, V_ref, b: int) -> np.ndarray:
+    def _send_rows(self, V: np.ndarray) -> None:
+        """V to every actor, `SLAB_ROWS` rows at a time: each slab is put once, read by all actors, and freed
+        before the next is put, so the object store reuses its memory and the driver never maps all of V."""
         import ray
 
-        out = np.empty((self._n, b))
-        refs = [a.product.remote(V_ref) for a in self._actors]
-        for parts in ray.get(refs):
-            for i, values in parts:
-                out[self._slices[i]] = values
-        if self._sum_squares is None and self._dtype != np.float64:
-            self._sum_squares = self._fold_sums(ray.get([a.sum_squares.remote() for a in self._actors]))
-        return out
+        for start in range(0, self._n, SLAB_ROWS):
+            ref = ray.put(np.ascontiguousarray(V[start:start + SLAB_ROWS]))
+            ray.get([actor.receive_rows.remote(start, ref) for actor in self._actors])
+            del ref
 
-    def _matrix_free_pass(self, V_ref, b: int) -> np.ndarray:
-        """Each actor runs its dealt jobs in order; R_I placed, then the accumulators added (module docstring)."""
+    def _gather_rows(self, b: int) -> np.ndarray:
+        """K·V = Σ_actors accumulator, slab by slab, actors in a fixed order; the next slab is asked for while this
+        one is added. In memory and stored modes every row has one nonzero term (exact); matrix-free rows add
+        the actors' partial sums (module docstring)."""
         import ray
 
         Y = np.empty((self._n, b))
         actors = self._actors
-        ray.get([actor.start_pass.remote(b) for actor in actors])
-        try:
-            jobs = [(i, actor.panel_job.remote(i, V_ref))
-                    for actor, panels in zip(actors, self.jobs_of) for i in panels]
-            for i, ref in jobs:
-                Y[self._slices[i]] = ray.get(ref)
-            del jobs
-            # Slabs in (rows, actor) order; the next slab is asked for while this one is added.
-            requests = [(start, actor) for start in range(0, self._n, FOLD_ROWS) for actor in actors]
-            ahead = actors[0].accumulated.remote(0, min(FOLD_ROWS, self._n))
-            for position, (start, actor) in enumerate(requests):
-                ref = ahead
-                if position + 1 < len(requests):
-                    nxt, next_actor = requests[position + 1]
-                    ahead = next_actor.accumulated.remote(nxt, min(nxt + FOLD_ROWS, self._n))
-                slab = ray.get(ref)
-                Y[start:start + slab.shape[0]] += slab
-                del slab, ref
-        finally:
-            ray.get([actor.end_pass.remote() for actor in actors])
+        requests = [(start, position) for start in range(0, self._n, SLAB_ROWS) for position in range(len(actors))]
+
+        def ask(request):
+            start, position = request
+            return actors[position].accumulated.remote(start, min(start + SLAB_ROWS, self._n))
+
+        ahead = ask(requests[0])
+        for index, (start, position) in enumerate(requests):
+            ref = ahead
+            if index + 1 < len(requests):
+                ahead = ask(requests[index + 1])
+            slab = ray.get(ref)
+            rows = slice(start, start + slab.shape[0])
+            if position == 0:
+                Y[rows] = slab
+            else:
+                Y[rows] += slab
+            del slab, ref
         return Y
 
     def _fold_sums(self, parts: list[tuple[dict, bool]]) -> float:

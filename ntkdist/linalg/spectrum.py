@@ -197,19 +197,21 @@ def memory_shares(n: int, k: int, smallest: int, memory_bytes: int, probes: int 
     LOBPCG blocks [X, W, P] and their products, the probes and Lanczos blocks; and each pass's wide block and its
     product.
 
-    The fixed widths are taken first from 95 % of C = memory/(8N) columns; of the rest, B gets 20 %, r 10 %,
-    d 6 % and the growth w − b 3 %, each capped by its own default, and B is never below b + k (the least a thick
-    restart needs). At N = 10⁵ and 1.5 GiB: B = 250 (the floor), r = 109, d = 65, no growth. ``fits`` is False
-    when the floors alone exceed the budget.
+    The fixed widths are taken first from 95 % of C = memory/(8N) columns; the top-k comes first, so of the rest
+    B gets 36 %, r 5 %, d 3 % and the growth w − b 1.2 %, each capped by its own default, and B is never below
+    two blocks (a thick restart keeps the window — the k wanted pairs and their guards — and adds a block; with
+    B = b + k it could keep only the k, and at N = 10⁵ the top-100 then stalls at 3e-2, BENCHMARKS.md). At
+    N = 10⁵ and 1.5 GiB: B = 392, r = 54, d = 32, growth to 163. ``fits`` is False when the floors alone exceed
+    the budget.
     """
     columns = 0.95 * memory_bytes / (8 * n)
     block = default_block(k, n)
     lobpcg_block = default_lobpcg_block(max(smallest, 1), n)
     rest = max(0.0, columns - (3 * block + 12 * lobpcg_block + 4 * probes))
-    max_basis = int(max(block + k, 0.2 * rest))
-    rank = int(max(1, min(default_rank(n, max(smallest, 1)), 0.1 * rest)))
-    deflate = int(max(0, min(default_deflation(n), 0.06 * rest)))
-    max_block = int(max(block, min(block + 0.03 * rest, max_basis // 2)))
+    max_basis = int(min(n, max(2 * block, block + k, 0.36 * rest)))
+    rank = int(max(1, min(default_rank(n, max(smallest, 1)), 0.05 * rest)))
+    deflate = int(max(0, min(default_deflation(n), 0.03 * rest)))
+    max_block = int(max(block, min(block + 0.012 * rest, max_basis // 2)))
     need = 3 * block + 12 * lobpcg_block + 4 * probes + 2 * max_basis + 2 * rank + 4 * deflate + 5 * (max_block - block)
     return {"max_basis": max_basis, "max_block": max_block, "rank": rank, "deflate": deflate,
             "fits": bool(need <= columns)}

@@ -116,17 +116,25 @@ def test_memory_from_X_over_budget_recomputes(gram):
     held = GramPanelWorker(**kwargs, memory_budget=(128 + 44) * N * 8)
     assert held.mode == "memory"
     V = probe(2)
-    for i, values in held.product(V):
+    held.begin_pass(2)
+    held.receive_rows(0, V[:100])
+    held.receive_rows(100, V[100:])
+    held.product()
+    Y = held.accumulated(0, N)
+    for i in (0, 2):
         rows = slice(128 * i, min(128 * (i + 1), N))
-        assert relative_error(values, gram[rows] @ V) < 1e-13
-    worker.start_pass(V.shape[1])
-    R = worker.panel_job(0, V)
-    T = worker.accumulated(0, N)
-    assert relative_error(R, gram[:128] @ V) < 1e-13 and relative_error(T[128:], gram[128:, :128] @ V[:128]) < 1e-13
-    assert not T[:128].any()  # a job adds only below its panel
-    worker.panel_job(1, V)  # the next job's transposed blocks add into the same accumulator
-    T = worker.accumulated(0, N)
-    assert relative_error(T[256:], gram[256:, :256] @ V[:256]) < 1e-13
+        assert relative_error(Y[rows], gram[rows] @ V) < 1e-13
+    assert not Y[128:256].any()  # panel 1 is another actor's: its rows stay exactly zero here
+    held.end_pass()
+    worker.begin_pass(2)
+    worker.receive_rows(0, V)
+    worker.panel_job(0)
+    A = worker.accumulated(0, N)
+    assert relative_error(A[:128], gram[:128] @ V) < 1e-13
+    assert relative_error(A[128:], gram[128:, :128] @ V[:128]) < 1e-13  # the transposed half stays here
+    worker.panel_job(2)  # the next job adds into the same accumulator
+    A = worker.accumulated(0, N)
+    assert relative_error(A[256:], gram[256:, :128] @ V[:128] + gram[256:, 256:] @ V[256:]) < 1e-13
     worker.end_pass()
 
 

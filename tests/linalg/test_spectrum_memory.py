@@ -70,10 +70,10 @@ def test_solvers_stay_within_the_driver_memory_budget(k, smallest, bins, memory_
 
 
 def test_a_budget_below_the_floors_is_flagged(caplog):
-    """At N = 3·10⁵ 1.5 GiB cannot hold even the Krylov floor (b + k columns, twice): the shares say so and the
-    solve warns, naming the setting to raise."""
+    """At N = 3·10⁵ 1.5 GiB cannot hold even the Krylov floor (two blocks of 150, and their products): the shares
+    say so and the solve warns, naming the setting to raise."""
     tight = memory_shares(300_000, 100, 1, 3 * 2**29)
-    assert not tight["fits"] and tight["max_basis"] == 250
+    assert not tight["fits"] and tight["max_basis"] == 300
     assert memory_shares(100_000, 100, 1, 3 * 2**29)["fits"]
     operator = LowRankPlusDiagonal(2000, rank=50)
     with caplog.at_level("WARNING", logger="ntkdist.linalg"):
