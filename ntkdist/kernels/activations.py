@@ -455,7 +455,7 @@ class Polynomial(Activation):
         a_n(q) = Σ_m c_{n+2m} (n+2m)! / (√(n!)·2^m·m!) · q^{(n+2m)/2},
 
     and E[φ(u)φ(v)] = Σ_{n ≤ p} a_n(q_x) a_n(q_y) ρⁿ (the same for φ' with its coefficients). This is
-    neural-tangents' ``stax.Polynomial``; it is also Daniely et al.'s dual of a polynomial (REFERENCE §6.4).
+    neural-tangents' ``stax.Polynomial``; it is also Daniely et al.'s dual of a polynomial.
     """
 
     name = "polynomial"

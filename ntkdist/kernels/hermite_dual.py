@@ -1,12 +1,12 @@
 """Dual activations without a closed form: the Mehler (Hermite) series with adaptive truncation and quadrature.
 
 For (u, v) ~ N(0, [[q_x, ρ√(q_x q_y)], [ρ√(q_x q_y), q_y]]) and normalised probabilists' Hermite functions
-h_n = He_n/√(n!), Mehler's formula gives (Daniely, Frostig & Singer 2016, §6.4 of ``theory/REFERENCE.md``)
+h_n = He_n/√(n!), Mehler's formula gives (Daniely, Frostig & Singer 2016, §6.4)
 
     E[φ(u)φ(v)]   = Σ_n a_n(q_x) a_n(q_y) ρⁿ,        a_n(q) = E[φ(√q Z) h_n(Z)],  Z ~ N(0, 1),
     E[φ'(u)φ'(v)] = Σ_n b_n(q_x) b_n(q_y) ρⁿ,        b_n(q) = E[φ'(√q Z) h_n(Z)] = √((n + 1)/q)·a_{n+1}(q).
 
-The last identity is Gaussian integration by parts (REFERENCE §1.4: μ_n(φ') = √(n+1)·μ_{n+1}(φ) at q = 1); it
+The last identity is Gaussian integration by parts (Stein's lemma: μ_n(φ') = √(n+1)·μ_{n+1}(φ) at q = 1); it
 holds for absolutely continuous φ. The coefficients are per-row quantities: a tile of n × m pairs needs them for
 n + m variances only, and the per-pair work is a Horner evaluation in ρ² of the even and the odd part,
 

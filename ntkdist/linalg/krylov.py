@@ -163,8 +163,6 @@ def block_krylov_program(n: int, k: int, *, seed: int, tol: float, max_passes: i
     pending_growth = 0
     last_growth = -10
     while True:
-        if ritz is not None and not vectors:
-            ritz.vectors = None  # memory: not needed for the result; a restart already took what it needs
         try:
             KV = yield Product(V)
         except PassBudgetExhausted:

@@ -5,7 +5,7 @@ Every function takes the data X (N×d) and an `MLP` in the **stax convention** o
 K = [Θ(x_i, x_j)] itself, not divided by N) and returns a `Bound` on an eigenvalue of that K. Papers that use
 another convention are converted at the boundary of the function that implements them; each docstring says how.
 
-Bounds implemented (REFERENCE.md sections in brackets):
+Bounds implemented (paper sections in brackets):
 
 * Murray, Jin, Bowman, Montúfar 2023 (arXiv 2211.07844): effective rank, Thm 4.1 and Thm 4.3 [§1.6]; the
   generic-data upper bound on λ_k, Thm 4.8 in its implementable form (Lemma "eigen_ub_nonuniform1") [§1.8].
@@ -177,7 +177,7 @@ def sphere_polynomial_count(r: int, m: int) -> int:
 
     An upper bound on rank(H_m), H_m = Σ_{j<m} c_j (X̂X̂ᵀ)^{⊙j}, for unit rows spanning an r-dimensional space:
     the rows lie on the unit sphere of that space, where ‖x‖² = 1 makes C(r+m−3, r) of the C(r+m−1, r)
-    monomials of degree < m redundant. [DERIVED; tighter than REFERENCE §1.8's C(r+m−1, r) for m ≥ 3.]
+    monomials of degree < m redundant. [DERIVED; tighter than the C(r+m−1, r) of Murray et al.'s Thm 4.8 for m ≥ 3.]
     """
     if m <= 0:
         return 0
@@ -688,12 +688,12 @@ def centred_effective_rank_operator(operator, form: DotProductForm, trace: float
 # -- Murray et al.: generic-data upper bound on λ_k (Thm 4.8 / Lemma eigen_ub_nonuniform1) --------------------------
 def generic_eigenvalue_upper_bound(X, net: MLP, ks, *, kind: str = "ntk", order: int = 128,
                                    form: DotProductForm | None = None, max_n: int = EIGEN_MAX_N) -> Bound:
-    """Murray et al. Thm 4.8 (implementable form, REFERENCE §1.8): λ_k(K) ≤ Σ_{j≥m} c_j λ_1(G^{⊙j}).
+    """Murray et al. Thm 4.8 (implementable form): λ_k(K) ≤ Σ_{j≥m} c_j λ_1(G^{⊙j}).
 
     For K = Σ_j c_j G^{⊙j} (G = X̂X̂ᵀ, unit rows, r = rank X) and every m with rank(H_m) < k, where
-    H_m = Σ_{j<m} c_j G^{⊙j}, Weyl's inequality gives λ_k(K) ≤ λ_1(Σ_{j≥m} c_j G^{⊙j}). REFERENCE's form bounds
+    H_m = Σ_{j<m} c_j G^{⊙j}, Weyl's inequality gives λ_k(K) ≤ λ_1(Σ_{j≥m} c_j G^{⊙j}). The paper's form bounds
     that by λ_1(G^{⊙m})·Σ_{j≥m} c_j; here each term keeps its own λ_1(G^{⊙j}) (non-increasing in j by Schur:
-    λ_1(A⊙G) ≤ λ_1(A)·max G_ii), so the value is ≤ REFERENCE's, and the best admissible m is taken per k.
+    λ_1(A⊙G) ≤ λ_1(A)·max G_ii), so the value is ≤ the paper's, and the best admissible m is taken per k.
     rank(H_m) is bounded by `sphere_polynomial_count` (r, m) ≤ C(r+m−1, r). Homogeneous nets: × max‖x_i‖².
 
     Λ_j ≥ λ_1(G^{⊙j}) comes from Lanczos (+ residual) at j = 1 and at the m the requested k can use, and from
@@ -760,7 +760,7 @@ def generic_eigenvalue_upper_bound(X, net: MLP, ks, *, kind: str = "ntk", order:
 def hermite_lambda_min_lower_bound(X, net: MLP, *, kind: str = "ntk", order: int = 128,
                                    form: DotProductForm | None = None, exact_powers: int = 1,
                                    max_n: int = EIGEN_MAX_N) -> Bound:
-    """λ_min(K) ≥ Σ_p c_p λ_min((X̂X̂ᵀ)^{⊙p}) (REFERENCE §3 end, DERIVED from Murray Thm 3.1 + Schur).
+    """λ_min(K) ≥ Σ_p c_p λ_min((X̂X̂ᵀ)^{⊙p}) (DERIVED from Murray Thm 3.1 + Schur).
 
     Each term is PSD (Schur product theorem), so λ_min of the sum is at least the sum of the λ_min. Which
     λ_min((X̂X̂ᵀ)^{⊙p}) are computed:
@@ -777,7 +777,7 @@ def hermite_lambda_min_lower_bound(X, net: MLP, *, kind: str = "ntk", order: int
     Stax convention throughout (c_p of the Gram K itself). Cost: ``exact_powers`` eigen-decompositions at most.
     """
     name, conditions = "hermite_lambda_min", _DOT_CONDITIONS
-    citation = ("Murray et al. 2023 Thm 3.1 expansion + Schur product theorem (REFERENCE §3): "
+    citation = ("Murray et al. 2023 Thm 3.1 expansion + Schur product theorem : "
                 "λ_min(K) ≥ Σ_p c_p λ_min((X̂X̂ᵀ)^⊙p)")
     form, why = _form_or_reason(X, net, kind, order, form, max_n=max_n)
     if form is None:
@@ -1054,7 +1054,7 @@ def nguyen_limit_kernel(X, layers: int) -> np.ndarray:
 
 
 def relu_hermite_coefficient_squared(r: int) -> float:
-    """μ_r(ReLU)² in the normalised probabilists' Hermite basis (Nguyen et al. Sec. 2; REFERENCE §1.4).
+    """μ_r(ReLU)² in the normalised probabilists' Hermite basis (Nguyen et al. Sec. 2).
 
     μ_0 = 1/√(2π), μ_1 = 1/2, μ_r = 0 for odd r ≥ 3, and for even r ≥ 2 μ_r² = ((r−3)!!)²/(2π·r!)
     (the exact coefficients of `ntkdist.theory.hermite`).
@@ -1107,7 +1107,7 @@ def nguyen_hadamard_lower_bound(X, net: MLP, *, r: int | None = None, method: st
 
     Step 1 keeps G^{(1)} and G^{(2)} of Σ_l λ_min(G^{(l)}) (the others are PSD). Step 2 bounds
     λ_min(G^{(2)}) with ReLU's Hermite coefficient μ_r (even r ≥ 2); ``factor_two=True`` keeps the factor 2 of
-    G^{(2)} = 2E[σσᵀ] that the paper's proof drops (REFERENCE §2.3 remark: dropping it only weakens the bound).
+    G^{(2)} = 2E[σσᵀ] that the paper's proof drops (dropping it only weakens the bound).
     ``method="gershgorin"`` replaces λ_min((XXᵀ)^{∘r}) by Gershgorin's row-wise bound (step 3, O(N²d), any N;
     the paper prints the coarser min‖x‖^{2r} − (N−1)max|⟨x_i,x_j⟩|^r, kept in ``details``).
     ``r=None`` picks, for "exact", the smallest even r with C(rank X + r − 1, r) ≥ N (below it the Hadamard power

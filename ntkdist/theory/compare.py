@@ -347,14 +347,14 @@ def compare_spectrum(X, net: MLP, *, kind: str, eigenvalues, trace: float, eigen
     if verdict.rank_bound is not None:
         out.variables.append(TheoryVariable("theory_rank_upper", (), np.int64(verdict.rank_bound), _jsonable({
             "long_name": "upper bound on rank K for a polynomial activation, C(r + q^depth, q^depth)",
-            "citation": "REFERENCE §3 [DERIVED] after Carvalho et al.: polynomial φ of degree q gives an NTK "
+            "citation": "DERIVED from Carvalho et al.: polynomial φ of degree q gives an NTK "
                         "polynomial of degree q^depth in x",
             "convention": B.STAX_CONVENTION, "computed": numerical_rank})))
         out.table.append(_jsonable({"prediction": "polynomial_rank", "side": "upper", "quantity": "rank",
                                     "theory": verdict.rank_bound, "computed": numerical_rank,
                                     "ratio": _ratio(verdict.rank_bound, numerical_rank),
                                     "holds": None if numerical_rank is None else numerical_rank <= verdict.rank_bound,
-                                    "citation": "REFERENCE §3 [DERIVED]"}))
+                                    "citation": "DERIVED from Carvalho et al."}))
 
     finite_width = kind.startswith("empirical")
     limit_kind = kind.removeprefix("empirical_")

@@ -1,6 +1,6 @@
 """Hermite coefficients of activations: the building block of every power series in `ntkdist.theory`.
 
-Convention (Murray, Jin, Bowman, Montúfar 2023, arXiv 2211.07844, §2 and App. B; REFERENCE.md §1.1): the
+Convention (Murray, Jin, Bowman, Montúfar 2023, arXiv 2211.07844, §2 and App. B): the
 normalised probabilists' Hermite polynomials
 
     h_k(z) = He_k(z)/√(k!),   He_k(z) = (−1)^k e^{z²/2} (d/dz)^k e^{−z²/2},
@@ -59,7 +59,7 @@ def _h_at_zero(order: int) -> np.ndarray:
 def _abs_coefficients(order: int) -> np.ndarray:
     """μ_k(|z|): √(2/π) at k = 0, 2·μ_k(ReLU) = 2 h_{k−2}(0)/√(2π k(k−1)) at even k ≥ 2, 0 at odd k.
 
-    From |z| = 2·ReLU(z) − z and REFERENCE.md §1.4 (ReLU: μ_k = (−1)^{k/2−1}(k−3)!!/√(2π k!) for even k ≥ 2,
+    From |z| = 2·ReLU(z) − z and the ReLU coefficients (Nguyen et al. 2021, Sec. 2: μ_k = (−1)^{k/2−1}(k−3)!!/√(2π k!) for even k ≥ 2,
     written through the stable recursion of h_{k−2}(0)).
     """
     out = np.zeros(order + 1)
@@ -72,7 +72,7 @@ def _abs_coefficients(order: int) -> np.ndarray:
 
 
 def _step_coefficients(order: int) -> np.ndarray:
-    """μ_k(1{z > 0}): 1/2 at k = 0, h_{k−1}(0)/√(2π k) at odd k, 0 at even k ≥ 2 (REFERENCE.md §1.4)."""
+    """μ_k(1{z > 0}): 1/2 at k = 0, h_{k−1}(0)/√(2π k) at odd k, 0 at even k ≥ 2."""
     out = np.zeros(order + 1)
     out[0] = 0.5
     if order >= 1:
@@ -305,7 +305,7 @@ def hermite_coefficients(activation, order: int, *, variance: float = 1.0, deriv
     Accuracy
     --------
     *Exact* (closed forms, relative error a few ulps of each coefficient, any order):
-    ABReLU family (relu, leaky_relu, abs; REFERENCE.md §1.4 via |z| = 2 ReLU(z) − z), step (§1.4), erf (odd
+    ABReLU family (relu, leaky_relu, abs; via |z| = 2 ReLU(z) − z), step, erf (odd
     coefficients from the Gaussian e^{−x²}, whose squares are the Taylor coefficients of Williams' arcsin
     kernel), sin (from E[e^{iaZ}He_k] = (ia)^k e^{−a²/2}), exact GELU x·Φ(x) (erf expansion times z), and
     polynomials (any activation with an integer ``polynomial_degree``: Gauss–Hermite with degree + 1 nodes,
@@ -341,7 +341,7 @@ def dual_coefficients(activation, order: int, *, variance: float = 1.0) -> np.nd
 
     Daniely, Frostig, Singer 2016 (arXiv 1602.05897) §4, for (u, v) ~ N(0, q[[1, c], [c, 1]]), q = variance:
     E[φ(u)φ(v)] = Σ_k μ_k(ψ)² c^k (Mehler), non-negative coefficients summing to E φ(u)². This is
-    g(c) of REFERENCE.md §1.3 up to the factor σ_w² and the bias.
+    g(c) of the composition form (`ntkdist.theory.power_series`) up to the factor σ_w² and the bias.
     """
     mu = hermite_coefficients(activation, order, variance=variance)
     return mu * mu

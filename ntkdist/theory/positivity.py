@@ -2,7 +2,7 @@
 activations, how large can its rank be?
 
 Carvalho, Costa, Mourão, Oliveira, "The Positivity of the Neural Tangent Kernel" (arXiv 2404.12928; SIAM J.
-Math. Data Sci. 7(2), 2025), as reconstructed in REFERENCE.md §3 (hypotheses tagged UNVERIFIED there; each claim
+Math. Data Sci. 7(2), 2025), as reconstructed here (hypotheses we could not check against the paper are marked; each claim
 below is also checked numerically in ``tests/theory/test_positivity.py``): for a continuous, a.e. differentiable,
 **non-polynomial** activation and any depth, the NTK Gram matrix is strictly positive definite
 
@@ -119,7 +119,7 @@ def polynomial_kernel_degree(degree: int, depth: int) -> int:
     As a polynomial in the input coordinates of x (for fixed y), for any data [DERIVED]: Σ¹ has degree 1;
     E[u^a v^b] is a sum of q_x^i Σ_xy^j q_y^k with 2i + j = a (Isserlis), and q_x = Σ(x, x) has twice the degree
     of Σ(x, y), so each Dense layer multiplies the degree by q; Θ^{l+1} = Σ^{l+1} + Σ̇^{l+1}Θ^l has degree
-    ≤ max(q·D_l, (q−1)·D_l + D_l) = q·D_l. On unit-norm data this is the degree in the cosine ρ (REFERENCE §3,
+    ≤ max(q·D_l, (q−1)·D_l + D_l) = q·D_l. On unit-norm data this is the degree in the cosine ρ (Carvalho et al.,
     where the readout adds no degree: with ``depth`` hidden layers the NTK has degree q^depth, checked in the
     tests by fitting Θ(ρ)).
     """
@@ -129,7 +129,7 @@ def polynomial_kernel_degree(degree: int, depth: int) -> int:
 
 
 def polynomial_rank_bound(dim: int, degree: int, depth: int) -> int:
-    """rank(K) ≤ C(dim + D, D), D = q^depth: the polynomials of degree ≤ D in ``dim`` variables [REFERENCE §3].
+    """rank(K) ≤ C(dim + D, D), D = q^depth: the polynomials of degree ≤ D in ``dim`` variables [Carvalho et al.].
 
     Holds for any data in R^dim (not only unit norm; see `polynomial_kernel_degree`), with or without biases,
     for the NTK and the NNGP, and at any finite width too: every pre-activation of layer l is a polynomial of

@@ -12,9 +12,9 @@ conventions:
   (Theorem 3.1's recursion puts σ_b² in every layer l ≥ 2, the output layer included — that is what its
   Table 1 and Assumption 2 use).
 
-Both use the *composition form* of REFERENCE.md §1.3 rather than the printed base case of Theorem 3.1, which
+Both use the *composition form* (the layer maps composed, Σ^{(1)} = γ_w²ρ + γ_b² fed to the first activation) rather than the printed base case of Theorem 3.1, which
 evaluates the first hidden layer's dual activation at ρ instead of at the first-layer correlation and is
-therefore wrong whenever γ_b ≠ 0 or γ_w² ≠ 1 (erratum in REFERENCE.md §1.3; `murray_theorem_3_1` implements
+therefore wrong whenever γ_b ≠ 0 or γ_w² ≠ 1 (an erratum we found by testing against the dense kernel; `murray_theorem_3_1` implements
 the printed recursion verbatim so the tests can show both facts). Generalised here to layer variances
 q_l ≠ 1: with ψ_l(z) = φ(√q_l z), Hermite coefficients a_{k,l} = μ_k(ψ_l) (`ntkdist.theory.hermite`) and the
 dual activation G_l(c) = Σ_k a_{k,l}² c^k (Daniely et al. 2016, Mehler's formula),
@@ -443,7 +443,7 @@ def power_series(net: MLP, order: int, *, dim: int, kind: str = "ntk", radius: f
 
     Project convention (DESIGN.md; neural-tangents ``stax``, NTK parameterization): ``net.depth`` hidden layers
     and a linear readout, Σ¹ = w·radius²·ρ/dim + b, every later layer w·E[φφ] + b. Murray et al. 2023
-    (arXiv 2211.07844) Theorem 3.1 in the composition form of REFERENCE.md §1.3 (the printed base case is wrong
+    (arXiv 2211.07844) Theorem 3.1 in the composition form (the printed base case is wrong
     with bias), generalised to layer variances q_l ≠ 1 through the Hermite coefficients of φ(√q_l ·); see the
     module docstring.
 
@@ -475,14 +475,14 @@ def murray_power_series(activation, order: int, *, layers: int = 2, gamma_w2: fl
                         sigma_w2: float = 2.0, sigma_b2: float = 0.0, method: str = "auto") -> PowerSeries:
     """κ_{p,l} of Murray et al. 2023 (arXiv 2211.07844), Theorem 3.1, in the paper's convention.
 
-    Paper convention (REFERENCE.md §0, §1.1–1.2): unit-norm inputs, Σ^{(1)} = γ_w²ρ + γ_b², layers 2..l with
+    Paper convention (Murray et al. 2023, §2–3): unit-norm inputs, Σ^{(1)} = γ_w²ρ + γ_b², layers 2..l with
     Σ^{(h)} = σ_w² E[φφ] + σ_b² and Θ^{(h)} = Σ^{(h)} + Θ^{(h−1)}Σ̇^{(h)}; ``layers`` = l is the paper's layer
     index (l = 2 is the two-layer network of eq. (4) and Table 1, l = L + 1 for L hidden layers). σ_b² enters
     every layer l ≥ 2 including the output, as in Theorem 3.1's α_{p,2} = σ_w²μ_p² + δ_{p0}σ_b² (the text's
     network definition omits the output bias, its theorem and Table 1 include it). Nothing requires the unit-
     variance Assumption 2: variances ≠ 1 go through the Hermite coefficients of φ(√q ·).
     Returns the coefficients of n·K_l = Σ_p κ_{p,l}(XX^T)^{⊙p} (the paper's Gram K_l carries a 1/n).
-    Computed by the composition form (REFERENCE.md §1.3 erratum), exact for every γ_b; compare
+    Computed by the composition form (see the module docstring's erratum), exact for every γ_b; compare
     `murray_theorem_3_1`, the printed recursion, which is right only for γ_b = 0, γ_w² = 1.
     """
     if isinstance(layers, bool) or not isinstance(layers, (int, np.integer)) or layers < 1:
@@ -511,11 +511,11 @@ def murray_theorem_3_1(activation, order: int, *, layers: int = 2, gamma_w2: flo
     """Theorem 3.1 of Murray et al. 2023 (arXiv 2211.07844) exactly as printed, for reference and tests.
 
     κ_{p,1} = δ_{p0}γ_b² + δ_{p1}γ_w²; κ_{p,l} = α_{p,l} + Σ_q κ_{q,l−1}υ_{p−q,l}; α_{p,2} = σ_w²μ_p² + δ_{p0}σ_b²,
-    υ_{p,2} = σ_w²μ_p(φ')² = (p+1)·σ_w²μ_{p+1}² (REFERENCE.md §1.3 second typo fixed), and for l ≥ 3
+    υ_{p,2} = σ_w²μ_p(φ')² = (p+1)·σ_w²μ_{p+1}² (a second typo of the paper fixed), and for l ≥ 3
     α_{p,l} = Σ_k α_{k,2}F(p, k, ᾱ_{l−1}), υ_{p,l} = Σ_k υ_{k,2}F(p, k, ᾱ_{l−1}), with μ_k of φ at unit variance.
     The inner sums over k run to ``hermite_terms`` (default 10·order + 256), exact when α_{0,l−1} = 0.
 
-    **Erratum** (REFERENCE.md §1.3): the base case uses the input correlation ρ where the first hidden layer
+    **Erratum**: the base case uses the input correlation ρ where the first hidden layer
     sees γ_w²ρ + γ_b²; the recursion is the true NTK only for γ_b = 0, γ_w² = 1 (and variances 1). Use
     `murray_power_series` for anything else.
     """
@@ -556,7 +556,7 @@ def murray_two_layer_coefficients(activation, order: int, *, gamma_w2: float = 1
     """Murray et al. 2023 (arXiv 2211.07844) eq. (4) as printed: the two-layer κ_{p,2}, paper convention.
 
     κ_{p,2} = σ_w²(1 + γ_w²p)μ_p² + σ_w²γ_b²(1 + p)μ_{p+1}² + δ_{p0}σ_b². It inherits Theorem 3.1's base case,
-    so it is the NTK only for γ_b = 0, γ_w² = 1 (REFERENCE.md §1.3 erratum); `murray_power_series` is exact.
+    so it is the NTK only for γ_b = 0, γ_w² = 1 (see the module docstring's erratum); `murray_power_series` is exact.
     """
     A = dual_coefficients(get_activation(activation), order + 1, variance=1.0)
     p = np.arange(order + 1, dtype=float)

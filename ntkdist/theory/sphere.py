@@ -11,7 +11,7 @@ eigenvalues ≈ N·μ_k. Every spherical harmonic of degree k is an eigenfunctio
 
 P_k the Gegenbauer polynomial C_k^{((dim−2)/2)} normalised to P_k(1) = 1. Murray, Jin, Bowman, Montúfar 2023
 (arXiv 2211.07844) Theorem 4.6 (after Azevedo & Menegatto 2015) state it on S^d ⊂ R^{d+1} with the *surface*
-measure; here d = dim − 1 and their λ̄_k = Vol(S^d)·μ_k (REFERENCE.md §1.7 normalisation notes).
+measure; here d = dim − 1 and their λ̄_k = Vol(S^d)·μ_k (Murray et al. 2023, §4, normalisation).
 
 Two independent methods:
 
@@ -113,7 +113,7 @@ def harmonic_multiplicity(dim: int, k: int) -> int:
     """N(dim, k): the number of linearly independent spherical harmonics of degree k on S^{dim−1} ⊂ R^dim.
 
     N = C(k+dim−1, dim−1) − C(k+dim−3, dim−1) (homogeneous harmonic polynomials of degree k in dim variables);
-    equals (2k+d−1)/k·C(k+d−2, k−1) of REFERENCE.md §1.7 with the sphere dimension d = dim − 1.
+    equals (2k+d−1)/k·C(k+d−2, k−1) of Murray et al. 2023 §4 with the sphere dimension d = dim − 1.
     N(3, k) = 2k + 1, N(2, k) = 2 (k ≥ 1), N(dim, 0) = 1.
     """
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 2:
@@ -328,7 +328,7 @@ def sphere_eigenvalues(net: MLP, dim: int, max_degree: int, kind: str = "ntk", *
 
     Convention: DESIGN.md (probability measure; Gram of N uniform points ≈ N·μ_k, multiplicity N(dim, k)).
     ``method="series"``: Murray et al. 2023 (arXiv 2211.07844) Theorem 4.6 (Azevedo & Menegatto 2015) on the
-    power series of `ntkdist.theory.power_series.power_series`, divided by Vol(S^{dim−1}) (REFERENCE.md §1.7),
+    power series of `ntkdist.theory.power_series.power_series`, divided by Vol(S^{dim−1}) (Murray et al. 2023, §4),
     order raised until the rigorous tail bound is below ``tol``·Θ(x, x) (or ``max_order`` is reached; see
     ``error_bound``). ``method="quadrature"``: Gauss–Legendre in the angle of the Funk–Hecke integral of the
     closed-form kernel (``nodes`` and 2·``nodes`` points; default 2·max_degree + 256).
@@ -467,7 +467,7 @@ def decay_prediction(net: MLP, dim: int, kind: str = "ntk", *, radius: float = 1
       analytic function of √(1 − ρ) with the same leading power; Bietti & Bach 2021, arXiv 2009.14397,
       "deep equals shallow"), so μ_k = Θ(k^{−d−2a+2}) = Θ(k^{−dim}) (NTK) or Θ(k^{−dim−2}) (NNGP) by
       Cor. 4.7(1). One hidden layer without bias: κ_p = 0 at odd p ≥ 3 and μ_k = 0 at odd k ≥ 3
-      (Cor. 4.7(2); REFERENCE.md §1.7 flags the appendix text that says "even").
+      (Cor. 4.7(2); the appendix text says "even", which contradicts the corollary).
     * erf (and exact GELU, whose Φ is an erf): kernels analytic in |ρ| < R, R > 1 (`_erf_radius` for erf):
       geometric decay, Cor. 4.7(4) brackets the eigenvalue base between 1/(2R) and 1/R; the Bernstein-ellipse
       base 1/(R + √(R² − 1)) is the sharp value. GELU gets regime "geometric" without a computed R.

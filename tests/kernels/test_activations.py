@@ -413,7 +413,7 @@ def test_series_machinery_reproduces_closed_forms(closed, with_derivative):
 
 
 def test_hermite_coefficients_of_relu_converge_to_the_exact_ones():
-    """The quadrature behind the series on a kink: ReLU's coefficients (REFERENCE §1.4) and its dual kernel.
+    """The quadrature behind the series on a kink: ReLU's coefficients and its dual kernel.
 
     Gauss–Hermite converges only at first order on |z| (the even part of ReLU), so the machinery cannot reach
     tol for ReLU (its closed form is used); here the coefficient errors must halve with each doubling of the

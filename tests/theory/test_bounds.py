@@ -1,7 +1,7 @@
 """Spectral bounds for given data (ntkdist.theory.bounds) held against dense eigenvalues of ntkdist.ntk.
 
 The first section holds a small reference implementation of the power series, independent of ``ntkdist.theory``
-(Hermite coefficients by quadrature or closed form, composition form of REFERENCE §1.3), checked against
+(Hermite coefficients by quadrature or closed form, composition form), checked against
 ntkdist.ntk and ntkdist.theory.power_series: the bounds are only as good as the coefficients they are fed.
 """
 
@@ -103,7 +103,7 @@ class ReferenceSeries:
 
 
 def reference_power_series(net, order, *, dim, kind="ntk", radius=1.0, hermite_terms=400):
-    """Θ(ρ) = Σ_p κ_p ρ^p for inputs of norm ``radius`` in R^dim (stax), composition form of REFERENCE §1.3."""
+    """Θ(ρ) = Σ_p κ_p ρ^p for inputs of norm ``radius`` in R^dim (stax), composition form."""
     act, w, b = net.activation, net.weight_var, net.bias_var
     s = np.zeros(order + 1)
     s[0], s[1] = b, w * radius ** 2 / dim
@@ -197,7 +197,7 @@ def test_kernel_diagonal_matches_ntk(net):
 
 
 def test_relu_hermite_coefficients():
-    # μ_r² = ((r−3)!!)²/(2π r!) for even r ≥ 2 (Nguyen Sec. 2 values quoted in REFERENCE §2.1)
+    # μ_r² = ((r−3)!!)²/(2π r!) for even r ≥ 2 (Nguyen Sec. 2 values)
     assert B.relu_hermite_coefficient_squared(2) == pytest.approx(1 / (4 * math.pi))
     assert B.relu_hermite_coefficient_squared(4) == pytest.approx(0.00663, abs=5e-6)
     assert B.relu_hermite_coefficient_squared(6) == pytest.approx(0.00199, abs=5e-6)
@@ -354,7 +354,7 @@ def test_generic_upper_bound_holds(case):
     held = ~np.isnan(bound.value)
     assert held.sum() >= 12
     assert np.all(values[ks[held] - 1] <= bound.value[held] * (1 + 1e-10) + rounding(values, n))
-    # at least as tight as REFERENCE's form λ_1(G^⊙m)·Σ_{j≥m} c_j with the monomial count C(r+m−1, r)
+    # at least as tight as the paper's form λ_1(G^⊙m)·Σ_{j≥m} c_j with the monomial count C(r+m−1, r)
     form = B.dot_product_form(X, net)
     P = form.powers
     for k, value in zip(ks[held], bound.value[held]):

@@ -37,7 +37,7 @@ def _mp_coefficient(fn, k: int, variance: float, dps: int = 25) -> float:
 # ---------------------------------------------------------------------------------------------------- closed forms
 
 def test_relu_matches_double_factorial_formula():
-    """REFERENCE.md §1.4: μ_0 = 1/√(2π), μ_1 = 1/2, μ_k = (−1)^{k/2−1}(k−3)!!/√(2π k!) (even k ≥ 2), 0 odd k ≥ 3."""
+    """μ_0 = 1/√(2π), μ_1 = 1/2, μ_k = (−1)^{k/2−1}(k−3)!!/√(2π k!) (even k ≥ 2), 0 odd k ≥ 3."""
     mu = hermite_coefficients("relu", 80)
     for k in range(81):
         if k == 0:
@@ -52,7 +52,7 @@ def test_relu_matches_double_factorial_formula():
 
 
 def test_step_matches_double_factorial_formula():
-    """Step: μ_0 = 1/2, μ_k = (−1)^{(k−1)/2}(k−2)!!/√(2π k!) for odd k, 0 for even k ≥ 2 (REFERENCE.md §1.4)."""
+    """Step: μ_0 = 1/2, μ_k = (−1)^{(k−1)/2}(k−2)!!/√(2π k!) for odd k, 0 for even k ≥ 2."""
     mu = hermite_coefficients("step", 81)
     for k in range(82):
         if k == 0:
@@ -94,7 +94,7 @@ def test_erf_squares_are_the_arcsin_taylor_series(variance):
 
 
 def test_gaussian_activation_matches_davis_formula():
-    """ω_σ(z) = (2πσ²)^{−1/2}e^{−z²/(2σ²)}: μ_p² = p!/(((p/2)!)² 2^p 2π (σ²+1)^{p+1}) for even p (REFERENCE.md §1.4).
+    """ω_σ(z) = (2πσ²)^{−1/2}e^{−z²/(2σ²)}: μ_p² = p!/(((p/2)!)² 2^p 2π (σ²+1)^{p+1}) for even p.
 
     The activation is a plain callable, so this exercises the numerical quadrature.
     """
@@ -183,7 +183,7 @@ def test_parseval_smooth(spec, variance):
 
 
 def test_parseval_relu_with_its_tail_rate():
-    """ReLU: Σ_{k≤K} μ_k² → 1/2 with the tail Θ(K^{−3/2}) (μ_k² = Θ(k^{−5/2}), REFERENCE.md §1.4)."""
+    """ReLU: Σ_{k≤K} μ_k² → 1/2 with the tail Θ(K^{−3/2}) (μ_k² = Θ(k^{−5/2}))."""
     mu2 = hermite_coefficients("relu", 1 << 16) ** 2
     tails = [0.5 - math.fsum(mu2[: K + 1]) for K in (1 << 12, 1 << 14, 1 << 16)]
     assert all(t > 0 for t in tails)

@@ -35,7 +35,7 @@ def closed_form(net, dim, rho, kind="ntk", radius=1.0):
 
 
 def murray_relu_closed_form(rho, layers, gamma_w2, gamma_b2, sigma_w2, sigma_b2):
-    """Θ^{(l)} of Murray's network (paper convention, REFERENCE.md §1.2) for ReLU with unit-norm inputs.
+    """Θ^{(l)} of Murray's network (paper convention, Murray et al. §3) for ReLU with unit-norm inputs.
 
     Written out independently: arc-cosine kernel (Cho & Saul 2009) on the variances of every layer.
     """
@@ -69,7 +69,7 @@ def test_murray_table_1():
 @pytest.mark.parametrize("layers", [2, 3, 4])
 @pytest.mark.parametrize("sigma_b2", [0.0, 0.3])
 def test_printed_theorem_is_right_without_first_layer_bias(layers, sigma_b2):
-    """Theorem 3.1 as printed = the composition form when γ_b = 0, γ_w² = 1 (REFERENCE.md §1.3)."""
+    """Theorem 3.1 as printed = the composition form when γ_b = 0, γ_w² = 1."""
     kwargs = dict(layers=layers, gamma_w2=1.0, gamma_b2=0.0, sigma_w2=2.0 - 2 * sigma_b2, sigma_b2=sigma_b2)
     printed = murray_theorem_3_1("relu", 120, **kwargs)
     composed = murray_power_series("relu", 120, **kwargs).coefficients
@@ -85,7 +85,7 @@ def test_eq4_is_the_printed_two_layer_theorem():
 
 @pytest.mark.parametrize("layers", [2, 3])
 def test_printed_theorem_is_wrong_with_first_layer_bias(layers):
-    """REFERENCE.md §1.3 erratum: with γ_w² = 0.7, γ_b² = 0.3 (σ_w² = 2, σ_b² = 0) the printed base case misses the
+    """The erratum of `ntkdist.theory.power_series`: with γ_w² = 0.7, γ_b² = 0.3 (σ_w² = 2, σ_b² = 0) the printed base case misses the
     true NTK (0.468 vs 0.662 at ρ = 0 for two layers); the composition form reproduces it; both agree at ρ = 1."""
     kwargs = dict(layers=layers, gamma_w2=0.7, gamma_b2=0.3, sigma_w2=2.0, sigma_b2=0.0)
     rho = np.linspace(-0.5, 0.5, 11)

@@ -36,7 +36,7 @@ def funk_hecke_by_quad(fn, dim, k):
 
 @pytest.mark.parametrize("dim", [2, 3, 4, 5, 8])
 def test_harmonic_multiplicity(dim):
-    """N(dim, k) = (2k+d−1)/k·C(k+d−2, k−1) with d = dim − 1 (REFERENCE.md §1.7); Σ_{k≤K} N = polynomials of degree ≤ K on the sphere."""
+    """N(dim, k) = (2k+d−1)/k·C(k+d−2, k−1) with d = dim − 1; Σ_{k≤K} N = polynomials of degree ≤ K on the sphere."""
     d = dim - 1
     for k in range(0, 30):
         n = harmonic_multiplicity(dim, k)
@@ -113,7 +113,7 @@ def test_series_and_quadrature_agree(spec, w, b, depth, dim):
 
 
 def test_relu_one_layer_without_bias_has_vanishing_odd_frequencies():
-    """Cor. 4.7(2) (and REFERENCE.md §1.7 typo: it is the *odd* k ≥ 3 that vanish)."""
+    """Cor. 4.7(2) (the appendix has a typo: it is the *odd* k ≥ 3 that vanish)."""
     net = MLP(1, "relu", weight_var=2.0, bias_var=0.0)
     spectrum = sphere_eigenvalues(net, 3, 20)
     odd = spectrum.eigenvalue[3::2]
@@ -123,7 +123,7 @@ def test_relu_one_layer_without_bias_has_vanishing_odd_frequencies():
 
 
 def test_reference_numbers_of_section_1_7():
-    """REFERENCE.md §1.7: the two-layer ReLU NTK in Murray's convention (γ_w² = 1, σ_w² = 2, no bias) on S² has
+    """The two-layer ReLU NTK in Murray's convention (γ_w² = 1, σ_w² = 2, no bias) on S² has
     eigenvalues 0.5, 1/3 (×3), 0.0781 (×5), 0 (k = 3) for K = Θ/n, i.e. μ_k in the DESIGN.md convention."""
     from ntkdist.theory import murray_power_series
 
