@@ -67,10 +67,14 @@ class AnonymousMemoryPeak:
 
     FIELDS = ("RssAnon", "RssShmem", "VmRSS")
 
-    def __init__(self, interval: float = 0.2):
+    def __init__(self, interval: float = 0.2, every: float = 1.0):
         import threading
 
         self.peaks = dict.fromkeys(self.FIELDS, 0)
+        # (seconds since start, RssAnon MiB, RssShmem MiB) every ``every`` s: where in the run the peak falls.
+        self.timeline: list[tuple[float, float, float]] = []
+        self._every = every
+        self._start = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
 
@@ -89,8 +93,13 @@ class AnonymousMemoryPeak:
         return out
 
     def _sample(self):
-        for name, value in self.current_kib().items():
+        current = self.current_kib()
+        for name, value in current.items():
             self.peaks[name] = max(self.peaks[name], value)
+        now = time.perf_counter() - self._start
+        if not self.timeline or now - self.timeline[-1][0] >= self._every:
+            self.timeline.append((round(now, 1), round(current["RssAnon"] / 1024, 1),
+                                  round(current["RssShmem"] / 1024, 1)))
 
     def _run(self, interval):
         while not self._stop.is_set():
@@ -278,6 +287,7 @@ def matrix_free_case(n: int, dim: int, *, k: int, tol: float, seed: int, max_pas
     try:
         with AnonymousMemoryPeak() as memory:
             with RayGramOperator(X=X, mode="matrix_free", net=NET, kind="ntk", workers=workers) as operator:
+                operator.matmat = _timed_passes(operator.matmat, memory, out.setdefault("pass_spans", []))
                 solution, seconds = timed(solve_spectrum, operator, method="krylov", k=k, tol=tol,
                                           max_passes=max_passes, smallest=smallest, density_bins=bins, seed=seed,
                                           top_options=top_options, bottom_options=bottom_options,
@@ -286,6 +296,7 @@ def matrix_free_case(n: int, dim: int, *, k: int, tol: float, seed: int, max_pas
         out["driver_peak_private_mib"] = memory.peaks["RssAnon"] / 1024
         out["driver_peak_shared_mib"] = memory.peaks["RssShmem"] / 1024
         out["driver_peak_vmrss_sampled_mib"] = memory.peaks["VmRSS"] / 1024
+        out["driver_memory_timeline"] = memory.timeline
     finally:
         ray.shutdown()
     # The peers of a pass, measured after the solve (so their arrays never count in the driver's peak): the
@@ -322,6 +333,18 @@ def matrix_free_case(n: int, dim: int, *, k: int, tol: float, seed: int, max_pas
                           "passes": solution.density.passes}
     out["trace"] = solution.trace
     return out
+
+
+def _timed_passes(matmat, memory: AnonymousMemoryPeak, spans: list):
+    """``matmat`` that records when each pass starts and ends, on the memory timeline's clock."""
+
+    def timed_matmat(V):
+        start = time.perf_counter() - memory._start
+        out = matmat(V)
+        spans.append((round(start, 1), round(time.perf_counter() - memory._start, 1), int(V.shape[1])))
+        return out
+
+    return timed_matmat
 
 
 def _plain(value):
