@@ -64,6 +64,7 @@ from ..kernels._xp import to_numpy
 from ..linalg.operator import float32_storage_error
 from ..store import RunStore
 from .builder import _choose_array_module, resources_per_worker
+from .runtime import release_object_store_pages
 
 log = logging.getLogger("ntkdist.cluster")
 
@@ -539,6 +540,7 @@ class RayGramOperator:
             ref = ray.put(np.ascontiguousarray(V[start:start + SLAB_ROWS]))
             ray.get([actor.receive_rows.remote(start, ref) for actor in self._actors])
             del ref
+            release_object_store_pages()  # the store may place the next slab elsewhere: keep one slab resident
 
     def _gather_rows(self, b: int) -> np.ndarray:
         """K·V = Σ_actors accumulator, slab by slab, actors in a fixed order; the next slab is asked for while this
@@ -566,6 +568,7 @@ class RayGramOperator:
             else:
                 Y[rows] += slab
             del slab, ref
+            release_object_store_pages()
         return Y
 
     def _fold_sums(self, parts: list[tuple[dict, bool]]) -> float:
