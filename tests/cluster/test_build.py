@@ -191,7 +191,7 @@ def test_killed_build_resumes_without_recomputing_written_blocks(tmp_path):
         [network]
         depth = 3
         [kernel]
-        block = 50
+        block = 100
         [cluster]
         workers = 1
         device = "cpu"
@@ -205,7 +205,7 @@ def test_killed_build_resumes_without_recomputing_written_blocks(tmp_path):
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    total = 30 * 31 // 2
+    total = 15 * 16 // 2  # upper blocks of a 15 × 15 block grid
     try:
         deadline = time.time() + 240
         done = 0
@@ -215,14 +215,14 @@ def test_killed_build_resumes_without_recomputing_written_blocks(tmp_path):
                 done = int(RunStore.open(store_path).finished_blocks().sum())
             except Exception:  # the store is being created
                 continue
-            if done >= 40:
+            if done >= 20:
                 break
     finally:
         kill_tree(proc.pid)
         proc.wait(timeout=60)
     store = RunStore.open(store_path)
     recorded = store.finished_blocks()
-    assert 40 <= recorded.sum() < total, "the build was not interrupted mid-way"
+    assert 20 <= recorded.sum() < total, "the build was not interrupted mid-way"
     assert store.stage("build") is None
     snapshot = {(i, j): store.gram[store.block_slice(i), store.block_slice(j)]
                 for i, j in zip(*np.nonzero(recorded))}
