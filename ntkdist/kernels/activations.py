@@ -745,8 +745,11 @@ class Custom(MehlerActivation):
             _CUSTOM_REGISTRY[name] = self
 
     def with_tol(self, tol: float) -> "Custom":
-        """The same φ at another accuracy (not registered separately)."""
-        return Custom(self.fn, self.given_derivative, self.name, tol, register=False)
+        """The same φ at another accuracy (not registered separately), with what is known of it: whether it is a
+        polynomial, and of which degree (the positivity verdict depends on it)."""
+        return Custom(self.fn, self.given_derivative, self.name, tol, register=False,
+                      polynomial_degree=self.polynomial_degree,
+                      non_polynomial=self.polynomial_known and self.polynomial_degree is None)
 
     def describe(self) -> str:
         return _CUSTOM_PREFIX + self.name + self._tol_suffix()

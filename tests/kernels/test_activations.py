@@ -725,3 +725,20 @@ def test_cupy_inputs_give_cupy_results_equal_to_numpy(spec):
     assert isinstance(on_gpu, cupy.ndarray)
     rtol = 1e-9 if spec in SERIES else 1e-12
     np.testing.assert_allclose(on_gpu.get(), ntkdist.ntk(X, net=net), rtol=rtol, atol=1e-14)
+
+
+def test_custom_with_tol_keeps_what_is_known_about_polynomials():
+    """Another tol is the same φ: its polynomial facts, and so the positivity verdict, must not change."""
+    from ntkdist.theory import ntk_positivity
+
+    smooth = A.custom(np.sin, name="declared_sin", non_polynomial=True)
+    square = A.custom(lambda x: x * x, derivative=lambda x: 2 * x, name="declared_square", polynomial_degree=2)
+    unknown = A.custom(np.sin, name="undeclared_sin")
+    for act in (smooth, square, unknown):
+        loose = act.with_tol(1e-6)
+        assert loose.tol == 1e-6
+        assert (loose.polynomial_degree, loose.polynomial_known) == (act.polynomial_degree, act.polynomial_known)
+    X = np.random.default_rng(0).standard_normal((12, 3))
+    verdict = ntk_positivity(X, MLP(depth=2, activation=smooth.with_tol(1e-6), bias_var=0.1))
+    assert verdict.guaranteed, verdict.reason
+    assert ntk_positivity(X, MLP(depth=2, activation=smooth, bias_var=0.1)).status == verdict.status
