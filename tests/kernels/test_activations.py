@@ -31,7 +31,7 @@ from ntkdist.kernels import MLP, get_activation
 from ntkdist.kernels.activations import MehlerActivation
 from ntkdist.kernels.hermite_dual import gauss_hermite_rule, weighted_hermite_columns
 
-from .test_closed_forms import assert_kernel_close
+from ..helpers import assert_kernel_close
 
 POLY = "polynomial(0.3, -1.0, 0.5, 0.25)"
 CLOSED = ["gelu", "sin", "cos", "identity", POLY, "erf"]
