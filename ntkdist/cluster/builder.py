@@ -299,7 +299,8 @@ def resources_per_worker(device: str, workers: int, cpus_per_worker: float | Non
     """
     import ray
 
-    return worker_resources(ray.cluster_resources(), device, workers, cpus_per_worker)
+    # Ray lists no "GPU" at all for a cluster without GPUs: that is a known zero.
+    return worker_resources({"GPU": 0.0, **ray.cluster_resources()}, device, workers, cpus_per_worker)
 
 
 def worker_resources(available: dict, device: str, workers: int, cpus_per_worker: float | None) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 
 log = logging.getLogger("ntkdist.cluster")
 
@@ -110,7 +111,7 @@ def cluster_resources(address: str = "") -> dict:
     import ray
 
     if ray.is_initialized():
-        return dict(ray.cluster_resources())
+        return {"GPU": 0.0, **ray.cluster_resources()}  # Ray lists no "GPU" for a cluster without GPUs
     if not address:
         found = {"CPU": float(max(os.cpu_count() or 1, 1))}
         gpus = local_gpu_count()
@@ -118,19 +119,20 @@ def cluster_resources(address: str = "") -> dict:
             found["GPU"] = float(gpus)
         return found
     with ray_session(address):
-        return dict(ray.cluster_resources())
+        return {"GPU": 0.0, **ray.cluster_resources()}
 
 
 def get(refs, *, timeout: float | None = None):
     """`ray.get`, with errors raised in actors and tasks as the user should see them.
 
-    A `ntkdist.errors.UserError` raised in an actor (in a method or in its constructor) is re-raised here as
-    itself: the same class and the actor's message, not a `RayTaskError` carrying the remote traceback. Every
-    other error is re-raised as Ray delivered it: a `RayTaskError` that is also an instance of the original
-    class, with the original exception as ``.cause`` and the remote traceback in its message.
+    A `ntkdist.errors.UserError` raised in an actor (in a method or in its constructor) or a task is re-raised
+    here as itself: the same class and the actor's message, not a `RayTaskError` carrying the remote traceback.
+    Every other error is re-raised as Ray delivered it: a `RayTaskError` that is also an instance of the original
+    class, with the original exception as ``.cause`` and the remote traceback in its message (or an
+    `ActorDiedError` naming the constructor's error).
     """
     import ray
-    from ray.exceptions import RayTaskError
+    from ray.exceptions import ActorDiedError, RayTaskError
 
     from ..errors import UserError
 
@@ -143,3 +145,28 @@ def get(refs, *, timeout: float | None = None):
         if isinstance(cause, UserError) and not isinstance(cause, RayTaskError):
             raise cause.with_traceback(None) from None
         raise
+    except ActorDiedError as exc:
+        user_error = _constructor_user_error(exc)
+        if user_error is not None:
+            raise user_error from None
+        raise
+
+
+def _constructor_user_error(exc) -> Exception | None:
+    """The UserError an actor's constructor raised, rebuilt from the `ActorDiedError` that reports it, or None.
+
+    Ray keeps only the text of a failed constructor (its traceback, ending in ``ntkdist.errors.NAME: message``),
+    not the exception, so the class is looked up by that name among `ntkdist.errors`' UserErrors.
+    """
+    from .. import errors
+
+    if not getattr(exc, "actor_init_failed", False):
+        return None
+    text = str(exc)
+    found = list(re.finditer(r"^ntkdist\.errors\.(\w+): ", text, flags=re.M))
+    if not found:
+        return None
+    cls = getattr(errors, found[-1].group(1), None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.UserError)):
+        return None
+    return cls(text[found[-1].end():].strip())
