@@ -73,6 +73,14 @@ class ActivationScope:
         """A detached snapshot: what this scope resolves now, unaffected by later additions."""
         return ActivationScope(self.get(name) for name in self.names())
 
+    def __eq__(self, other) -> bool:
+        """Two scopes are equal when every name resolves to the same activation in both."""
+        if not isinstance(other, ActivationScope):
+            return NotImplemented
+        return self.names() == other.names() and all(self.get(n) is other.get(n) for n in self.names())
+
+    __hash__ = None  # mutable
+
     def __contains__(self, name: str) -> bool:
         return self.get(name) is not None
 

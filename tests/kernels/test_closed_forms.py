@@ -13,7 +13,7 @@ import pytest
 import ntkdist
 from ntkdist.kernels import MLP
 
-from ..helpers import assert_kernel_close, tricky_inputs
+from ..helpers import assert_kernel_close, mp_kernels, tricky_inputs
 
 
 @pytest.mark.parametrize("activation", ["relu", "erf"])
