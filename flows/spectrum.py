@@ -28,13 +28,17 @@ def _retry_unless_user_error(task, task_run, state) -> bool:
     return False
 
 
+#: Retries of a task that may meet a crash (a lost worker, a full disk that was freed): never for bad input. Every
+#: task given retries takes them from here, so it also takes the condition (tests/flows/test_retries.py checks).
+RETRIES = {"retries": 2, "retry_delay_seconds": 5, "retry_condition_fn": _retry_unless_user_error}
+
+
 @task(name="prepare", persist_result=False)
 def prepare_task(config: dict, overwrite: bool = False, data_digest: str | None = None) -> dict:
     return pipeline.prepare(Config.from_dict(config), overwrite=overwrite, data_digest=data_digest)
 
 
-@task(name="build", persist_result=False, retries=2, retry_delay_seconds=5,
-      retry_condition_fn=_retry_unless_user_error)
+@task(name="build", persist_result=False, **RETRIES)
 def build_task(config: dict) -> dict:
     return pipeline.build(Config.from_dict(config))
 

@@ -20,6 +20,7 @@ Names shadow builtins here on purpose (``abs``): import the module, not its name
 
 from __future__ import annotations
 
+from .kernels.activation_scope import ActivationScope
 from .kernels.activations import (ABReLU, Activation, Cos, Custom, DEFAULT_TOL, Erf, Gelu, Identity, Polynomial,
                                   Sigmoid, Sin, Softplus, Tanh, available_activations, get_activation,
                                   numerical_derivative)
@@ -27,7 +28,7 @@ from .kernels.activations import (ABReLU, Activation, Cos, Custom, DEFAULT_TOL, 
 __all__ = [
     "relu", "leaky_relu", "abs", "abrelu", "erf", "gelu", "tanh", "sigmoid", "softplus", "sin", "cos", "identity",
     "polynomial", "custom", "get_activation", "available_activations", "numerical_derivative", "Activation",
-    "DEFAULT_TOL",
+    "DEFAULT_TOL", "ActivationScope",
 ]
 
 
@@ -108,8 +109,12 @@ def custom(fn, derivative=None, name: str | None = None, tol: float = DEFAULT_TO
         φ'. Without it, φ' pointwise is an eighth-order central difference (`numerical_derivative`), and the
         kernels use the Hermite identity b_n(q) = √((n+1)/q)·a_{n+1}(q) (no differencing) at q > 2^-10.
     name : str, optional
-        Lowercase identifier (default ``fn.__name__``; required for lambdas). ``get_activation("custom:NAME")``
-        returns the latest custom activation created under that name in this process.
+        Lowercase identifier (default ``fn.__name__``; required for lambdas). Created inside ``with
+        ActivationScope() as scope:``, it is added to that scope, where ``"custom:NAME"`` (in
+        ``get_activation`` and in a config's ``[network] activation``) resolves to it; outside every scope it is
+        usable as an object (``MLP(activation=act)``) but no spec string finds it. Configurations keep a copy of
+        the scope they were made in, so two configurations never see each other's custom activations
+        (`ntkdist.kernels.activation_scope`).
     tol : float
         Relative accuracy of the series.
     polynomial_degree, non_polynomial :

@@ -174,11 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"ntkdist: error: {exc}", file=sys.stderr)
+        print(f"ntkdist: error: {_paragraph(exc)}", file=sys.stderr)
         return 2
     except ServerStartError as exc:  # not bad input, but the user's to fix all the same: no traceback
-        print(f"ntkdist: error: {exc}", file=sys.stderr)
+        print(f"ntkdist: error: {_paragraph(exc)}", file=sys.stderr)
         return 1
+
+
+def _paragraph(exc: BaseException) -> str:
+    """The error's message as one paragraph (one line), however it was wrapped."""
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,10 +22,11 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from .errors import ConfigError
-from .kernels import MLP, available_activations, get_activation
+from .kernels import MLP, ActivationScope, available_activations, current_scope, get_activation
 
 #: Largest N the exact dense eigensolver accepts (the matrix and LAPACK's workspace must fit in memory).
 EXACT_MAX_N = 50_000
@@ -86,10 +87,13 @@ class NetworkSection(_Section):
 
     @field_validator("activation")
     @classmethod
-    def _known_activation(cls, value: str) -> str:
+    def _known_activation(cls, value: str, info: ValidationInfo) -> str:
+        scope = (info.context or {}).get("activations")
         try:
-            return get_activation(value).describe()
-        except (ValueError, TypeError):
+            return get_activation(value, scope=scope).describe()
+        except (ValueError, TypeError) as exc:
+            if value.strip().lower().startswith("custom:"):  # its message says where custom names are found
+                raise ValueError(str(exc).removeprefix("activation: ")) from None
             raise ValueError(f"unknown activation {value!r}; use one of {', '.join(available_activations())}")
 
 
@@ -156,6 +160,8 @@ class Config(_Section):
     kernel: KernelSection = KernelSection()
     solver: SolverSection = SolverSection()
     cluster: ClusterSection = ClusterSection()
+    #: The custom activations ``[network] activation = "custom:NAME"`` may name (a snapshot; see `from_dict`).
+    _activations: ActivationScope = PrivateAttr(default_factory=ActivationScope)
 
     @model_validator(mode="after")
     def _cross_section(self):
@@ -186,14 +192,32 @@ class Config(_Section):
 
     # -- constructors -------------------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], *, source: str = "") -> "Config":
-        """Validate a parsed TOML document; raises `ConfigError` naming every bad key."""
+    def from_dict(cls, raw: dict[str, Any], *, source: str = "", activations=None) -> "Config":
+        """Validate a parsed TOML document; raises `ConfigError` naming every bad key.
+
+        ``activations`` (an `ActivationScope`, or an iterable of custom activations) is where ``"custom:NAME"``
+        is looked up; by default the current scope (``with ActivationScope():``). The configuration keeps a
+        snapshot of it, so its network does not change when the scope does, and no other configuration's custom
+        activations are ever visible to it.
+        """
         if not isinstance(raw, dict):
             raise ConfigError(f"{source or 'configuration'}: expected a table of sections, got {type(raw).__name__}")
+        if activations is None:
+            activations = current_scope() or ActivationScope()
+        elif not isinstance(activations, ActivationScope):
+            activations = ActivationScope(activations)
+        activations = activations.copy()
         try:
-            return cls.model_validate(raw)
+            config = cls.model_validate(raw, context={"activations": activations})
         except ValidationError as exc:
             raise ConfigError(_explain(exc, source)) from None
+        config._activations = activations
+        return config
+
+    @property
+    def activations(self) -> ActivationScope:
+        """The custom activations this configuration can name (a snapshot taken when it was made)."""
+        return self._activations
 
     # -- derived values -----------------------------------------------------------------------------------------
     @property
@@ -201,7 +225,7 @@ class Config(_Section):
         """The network as the kernels see it."""
         return MLP(
             depth=self.network.depth,
-            activation=self.network.activation,
+            activation=get_activation(self.network.activation, scope=self._activations),
             weight_var=self.network.weight_var,
             bias_var=self.network.bias_var,
         )

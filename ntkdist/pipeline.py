@@ -58,8 +58,9 @@ def load_dataset(config: Config) -> datasets.Dataset:
 def preflight(config: Config, *, overwrite: bool = False) -> str:
     """Every check that can fail on bad input, before anything is written; returns the data digest.
 
-    Loads (and for files, scans) the data, and checks that an existing store at the run's path was made by the
-    same data, network and kernel. Raises `UserError` subclasses naming the field at fault.
+    Loads (and for files, scans) the data, checks that the Ray cluster can host the ``[cluster]`` workers
+    (`check_cluster`), and checks that an existing store at the run's path was made by the same data, network and
+    kernel. Raises `UserError` subclasses naming the field at fault.
     """
     dataset = load_dataset(config)
     try:
@@ -73,9 +74,30 @@ def preflight(config: Config, *, overwrite: bool = False) -> str:
             raise DataError(f"[solver] method: \"exact\" needs about {need / 2**30:.0f} GiB for the {dataset.n}×"
                             f"{dataset.n} matrix and LAPACK's copy, more than this machine's {have / 2**30:.0f} GiB; "
                             "use method = \"krylov\" (or \"auto\")")
+    check_cluster(config, dataset.n)
     data_digest = datasets.digest(dataset)
     _existing_store(config, config.kernel_fingerprint(data_digest), overwrite)
     return data_digest
+
+
+def check_cluster(config: Config, n: int) -> dict:
+    """The Ray resources of one worker, after checking that the run's Ray cluster can host its workers.
+
+    Every run needs Ray (the build, or a matrix-free solve). The workers that will run are ``[cluster] workers``,
+    at most one per block row of the N×N matrix; for an embedded instance the cluster is this machine (nothing
+    is started), otherwise the connected cluster or the one at ``[cluster] address``.
+
+    Raises
+    ------
+    ConfigError
+        device = "gpu" without GPUs, more workers than GPUs (or CPUs), or more CPUs asked than there are.
+    """
+    from .cluster import cluster_resources, worker_resources
+
+    cluster = config.cluster
+    blocks = -(-n // min(config.kernel.block, n))
+    return worker_resources(cluster_resources(cluster.address), cluster.device, min(cluster.workers, blocks),
+                            cluster.cpus_per_worker)
 
 
 def _physical_memory() -> int:

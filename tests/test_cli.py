@@ -116,3 +116,40 @@ def test_check_prints_resolved_config(tmp_path, capsys):
     path = write_config(tmp_path, 'source = "sphere"\nn = 10\ndim = 3')
     code, out, _ = run_main(capsys, "check", str(path))
     assert code == 0 and '"block": 2048' in out and str(tmp_path / "bad.zarr") in out
+
+
+def test_info_on_a_missing_store_is_one_paragraph(tmp_path, capsys):
+    code, _, err = run_main(capsys, "info", str(tmp_path / "bad.zarr"))
+    assert_user_error(tmp_path, code, err, "no run store here", "ntkdist run CONFIG.toml")
+
+
+def test_run_refuses_a_store_of_another_configuration(tmp_path, capsys):
+    from ntkdist import pipeline
+    from ntkdist.config import load_config
+    from ntkdist.store import RunStore
+
+    first = write_config(tmp_path, 'source = "sphere"\nn = 10\ndim = 3\nseed = 1')
+    pipeline.prepare(load_config(first))
+    fingerprint = RunStore.open(tmp_path / "bad.zarr").fingerprint
+    other = write_config(tmp_path, 'source = "sphere"\nn = 10\ndim = 3\nseed = 2')
+    code, _, err = run_main(capsys, "run", str(other))
+    assert code == 2
+    message = err.strip()
+    assert message.startswith("ntkdist: error: [run] store:") and "\n" not in message and "Traceback" not in message
+    assert "--overwrite" in message
+    assert RunStore.open(tmp_path / "bad.zarr").fingerprint == fingerprint
+
+
+def test_run_refuses_a_cluster_that_cannot_host_the_workers(tmp_path, capsys):
+    """Checked before the flow starts: no Prefect server, no Ray actors, no store."""
+    path = write_config(tmp_path, 'source = "sphere"\nn = 10\ndim = 3',
+                        '[cluster]\nworkers = 1\ndevice = "cpu"\ncpus_per_worker = 100000.0')
+    code, _, err = run_main(capsys, "run", str(path))
+    assert_user_error(tmp_path, code, err, "[cluster] cpus_per_worker", "lower workers or cpus_per_worker")
+
+
+def test_a_user_error_message_is_printed_as_one_line(capsys):
+    from ntkdist.cli import _paragraph
+    from ntkdist.errors import StoreError
+
+    assert _paragraph(StoreError("first line\n  second  line\n")) == "first line second line"

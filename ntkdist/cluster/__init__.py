@@ -1,8 +1,10 @@
 """Ray actors and pools binding kernels, store and linalg to workers and devices (the only room that knows Ray)."""
 
-from .builder import BuildReport, GramBlockWorker, build_gram, plan_tasks, read_sketch, sketch_omega
+from .builder import (BuildReport, GramBlockWorker, build_gram, plan_tasks, read_sketch, resources_per_worker,
+                      sketch_omega, worker_resources)
 from .operator import GramPanelWorker, RayGramOperator
-from .runtime import ray_session, start_local_ray
+from .runtime import cluster_resources, get, ray_session, start_local_ray
 
-__all__ = ["BuildReport", "GramBlockWorker", "GramPanelWorker", "RayGramOperator", "build_gram", "plan_tasks",
-           "ray_session", "read_sketch", "sketch_omega", "start_local_ray"]
+__all__ = ["BuildReport", "GramBlockWorker", "GramPanelWorker", "RayGramOperator", "build_gram", "cluster_resources",
+           "get", "plan_tasks", "ray_session", "read_sketch", "resources_per_worker", "sketch_omega", "start_local_ray",
+           "worker_resources"]

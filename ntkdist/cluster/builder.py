@@ -27,7 +27,9 @@ import numpy as np
 
 from ..kernels import MLP, empirical_gram_block, gram_block, sample_network
 from ..kernels._xp import to_numpy
+from ..errors import ConfigError
 from ..store import RunStore
+from .runtime import get
 
 log = logging.getLogger("ntkdist.cluster")
 
@@ -127,7 +129,8 @@ def _choose_array_module(device: str):
         gpu_ids = []
     if not gpu_ids:
         if device == "gpu":
-            raise RuntimeError("cluster.device = \"gpu\" but this worker was given no GPU")
+            raise ConfigError("[cluster] device: \"gpu\" but this Ray worker was given no GPU; use device = "
+                              "\"auto\" or \"cpu\"")
         return np, "cpu"
     try:
         import cupy
@@ -136,7 +139,9 @@ def _choose_array_module(device: str):
         return cupy, f"gpu {gpu_ids[0]}"
     except Exception as exc:  # ImportError, or CUDA missing behind a logical GPU
         if device == "gpu":
-            raise RuntimeError(f"cluster.device = \"gpu\" but CuPy cannot use GPU {gpu_ids[0]}: {exc}") from exc
+            raise ConfigError(f"[cluster] device: \"gpu\" but CuPy cannot use GPU {gpu_ids[0]} ({exc}); install "
+                              "CuPy for this CUDA (pip install -e '.[gpu]'), or use device = \"auto\" or "
+                              "\"cpu\"") from exc
         return np, f"logical gpu {gpu_ids[0]} without CuPy/CUDA; computing with NumPy"
 
 
@@ -285,31 +290,54 @@ def plan_tasks(missing: list[tuple[int, int]], per_task: int = BLOCKS_PER_TASK) 
 
 
 def resources_per_worker(device: str, workers: int, cpus_per_worker: float | None) -> dict:
-    """Ray resource requests of one actor, checked against what the cluster has.
+    """Ray resource requests of one actor, checked against what the connected Ray cluster has.
 
     Raises
     ------
-    ValueError
-        If the cluster cannot host ``workers`` actors of this shape (naming ``[cluster]`` keys).
+    ConfigError
+        If the cluster cannot host ``workers`` actors of this shape (`worker_resources`).
     """
     import ray
 
-    available = ray.cluster_resources()
+    # Ray lists no "GPU" at all for a cluster without GPUs: that is a known zero.
+    return worker_resources({"GPU": 0.0, **ray.cluster_resources()}, device, workers, cpus_per_worker)
+
+
+def worker_resources(available: dict, device: str, workers: int, cpus_per_worker: float | None) -> dict:
+    """Ray resource requests of one of ``workers`` actors on a cluster offering ``available`` resources.
+
+    ``available`` is `ray.cluster_resources()` or `ntkdist.cluster.runtime.cluster_resources` (a GPU count that
+    could not be determined is absent, and then not checked). A GPU worker takes one GPU; a CPU worker takes
+    ``cpus_per_worker``, or an equal share of the CPUs.
+
+    Raises
+    ------
+    ConfigError
+        Naming the ``[cluster]`` key and the fix: device = "gpu" on a cluster without GPUs, more GPU workers than
+        GPUs, or more CPUs asked in all (``cpus_per_worker`` × workers) than the cluster has. Without
+        ``cpus_per_worker``, CPU workers share the CPUs equally, fractions of a CPU included (the default two
+        workers also run on a one-core machine).
+    """
+    workers = int(workers)
+    if workers < 1:
+        raise ConfigError(f"[cluster] workers: must be ≥ 1, got {workers}")
+    known_gpus = "GPU" in available
     gpus = int(available.get("GPU", 0))
     cpus = float(available.get("CPU", 1))
     use_gpu = device == "gpu" or (device == "auto" and gpus > 0)
     if use_gpu:
-        if gpus == 0:
-            raise ValueError("[cluster] device: \"gpu\" but the Ray cluster has no GPUs; use \"auto\" or \"cpu\"")
-        if workers > gpus:
-            raise ValueError(f"[cluster] workers: {workers} GPU workers asked but the cluster has {gpus} GPUs; "
-                             f"set workers ≤ {gpus} (one actor per GPU)")
+        if known_gpus and gpus == 0:
+            raise ConfigError("[cluster] device: \"gpu\" but the Ray cluster has no GPUs; use device = \"auto\" "
+                              "or \"cpu\", or connect [cluster] address to a cluster with GPUs")
+        if known_gpus and workers > gpus:
+            raise ConfigError(f"[cluster] workers: {workers} GPU workers asked but the Ray cluster has {gpus} GPU"
+                              f"{'s' if gpus != 1 else ''}; set workers ≤ {gpus} (one actor per GPU)")
         cpu_share = cpus_per_worker or max(1.0, min(4.0, cpus / workers))
         return {"num_gpus": 1, "num_cpus": min(cpu_share, cpus / workers)}
     share = cpus_per_worker or cpus / workers
     if share * workers > cpus + 1e-9:
-        raise ValueError(f"[cluster] cpus_per_worker: {workers} workers × {share:g} CPUs exceeds the cluster's "
-                         f"{cpus:g} CPUs; lower workers or cpus_per_worker")
+        raise ConfigError(f"[cluster] cpus_per_worker: {workers} workers × {share:g} CPUs exceeds the Ray "
+                          f"cluster's {cpus:g} CPUs; lower workers or cpus_per_worker")
     return {"num_cpus": share}
 
 
@@ -351,7 +379,7 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
     actors = [Actor.options(**resources).remote(str(store_path), net, kind, device, threads, width, seed,
                                                 sketch_args)
               for _ in range(workers)]
-    report.workers = ray.get([a.describe.remote() for a in actors])
+    report.workers = get([a.describe.remote() for a in actors])
     for info in report.workers:
         log.info("worker pid %s: %s, %s thread(s)", info["pid"], info["note"], info["threads"])
 
@@ -373,7 +401,7 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
             done, _ = ray.wait(list(in_flight), num_returns=1)
             ref = done[0]
             actor = in_flight.pop(ref)
-            records = ray.get(ref)
+            records = get(ref)
             built = [r for r in records if r["built"]]
             report.computed += len(built)
             report.entries += sum(_block_entries(store, *r["block"]) for r in built)

@@ -64,7 +64,7 @@ from ..kernels._xp import to_numpy
 from ..linalg.operator import float32_storage_error
 from ..store import RunStore
 from .builder import _choose_array_module, resources_per_worker
-from .runtime import release_object_store_pages
+from .runtime import get, release_object_store_pages
 
 log = logging.getLogger("ntkdist.cluster")
 
@@ -433,7 +433,7 @@ class RayGramOperator:
             for panels in self.panels_of
         ]
         self.requested_mode = mode
-        self.workers = ray.get([a.describe.remote() for a in self._actors])
+        self.workers = get([a.describe.remote() for a in self._actors])
         modes = {w["mode"] for w in self.workers}
         #: The mode actually used (memory falls back when its panels do not fit the budget).
         self.mode = modes.pop() if len(modes) == 1 else "mixed"
@@ -470,15 +470,11 @@ class RayGramOperator:
     @property
     def frobenius_norm(self) -> float:
         if self._sum_squares is None:
-            import ray
-
             self._check_open()
-            self._sum_squares = self._fold_sums(ray.get([a.sum_squares.remote() for a in self._actors]))
+            self._sum_squares = self._fold_sums(get([a.sum_squares.remote() for a in self._actors]))
         return float(np.sqrt(self._sum_squares))
 
     def matmat(self, V: np.ndarray) -> np.ndarray:
-        import ray
-
         self._check_open()
         V = np.asarray(V, dtype=np.float64)
         if V.ndim != 2 or V.shape[0] != self._n:
@@ -486,29 +482,27 @@ class RayGramOperator:
         start = time.perf_counter()
         b = V.shape[1]
         actors = self._actors
-        ray.get([actor.begin_pass.remote(b) for actor in actors])
+        get([actor.begin_pass.remote(b) for actor in actors])
         try:
             self._send_rows(V)
             if self.mode == "matrix_free":
-                ray.get([actor.panel_job.remote(i) for actor, jobs in zip(actors, self.jobs_of) for i in jobs])
+                get([actor.panel_job.remote(i) for actor, jobs in zip(actors, self.jobs_of) for i in jobs])
             else:
-                ray.get([actor.product.remote() for actor in actors])
+                get([actor.product.remote() for actor in actors])
                 if self._sum_squares is None and self._dtype != np.float64:
-                    self._sum_squares = self._fold_sums(ray.get([a.sum_squares.remote() for a in actors]))
+                    self._sum_squares = self._fold_sums(get([a.sum_squares.remote() for a in actors]))
             out = self._gather_rows(b)
         finally:
-            ray.get([actor.end_pass.remote() for actor in actors])
+            get([actor.end_pass.remote() for actor in actors])
         self._passes += 1
         self.pass_seconds.append(time.perf_counter() - start)
         return out
 
     def diagonal(self) -> np.ndarray:
         if self._diagonal is None:
-            import ray
-
             self._check_open()
             out = np.empty(self._n)
-            for parts in ray.get([a.diagonal.remote() for a in self._actors]):
+            for parts in get([a.diagonal.remote() for a in self._actors]):
                 for i, values in parts:
                     out[self._slices[i]] = values
             self._diagonal = out
@@ -516,8 +510,6 @@ class RayGramOperator:
 
     def columns(self, index: np.ndarray) -> np.ndarray:
         """K[:, index] as float64 (each actor its panels' rows). Not a pass: N·|index| entries."""
-        import ray
-
         self._check_open()
         index = np.asarray(index, dtype=np.int64).reshape(-1)
         if index.size and (index.min() < 0 or index.max() >= self._n):
@@ -525,7 +517,7 @@ class RayGramOperator:
         unique, inverse = np.unique(index, return_inverse=True)
         out = np.empty((self._n, unique.size))
         if unique.size:
-            for parts in ray.get([a.columns.remote(unique) for a in self._actors]):
+            for parts in get([a.columns.remote(unique) for a in self._actors]):
                 for i, values in parts:
                     out[self._slices[i]] = values
         return out[:, inverse]
@@ -538,7 +530,7 @@ class RayGramOperator:
 
         for start in range(0, self._n, SLAB_ROWS):
             ref = ray.put(np.ascontiguousarray(V[start:start + SLAB_ROWS]))
-            ray.get([actor.receive_rows.remote(start, ref) for actor in self._actors])
+            get([actor.receive_rows.remote(start, ref) for actor in self._actors])
             del ref
             release_object_store_pages()  # the store may place the next slab elsewhere: keep one slab resident
 
@@ -546,8 +538,6 @@ class RayGramOperator:
         """K·V = Σ_actors accumulator, slab by slab, actors in a fixed order; the next slab is asked for while this
         one is added. In memory and stored modes every row has one nonzero term (exact); matrix-free rows add
         the actors' partial sums (module docstring)."""
-        import ray
-
         Y = np.empty((self._n, b))
         actors = self._actors
         requests = [(start, position) for start in range(0, self._n, SLAB_ROWS) for position in range(len(actors))]
@@ -561,7 +551,7 @@ class RayGramOperator:
             ref = ahead
             if index + 1 < len(requests):
                 ahead = ask(requests[index + 1])
-            slab = ray.get(ref)
+            slab = get(ref)
             rows = slice(start, start + slab.shape[0])
             if position == 0:
                 Y[rows] = slab
@@ -609,4 +599,4 @@ def _rows_of(ref) -> int:
     import ray
 
     # A lambda travels by value: the task's worker need not import ntkdist.
-    return ray.get(ray.remote(num_cpus=0)(lambda X: len(X)).remote(ref))
+    return get(ray.remote(num_cpus=0)(lambda X: len(X)).remote(ref))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 
 log = logging.getLogger("ntkdist.cluster")
 
@@ -117,3 +118,88 @@ def release_object_store_pages() -> int:
 
 
 _MADV_DONTNEED = 4  # <sys/mman.h> on Linux
+
+
+def local_gpu_count() -> int | None:
+    """GPUs an embedded Ray instance would find on this machine (CUDA_VISIBLE_DEVICES respected), or None when
+    Ray's detection cannot be asked (then nothing is assumed)."""
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+
+        manager = get_accelerator_manager_for_resource("GPU")
+        count = int(manager.get_current_node_num_accelerators())
+        visible = manager.get_current_process_visible_accelerator_ids()
+    except Exception:  # a private Ray API: if it moves, skip the check rather than guess
+        return None
+    return count if visible is None else min(count, len(visible))
+
+
+def cluster_resources(address: str = "") -> dict:
+    """The CPUs and GPUs the run's Ray cluster offers, without building anything.
+
+    The instance this process is connected to, if any; else, for ``address = ""``, what the embedded instance
+    would have (this machine's CPUs and GPUs, as `ntkdist.pipeline` starts it; no Ray is started); else a
+    short connection to the cluster at ``address``. A GPU count that cannot be determined is left out.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return {"GPU": 0.0, **ray.cluster_resources()}  # Ray lists no "GPU" for a cluster without GPUs
+    if not address:
+        found = {"CPU": float(max(os.cpu_count() or 1, 1))}
+        gpus = local_gpu_count()
+        if gpus is not None:
+            found["GPU"] = float(gpus)
+        return found
+    with ray_session(address):
+        return {"GPU": 0.0, **ray.cluster_resources()}
+
+
+def get(refs, *, timeout: float | None = None):
+    """`ray.get`, with errors raised in actors and tasks as the user should see them.
+
+    A `ntkdist.errors.UserError` raised in an actor (in a method or in its constructor) or a task is re-raised
+    here as itself: the same class and the actor's message, not a `RayTaskError` carrying the remote traceback.
+    Every other error is re-raised as Ray delivered it: a `RayTaskError` that is also an instance of the original
+    class, with the original exception as ``.cause`` and the remote traceback in its message (or an
+    `ActorDiedError` naming the constructor's error).
+    """
+    import ray
+    from ray.exceptions import ActorDiedError, RayTaskError
+
+    from ..errors import UserError
+
+    try:
+        return ray.get(refs, timeout=timeout)
+    except RayTaskError as exc:
+        cause = exc
+        while isinstance(cause, RayTaskError) and getattr(cause, "cause", None) is not None:
+            cause = cause.cause
+        if isinstance(cause, UserError) and not isinstance(cause, RayTaskError):
+            raise cause.with_traceback(None) from None
+        raise
+    except ActorDiedError as exc:
+        user_error = _constructor_user_error(exc)
+        if user_error is not None:
+            raise user_error from None
+        raise
+
+
+def _constructor_user_error(exc) -> Exception | None:
+    """The UserError an actor's constructor raised, rebuilt from the `ActorDiedError` that reports it, or None.
+
+    Ray keeps only the text of a failed constructor (its traceback, ending in ``ntkdist.errors.NAME: message``),
+    not the exception, so the class is looked up by that name among `ntkdist.errors`' UserErrors.
+    """
+    from .. import errors
+
+    if not getattr(exc, "actor_init_failed", False):
+        return None
+    text = str(exc)
+    found = list(re.finditer(r"^ntkdist\.errors\.(\w+): ", text, flags=re.M))
+    if not found:
+        return None
+    cls = getattr(errors, found[-1].group(1), None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.UserError)):
+        return None
+    return cls(text[found[-1].end():].strip())

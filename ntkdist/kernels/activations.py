@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .activation_scope import ActivationScope, current_scope
 from ._xp import array_module
 from .hermite_dual import MehlerDual
 
@@ -657,8 +658,7 @@ class Softplus(MehlerActivation):
 
 _CUSTOM_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _CUSTOM_PREFIX = "custom:"
-#: Custom activations by name: what ``get_activation("custom:NAME")`` returns (the latest one created).
-_CUSTOM_REGISTRY: dict = {}
+# Custom activations by name live in scopes (`ActivationScope`), never in a process-wide table.
 
 # Central difference of order 8: f'(x) ≈ Σ_k c_k (f(x + kh) − f(x − kh)) / h.
 _FD_WEIGHTS = ((1, 4.0 / 5.0), (2, -1.0 / 5.0), (3, 4.0 / 105.0), (4, -1.0 / 280.0))
@@ -700,12 +700,15 @@ class Custom(MehlerActivation):
         differencing) at q > 2^-10 and from the numerical φ' only at smaller variances.
     name : str
         Lowercase identifier; the spec string is ``"custom:NAME"`` (``"custom:NAME(tol=…)"`` at a non-default
-        tol), which `get_activation` resolves in this process to the latest custom activation of that name.
+        tol), which `get_activation` resolves in the `ActivationScope` this activation was created in (or one
+        given explicitly), never across scopes.
     tol : float
         Relative accuracy of the series (default 1e-10).
     polynomial_degree, non_polynomial :
         Declare φ a polynomial of that degree, or not a polynomial. Without either, theory results that depend
         on it (strict positive definiteness, Carvalho et al.) are reported as not guaranteed.
+    register : bool
+        Add it to the current `ActivationScope`, if one is entered (default True).
     """
 
     def __init__(self, fn, derivative=None, name=None, tol: float = DEFAULT_TOL, *, register: bool = True,
@@ -741,12 +744,16 @@ class Custom(MehlerActivation):
             raise ValueError(f"activation: custom {name!r} must map an array to an array of the same shape")
         if not (np.isfinite(values).all() and np.isfinite(slopes).all()):
             raise ValueError(f"activation: custom {name!r} gave non-finite values on [-3, 3]")
-        if register:
-            _CUSTOM_REGISTRY[name] = self
+        scope = current_scope() if register else None
+        if scope is not None:
+            scope.add(self)
 
     def with_tol(self, tol: float) -> "Custom":
-        """The same φ at another accuracy (not registered separately)."""
-        return Custom(self.fn, self.given_derivative, self.name, tol, register=False)
+        """The same φ at another accuracy (not registered separately), with what is known of it: whether it is a
+        polynomial, and of which degree (the positivity verdict depends on it)."""
+        return Custom(self.fn, self.given_derivative, self.name, tol, register=False,
+                      polynomial_degree=self.polynomial_degree,
+                      non_polynomial=self.polynomial_known and self.polynomial_degree is None)
 
     def describe(self) -> str:
         return _CUSTOM_PREFIX + self.name + self._tol_suffix()
@@ -781,7 +788,7 @@ _REGISTRY = {
 def available_activations() -> list[str]:
     """Names accepted by `get_activation` (and by ``[network] activation`` in a config).
 
-    Custom activations (`Custom`) are resolved as ``custom:NAME`` once created in this process.
+    Custom activations (`Custom`) are resolved as ``custom:NAME`` inside the `ActivationScope` that holds them.
     """
     return sorted(_REGISTRY)
 
@@ -811,9 +818,11 @@ def _parse_spec(spec: str):
     return name.strip(), args, kwargs
 
 
-def get_activation(spec) -> Activation:
+def get_activation(spec, scope: ActivationScope | None = None) -> Activation:
     """Resolve an activation from its spec string (``"relu"``, ``"leaky_relu(0.1)"``, ``"tanh(tol=1e-06)"``,
     ``"polynomial(0.0, 1.0, 0.5)"``, ``"custom:swish"``) or pass one through.
+
+    ``"custom:NAME"`` is looked up in ``scope``, else in the current `ActivationScope` (the innermost ``with``).
 
     Raises
     ------
@@ -826,11 +835,13 @@ def get_activation(spec) -> Activation:
         raise TypeError(f"activation: expected a name or an Activation, got {type(spec).__name__}")
     name, args, kwargs = _parse_spec(spec)
     if name.startswith(_CUSTOM_PREFIX):
-        custom = _CUSTOM_REGISTRY.get(name[len(_CUSTOM_PREFIX):])
+        scope = scope if scope is not None else current_scope()
+        custom = None if scope is None else scope.get(name[len(_CUSTOM_PREFIX):])
         if custom is None:
             raise ValueError(
-                f"activation: unknown custom activation {spec!r}; create it in this process first with "
-                f"ntkdist.activations.custom(fn, name={name[len(_CUSTOM_PREFIX):]!r})"
+                f"activation: unknown custom activation {spec!r}; create it with "
+                f"ntkdist.activations.custom(fn, name={name[len(_CUSTOM_PREFIX):]!r}) inside "
+                "`with ntkdist.activations.ActivationScope():`, or pass that scope (activations=…) to the config"
             )
         if args or set(kwargs) - {"tol"}:
             raise ValueError(f"activation: {name} takes only tol=…, got {spec!r}")

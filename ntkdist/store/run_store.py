@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import json
 import warnings
 import zlib
 from functools import cached_property
@@ -37,6 +38,8 @@ MANIFEST = "manifest/blocks"
 SPECTRUM = "spectrum"
 STAGES = ("prepare", "build", "solve", "compare", "report")
 _NOT_DONE = -1
+#: Attributes written once, when the store is created, and never changed (an overwrite makes a new store).
+_FIXED = ("format", "format_version", "created", "n", "dim", "block", "dtype", "fingerprint", "config", "versions")
 
 
 def block_checksum(block: np.ndarray) -> int:
@@ -62,6 +65,8 @@ class RunStore:
     def __init__(self, group: zarr.Group, path: Path):
         self._group = group
         self.path = path
+        # What never changes is read once; the stage records are read from storage on every call (`meta`).
+        self._fixed = {key: value for key, value in self._read_meta().items() if key in _FIXED}
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     @classmethod
@@ -128,19 +133,41 @@ class RunStore:
     # -- metadata ----------------------------------------------------------------------------------------------
     @property
     def meta(self) -> dict[str, Any]:
-        return dict(self._group.attrs.asdict()["ntkdist"])
+        """The store's ``ntkdist`` attributes as they are in storage now: stages recorded by another handle or
+        process since this one was opened included (a zarr group caches the attributes it was opened with)."""
+        return self._read_meta()
+
+    def _read_meta(self) -> dict[str, Any]:
+        # One small read of the group's zarr.json: straight from the file for a local store (tens of µs), else
+        # through the group's own store (object storage).
+        store = self._group.store
+        key = f"{self._group.path}/zarr.json" if self._group.path else "zarr.json"
+        if isinstance(store, zarr.storage.LocalStore):
+            try:
+                raw = (Path(store.root) / key).read_bytes()
+            except FileNotFoundError:
+                raw = None
+        else:
+            from zarr.core.buffer import default_buffer_prototype
+            from zarr.core.sync import sync
+
+            buffer = sync(store.get(key, prototype=default_buffer_prototype()))
+            raw = None if buffer is None else buffer.to_bytes()
+        if raw is None:
+            raise StoreError(f"{self.path}: the run store has gone (no zarr.json); run the flow again to recreate it")
+        return json.loads(raw)["attributes"]["ntkdist"]
 
     @property
     def n(self) -> int:
-        return int(self.meta["n"])
+        return int(self._fixed["n"])
 
     @property
     def dim(self) -> int:
-        return int(self.meta["dim"])
+        return int(self._fixed["dim"])
 
     @property
     def block(self) -> int:
-        return int(self.meta["block"])
+        return int(self._fixed["block"])
 
     @property
     def n_blocks(self) -> int:
@@ -148,11 +175,16 @@ class RunStore:
 
     @property
     def config(self) -> dict:
-        return self.meta["config"]
+        return self._fixed["config"]
 
     @property
     def fingerprint(self) -> str:
-        return self.meta["fingerprint"]
+        return self._fixed["fingerprint"]
+
+    @property
+    def dtype(self) -> str:
+        """The stored Gram matrix's dtype name ("float64" or "float32")."""
+        return self._fixed["dtype"]
 
     def stage(self, name: str) -> dict | None:
         """The record of a completed stage, or None."""

@@ -9,6 +9,8 @@ import zarr
 
 import ntkdist
 
+from ..helpers import assert_every_bound_holds
+
 
 @pytest.fixture
 def flow_env(prefect_server, ray_local):
@@ -101,7 +103,7 @@ def test_flow_compares_the_spectrum_with_theory(flow_env, make_config):
 
     # every bound holds against the computed spectrum, and the report lists them with their tightness
     table = spectrum.attrs["theory"]["table"]
-    assert table and all(row["holds"] is not False for row in table)
+    assert_every_bound_holds(table)
     summary = open(result["summary"]).read()
     assert "## Theory against the computed spectrum" in summary and "theory/computed" in summary
     for row in table:

@@ -31,7 +31,7 @@ from ntkdist.kernels import MLP, get_activation
 from ntkdist.kernels.activations import MehlerActivation
 from ntkdist.kernels.hermite_dual import gauss_hermite_rule, weighted_hermite_columns
 
-from .test_closed_forms import assert_kernel_close
+from ..helpers import assert_kernel_close
 
 POLY = "polynomial(0.3, -1.0, 0.5, 0.25)"
 CLOSED = ["gelu", "sin", "cos", "identity", POLY, "erf"]
@@ -640,14 +640,16 @@ def test_public_constructors_match_spec_strings():
         assert getattr(A, name)() == get_activation(name)
 
 
-def test_custom_activations_round_trip_by_name_in_this_process():
+def test_custom_activations_round_trip_by_name_in_their_scope():
     def swish(x):
         return x * expit(x)
 
-    act = A.custom(swish)
+    with A.ActivationScope() as scope:
+        act = A.custom(swish)
+        assert get_activation("custom:swish") is act
     assert act.describe() == "custom:swish"
-    assert get_activation("custom:swish") is act
-    loose = get_activation("custom:swish(tol=1e-06)")
+    assert get_activation("custom:swish", scope=scope) is act
+    loose = get_activation("custom:swish(tol=1e-06)", scope=scope)
     assert loose.tol == 1e-6 and loose.describe() == "custom:swish(tol=1e-06)" and loose != act
     x = np.linspace(-4, 4, 9)
     # Without a derivative: the eighth-order central difference.
@@ -725,3 +727,58 @@ def test_cupy_inputs_give_cupy_results_equal_to_numpy(spec):
     assert isinstance(on_gpu, cupy.ndarray)
     rtol = 1e-9 if spec in SERIES else 1e-12
     np.testing.assert_allclose(on_gpu.get(), ntkdist.ntk(X, net=net), rtol=rtol, atol=1e-14)
+
+
+def test_custom_with_tol_keeps_what_is_known_about_polynomials():
+    """Another tol is the same φ: its polynomial facts, and so the positivity verdict, must not change."""
+    from ntkdist.theory import ntk_positivity
+
+    smooth = A.custom(np.sin, name="declared_sin", non_polynomial=True)
+    square = A.custom(lambda x: x * x, derivative=lambda x: 2 * x, name="declared_square", polynomial_degree=2)
+    unknown = A.custom(np.sin, name="undeclared_sin")
+    for act in (smooth, square, unknown):
+        loose = act.with_tol(1e-6)
+        assert loose.tol == 1e-6
+        assert (loose.polynomial_degree, loose.polynomial_known) == (act.polynomial_degree, act.polynomial_known)
+    X = np.random.default_rng(0).standard_normal((12, 3))
+    verdict = ntk_positivity(X, MLP(depth=2, activation=smooth.with_tol(1e-6), bias_var=0.1))
+    assert verdict.guaranteed, verdict.reason
+    assert ntk_positivity(X, MLP(depth=2, activation=smooth, bias_var=0.1)).status == verdict.status
+
+
+def test_custom_activations_are_not_visible_by_name_outside_their_scope():
+    """No process-wide table: a name made in one place never resolves somewhere else."""
+    A.custom(np.sin, name="leaked_sin", non_polynomial=True)
+    with pytest.raises(ValueError, match="unknown custom activation 'custom:leaked_sin'.*ActivationScope"):
+        get_activation("custom:leaked_sin")
+    with A.ActivationScope() as outer:
+        first = A.custom(np.sin, name="wave", non_polynomial=True)
+        with A.ActivationScope() as inner:
+            assert get_activation("custom:wave") is first  # an inner scope sees the outer one's names
+            second = A.custom(np.cos, name="wave", non_polynomial=True)
+            assert get_activation("custom:wave") is second
+        assert get_activation("custom:wave") is first  # … and adds to itself only
+    assert outer.get("wave") is first and inner.get("wave") is second
+    with pytest.raises(ValueError, match="unknown custom activation"):
+        get_activation("custom:wave")
+
+
+def test_two_configs_in_one_process_keep_their_own_custom_activations():
+    from ntkdist.config import Config
+    from ntkdist.errors import ConfigError
+
+    raw = {"run": {"name": "a"}, "data": {"source": "sphere", "n": 10, "dim": 3},
+           "network": {"depth": 2, "activation": "custom:bump"}}
+    with A.ActivationScope():
+        first = A.custom(lambda x: np.exp(-x * x), name="bump", non_polynomial=True)
+        one = Config.from_dict(raw)
+    with A.ActivationScope():
+        second = A.custom(lambda x: 2.0 * np.exp(-x * x), name="bump", non_polynomial=True)
+        two = Config.from_dict(raw)
+    assert one.net.activation is first and two.net.activation is second
+    X = np.random.default_rng(1).standard_normal((6, 3))
+    assert not np.allclose(ntkdist.ntk(X, net=one.net), ntkdist.ntk(X, net=two.net))
+    # Explicitly, without a with block; and nowhere at all.
+    assert Config.from_dict(raw, activations=[second]).net.activation is second
+    with pytest.raises(ConfigError, match=r"\[network\] activation: unknown custom activation 'custom:bump'"):
+        Config.from_dict(raw)

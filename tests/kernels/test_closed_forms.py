@@ -7,58 +7,13 @@ float64 for many random, well-separated pairs.
 
 from __future__ import annotations
 
-import mpmath as mp
 import numpy as np
 import pytest
 
 import ntkdist
 from ntkdist.kernels import MLP
 
-mp.mp.dps = 40
-
-
-def _mp_dot(a, b):
-    return mp.fsum(mp.mpf(float(p)) * mp.mpf(float(q)) for p, q in zip(a, b))
-
-
-def mp_kernels(x, y, *, depth, activation, w, b):
-    """(NNGP, NTK) of the stax network at the pair (x, y): the closed-form recursion in 40 digits.
-
-    ReLU: arc-cosine kernel of degree 1 (Cho & Saul 2009); erf: Williams (1997).
-    """
-    d = len(x)
-    w, b = mp.mpf(w), mp.mpf(b)
-    s_xy = w * _mp_dot(x, y) / d + b
-    s_xx = w * _mp_dot(x, x) / d + b
-    s_yy = w * _mp_dot(y, y) / d + b
-    theta = s_xy
-    for _ in range(depth):
-        if activation == "relu":
-            scale = mp.sqrt(s_xx * s_yy)
-            c = s_xy / scale if scale != 0 else mp.mpf(0)
-            c = max(min(c, mp.mpf(1)), mp.mpf(-1))
-            angle = mp.acos(c)
-            e_xy = scale * (mp.sin(angle) + (mp.pi - angle) * c) / (2 * mp.pi)
-            de_xy = (mp.pi - angle) / (2 * mp.pi)
-            e_xx, e_yy = s_xx / 2, s_yy / 2
-        else:
-            e_xy = 2 / mp.pi * mp.asin(2 * s_xy / mp.sqrt((1 + 2 * s_xx) * (1 + 2 * s_yy)))
-            de_xy = 4 / mp.pi / mp.sqrt((1 + 2 * s_xx) * (1 + 2 * s_yy) - 4 * s_xy**2)
-            e_xx = 2 / mp.pi * mp.asin(2 * s_xx / (1 + 2 * s_xx))
-            e_yy = 2 / mp.pi * mp.asin(2 * s_yy / (1 + 2 * s_yy))
-        s_xy, s_xx, s_yy = w * e_xy + b, w * e_xx + b, w * e_yy + b
-        theta = s_xy + w * de_xy * theta
-    return float(s_xy), float(theta)
-
-
-def tricky_inputs(rng, d=5):
-    """Mixed norms over four orders of magnitude, a zero row, a parallel pair, and a pair 1e-9 apart."""
-    X = rng.standard_normal((9, d)) * rng.uniform(0.01, 30.0, size=(9, 1))
-    X[2] = 0.0
-    X[4] = 3.7 * X[5]
-    X[6] = X[7] + 1e-9 * rng.standard_normal(d)
-    X[8] = -0.2 * X[0]
-    return X
+from ..helpers import assert_kernel_close, mp_kernels, tricky_inputs
 
 
 @pytest.mark.parametrize("activation", ["relu", "erf"])
@@ -80,20 +35,6 @@ def test_matches_40_digit_closed_form(activation, bias_var, depth):
         R = ref[kind]
         assert_kernel_close(got[kind], R, np.sqrt(np.outer(np.diag(R), np.diag(R))), sizable=1e-6)
         assert np.all(got[kind][R == 0.0] == 0.0)
-
-
-def assert_kernel_close(got, ref, scale, *, rtol=1e-12, sizable=1e-2):
-    """Entrywise: within ``rtol`` of √(K_ii K_jj) everywhere, and within ``rtol`` of the entry itself wherever
-    the entry is not a cancellation far below its scale (``|K_ij| > sizable·√(K_ii K_jj)``).
-
-    An entry 1e-16 of its scale (x against −0.2x, antiparallel only up to the rounding of the inputs, or a
-    difference of two nearly equal terms of the recursion) cannot be relatively accurate in any float64
-    arithmetic; its error must still be at the rounding of its scale, which is what eigenvalues feel.
-    """
-    error = np.abs(got - ref)
-    assert np.all(error <= rtol * scale), error.max()
-    big = np.abs(ref) > sizable * scale
-    assert np.all(error[big] <= rtol * np.abs(ref)[big]), (error[big] / np.abs(ref)[big]).max()
 
 
 def float64_closed_form(X, Y, *, depth, activation, w, b):

@@ -11,7 +11,7 @@ from ntkdist.kernels import MLP
 from ntkdist.kernels.activations import Activation
 from ntkdist.kernels.fused_cpu import asin_half, asin_unit
 
-from .test_closed_forms import assert_kernel_close, mp_kernels, tricky_inputs
+from ..helpers import assert_kernel_close, mp_kernels, tricky_inputs
 
 mp.mp.dps = 40
 

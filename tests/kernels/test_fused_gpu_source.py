@@ -18,7 +18,7 @@ import ntkdist
 from ntkdist.kernels import MLP, fused_gpu
 from ntkdist.kernels.gram import NEAR_PARALLEL, row_sq_norms
 
-from .test_closed_forms import assert_kernel_close
+from ..helpers import assert_kernel_close
 
 SOURCE = Path(fused_gpu.__file__).with_name("fused_gpu.cu")
 

@@ -17,7 +17,7 @@ import pytest
 import ntkdist
 from ntkdist.kernels import MLP, available_activations
 
-from .test_closed_forms import assert_kernel_close
+from ..helpers import assert_kernel_close
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "bench" / "neural_tangents_reference.py"

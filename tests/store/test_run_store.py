@@ -114,3 +114,24 @@ def test_existing_store_is_not_overwritten_by_accident(tmp_path):
     zarr.open_group(str(tmp_path / "other.zarr"), mode="w")
     with pytest.raises(StoreError, match="not an ntkdist run store"):
         RunStore.open(tmp_path / "other.zarr")
+
+
+def test_meta_reads_what_is_stored_now_not_what_a_handle_was_opened_with(tmp_path):
+    """Two handles on one store (the driver and an actor, or two stages): each sees the other's stage records,
+    and recording a stage never drops one another handle recorded meanwhile."""
+    make_store(tmp_path / "r.zarr")
+    first = RunStore.open(tmp_path / "r.zarr", mode="r+")
+    second = RunStore.open(tmp_path / "r.zarr", mode="r+")
+    assert first.stage("build") is None
+    second.mark_stage("build", computed_blocks=6)
+    assert first.stage("build")["computed_blocks"] == 6
+    assert first.meta["stages"].keys() == {"build"}
+    first.mark_stage("solve")
+    assert RunStore.open(tmp_path / "r.zarr").meta["stages"].keys() == {"build", "solve"}
+    second.clear_stages("build")
+    assert first.stage("build") is None and first.stage("solve") is not None
+    # A read is a copy: changing it changes nothing stored.
+    first.meta["stages"]["report"] = {}
+    assert first.stage("report") is None
+    # What never changes is read once.
+    assert (first.n, first.dim, first.block, first.dtype, first.fingerprint) == (10, 3, 4, "float64", "f" * 64)

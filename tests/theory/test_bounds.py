@@ -17,46 +17,13 @@ import scipy.special
 
 import ntkdist
 from ntkdist.kernels import MLP
-from ntkdist.kernels.activations import ABReLU, Activation, PairMoments
+from ntkdist.kernels.activations import ABReLU
 from ntkdist.theory import bounds as B
+
+from ..helpers import Quadratic, gaussian, sphere
 
 
 # ======================================================================================================== reference
-class Quadratic(Activation):
-    """φ(x) = c0 + c1·x + c2·x², with Isserlis' closed forms (a test-local polynomial activation)."""
-
-    polynomial_degree = 2
-
-    def __init__(self, c0=0.0, c1=0.0, c2=1.0):
-        self.c = (float(c0), float(c1), float(c2))
-        self.name = f"quadratic{self.c}"
-
-    def describe(self):
-        return self.name
-
-    def __call__(self, x):
-        c0, c1, c2 = self.c
-        return c0 + c1 * x + c2 * x * x
-
-    def derivative(self, x):
-        return self.c[1] + 2.0 * self.c[2] * x
-
-    def second_moment(self, q):
-        c0, c1, c2 = self.c
-        return c0 * c0 + (2.0 * c0 * c2 + c1 * c1) * q + 3.0 * c2 * c2 * q * q
-
-    def derivative_second_moment(self, q):
-        return self.c[1] ** 2 + 4.0 * self.c[2] ** 2 * q
-
-    def pair_moments(self, qx, qy, c, e, f):
-        c0, c1, c2 = self.c
-        s = c * np.sqrt(qx * qy)
-        cov = c0 * c0 + c0 * c2 * (qx + qy) + c1 * c1 * s + c2 * c2 * (qx * qy + 2.0 * s * s)
-        root = np.sqrt(self.second_moment(qx) * self.second_moment(qy))
-        return PairMoments(cov, c1 * c1 + 4.0 * c2 * c2 * s, np.maximum(root - cov, 0.0),
-                           np.maximum(root + cov, 0.0))
-
-
 def _scaled_hermite_squares(act, q: float, count: int) -> np.ndarray:
     """a_k(q)² = E[φ(√q Z) h_k(Z)]², k < count (normalised probabilists' Hermite h_k)."""
     if isinstance(act, ABReLU):
@@ -124,15 +91,6 @@ def reference_power_series(net, order, *, dim, kind="ntk", radius=1.0, hermite_t
 
 
 # ============================================================================================== data and helpers
-def sphere(n, d, seed, radius=1.0):
-    g = np.random.default_rng(seed).standard_normal((n, d))
-    return radius * g / np.linalg.norm(g, axis=1, keepdims=True)
-
-
-def gaussian(n, d, seed):
-    return np.random.default_rng(seed).standard_normal((n, d))
-
-
 def rounding(values, n):
     """The rounding scale of computed eigenvalues of an N×N matrix."""
     return 8.0 * n * np.finfo(float).eps * float(np.max(np.abs(values)))

@@ -10,7 +10,7 @@ import pytest
 import ntkdist
 from ntkdist.kernels import MLP
 from ntkdist.theory.compare import compare_spectrum
-from tests.theory.test_bounds import Quadratic, gaussian, sphere
+from ..helpers import Quadratic, assert_every_bound_holds, gaussian, sphere
 
 
 class CountingOperator:
@@ -90,7 +90,7 @@ def test_sphere_run_gets_every_prediction_with_citations():
     assert names["theory_sphere_eigenvalue"].dims == ("mode",)
     assert names["theory_lambda_k_upper"].dims == ("theory_k",) and "theory_k" in result.coords
     # every bound holds
-    assert all(row["holds"] is not False for row in result.table), [r for r in result.table if r["holds"] is False]
+    assert_every_bound_holds(result.table)
     assert any(row["prediction"] == "theory_lambda_min_lower_hermite" and row["holds"] for row in result.table)
     # the budget is one dense eigen-decomposition; the layer-sum chain (depth + 1 of them) is skipped and says so
     assert result.eigendecompositions <= 1
@@ -113,7 +113,7 @@ def test_gaussian_data_with_bias_reports_what_does_not_apply():
     assert "unequal norms" in missing["theory_lambda_min_lower_hermite"]
     assert "theory_lambda_min_upper_interlacing" in names
     assert int(names["theory_positive_definite"].data) == 1
-    assert all(row["holds"] is not False for row in result.table)
+    assert_every_bound_holds(result.table)
 
 
 def test_relu_without_bias_gets_nguyen_bounds_converted():
@@ -126,8 +126,7 @@ def test_relu_without_bias_gets_nguyen_bounds_converted():
     attrs = names["theory_lambda_min_lower_nguyen_hadamard"].attrs
     assert "Nguyen" in attrs["citation"] and "converted" in attrs["convention"]
     assert result.eigendecompositions <= 2
-    for row in result.table:
-        assert row["holds"] is not False, row
+    assert_every_bound_holds(result.table)
 
 
 def test_top_k_spectrum_compares_only_what_was_computed():
@@ -167,7 +166,7 @@ def test_nngp_kind():
     names = by_name(result)
     assert "theory_sphere_eigenvalue" in names and "theory_lambda_min_lower_hermite" in names
     assert int(names["theory_positive_definite"].data) == 0  # the theorem is about the NTK
-    assert all(row["holds"] is not False for row in result.table)
+    assert_every_bound_holds(result.table)
 
 
 def test_finite_width_run_gets_only_what_holds_at_any_width():
@@ -290,7 +289,7 @@ def test_partial_spectrum_beyond_max_n_never_forms_an_n_by_n_matrix():
     assert len(names["theory_sphere_eigenvalue"].data) == m
     lam_rows = [r for r in result.table if r["quantity"] == "lambda_min" and r["side"] in ("lower", "upper")]
     assert lam_rows and all(r["computed"] == pytest.approx(full[-1]) for r in lam_rows)
-    assert all(row["holds"] is not False for row in result.table), [r for r in result.table if r["holds"] is False]
+    assert_every_bound_holds(result.table)
     json.dumps(result.summary())
 
 
@@ -305,3 +304,16 @@ def test_operator_shape_and_error_lengths_are_checked():
     with pytest.raises(ValueError, match="eigenvalue_error"):
         compare_spectrum(X, net, kind="ntk", eigenvalues=values, trace=float(np.trace(K)),
                          eigenvalue_error=np.zeros(3))
+
+
+def test_the_table_check_refuses_an_undecided_bound():
+    """`holds is None` on a bound that had a computed value to be held against is a failure, not a pass."""
+    decided = {"prediction": "theory_lambda_min_upper_trace", "side": "upper", "quantity": "lambda_min",
+               "theory": 2.0, "computed": 1.0, "holds": True}
+    estimate = {"prediction": "sphere_cluster_k0", "side": "estimate", "quantity": "mean λ", "theory": 2.0,
+                "computed": 1.9, "holds": None}
+    not_computed = {**decided, "prediction": "theory_lambda_k_upper[k=40]", "computed": None, "holds": None}
+    assert_every_bound_holds([decided, estimate, not_computed])
+    for bad in ({**decided, "holds": None}, {**decided, "holds": False}, {**estimate, "holds": True}):
+        with pytest.raises(AssertionError):
+            assert_every_bound_holds([decided, bad])

@@ -10,7 +10,7 @@ import pytest
 import ntkdist
 from ntkdist.kernels import MLP, get_activation
 from ntkdist.theory import positivity as P
-from tests.theory.test_bounds import Quadratic
+from ..helpers import Quadratic
 
 
 def eig(X, net, kind="ntk"):

@@ -1,0 +1,154 @@
+"""Helpers shared by several test modules (import them from here, never from another test module)."""
+
+from __future__ import annotations
+
+import math
+
+import mpmath as mp
+import numpy as np
+
+from ntkdist.kernels.activations import Activation, PairMoments
+
+
+# ============================================================================ kernels: references and comparisons
+def _mp_dot(a, b):
+    return mp.fsum(mp.mpf(float(p)) * mp.mpf(float(q)) for p, q in zip(a, b))
+
+
+def mp_kernels(x, y, *, depth, activation, w, b):
+    """(NNGP, NTK) of the stax network at the pair (x, y): the closed-form recursion in 40 digits.
+
+    ReLU: arc-cosine kernel of degree 1 (Cho & Saul 2009); erf: Williams (1997).
+    """
+    with mp.workdps(40):
+        return _mp_kernels(x, y, depth=depth, activation=activation, w=w, b=b)
+
+
+def _mp_kernels(x, y, *, depth, activation, w, b):
+    d = len(x)
+    w, b = mp.mpf(w), mp.mpf(b)
+    s_xy = w * _mp_dot(x, y) / d + b
+    s_xx = w * _mp_dot(x, x) / d + b
+    s_yy = w * _mp_dot(y, y) / d + b
+    theta = s_xy
+    for _ in range(depth):
+        if activation == "relu":
+            scale = mp.sqrt(s_xx * s_yy)
+            c = s_xy / scale if scale != 0 else mp.mpf(0)
+            c = max(min(c, mp.mpf(1)), mp.mpf(-1))
+            angle = mp.acos(c)
+            e_xy = scale * (mp.sin(angle) + (mp.pi - angle) * c) / (2 * mp.pi)
+            de_xy = (mp.pi - angle) / (2 * mp.pi)
+            e_xx, e_yy = s_xx / 2, s_yy / 2
+        else:
+            e_xy = 2 / mp.pi * mp.asin(2 * s_xy / mp.sqrt((1 + 2 * s_xx) * (1 + 2 * s_yy)))
+            de_xy = 4 / mp.pi / mp.sqrt((1 + 2 * s_xx) * (1 + 2 * s_yy) - 4 * s_xy**2)
+            e_xx = 2 / mp.pi * mp.asin(2 * s_xx / (1 + 2 * s_xx))
+            e_yy = 2 / mp.pi * mp.asin(2 * s_yy / (1 + 2 * s_yy))
+        s_xy, s_xx, s_yy = w * e_xy + b, w * e_xx + b, w * e_yy + b
+        theta = s_xy + w * de_xy * theta
+    return float(s_xy), float(theta)
+
+
+def tricky_inputs(rng, d=5):
+    """Mixed norms over four orders of magnitude, a zero row, a parallel pair, and a pair 1e-9 apart."""
+    X = rng.standard_normal((9, d)) * rng.uniform(0.01, 30.0, size=(9, 1))
+    X[2] = 0.0
+    X[4] = 3.7 * X[5]
+    X[6] = X[7] + 1e-9 * rng.standard_normal(d)
+    X[8] = -0.2 * X[0]
+    return X
+
+
+def assert_kernel_close(got, ref, scale, *, rtol=1e-12, sizable=1e-2):
+    """Entrywise: within ``rtol`` of √(K_ii K_jj) everywhere, and within ``rtol`` of the entry itself wherever
+    the entry is not a cancellation far below its scale (``|K_ij| > sizable·√(K_ii K_jj)``).
+
+    An entry 1e-16 of its scale (x against −0.2x, antiparallel only up to the rounding of the inputs, or a
+    difference of two nearly equal terms of the recursion) cannot be relatively accurate in any float64
+    arithmetic; its error must still be at the rounding of its scale, which is what eigenvalues feel.
+    """
+    error = np.abs(got - ref)
+    assert np.all(error <= rtol * scale), error.max()
+    big = np.abs(ref) > sizable * scale
+    assert np.all(error[big] <= rtol * np.abs(ref)[big]), (error[big] / np.abs(ref)[big]).max()
+
+
+# ================================================================================= theory: activations and data
+class Quadratic(Activation):
+    """φ(x) = c0 + c1·x + c2·x², with Isserlis' closed forms (a test-local polynomial activation)."""
+
+    polynomial_degree = 2
+
+    def __init__(self, c0=0.0, c1=0.0, c2=1.0):
+        self.c = (float(c0), float(c1), float(c2))
+        self.name = f"quadratic{self.c}"
+
+    def describe(self):
+        return self.name
+
+    def __call__(self, x):
+        c0, c1, c2 = self.c
+        return c0 + c1 * x + c2 * x * x
+
+    def derivative(self, x):
+        return self.c[1] + 2.0 * self.c[2] * x
+
+    def second_moment(self, q):
+        c0, c1, c2 = self.c
+        return c0 * c0 + (2.0 * c0 * c2 + c1 * c1) * q + 3.0 * c2 * c2 * q * q
+
+    def derivative_second_moment(self, q):
+        return self.c[1] ** 2 + 4.0 * self.c[2] ** 2 * q
+
+    def pair_moments(self, qx, qy, c, e, f):
+        c0, c1, c2 = self.c
+        s = c * np.sqrt(qx * qy)
+        cov = c0 * c0 + c0 * c2 * (qx + qy) + c1 * c1 * s + c2 * c2 * (qx * qy + 2.0 * s * s)
+        root = np.sqrt(self.second_moment(qx) * self.second_moment(qy))
+        return PairMoments(cov, c1 * c1 + 4.0 * c2 * c2 * s, np.maximum(root - cov, 0.0),
+                           np.maximum(root + cov, 0.0))
+
+
+def sphere(n, d, seed, radius=1.0):
+    g = np.random.default_rng(seed).standard_normal((n, d))
+    return radius * g / np.linalg.norm(g, axis=1, keepdims=True)
+
+
+def gaussian(n, d, seed):
+    return np.random.default_rng(seed).standard_normal((n, d))
+
+
+# ====================================================================== theory against a computed spectrum (table)
+def undecidable(row: dict) -> str | None:
+    """Why a row of a comparison table (`ntkdist.theory.compare`) cannot be decided, or None when it must be.
+
+    A sphere-cluster row is an estimate, not a bound; a bound on a quantity the run did not compute (λ_k beyond
+    the computed k, λ_min with smallest = 0) has nothing to be held against; the positivity theorem may give no
+    verdict ("not_guaranteed"), or the computed λ_min may lie within its error of rounding.
+    """
+    if row["side"] == "estimate":
+        return "an estimate (a cluster mean), not a bound"
+    computed = row.get("computed")
+    if computed is None or (isinstance(computed, float) and math.isnan(computed)):
+        return "nothing computed to hold it against"
+    if row["prediction"] == "positivity" and row["theory"] == "not_guaranteed":
+        return "the theorem gives no verdict"
+    return None
+
+
+def assert_every_bound_holds(table: list[dict], *, inconclusive: tuple[str, ...] = ()) -> None:
+    """Every decidable row of the table holds (``holds is True``); every other row says so (``holds is None``).
+
+    ``inconclusive`` names predictions allowed to be undecided although computed (e.g. "positivity" when λ_min
+    is within its certified error of rounding): they must be True or None, never False.
+    """
+    assert table, "an empty comparison table"
+    for row in table:
+        reason = undecidable(row)
+        if reason is not None:
+            assert row["holds"] is None, (reason, row)
+        elif row["prediction"] in inconclusive:
+            assert row["holds"] in (True, None), row
+        else:
+            assert row["holds"] is True, row
