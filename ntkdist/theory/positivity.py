@@ -254,7 +254,7 @@ def ntk_positivity(X, net: MLP, *, kind: str = "ntk", tol: float = ANGLE_TOL) ->
         details["min_separation"] = None  # no two distinct inputs closer than min_separation_searched_below
     rank_bound = None
     if isinstance(degree, int):
-        from .bounds import numerical_rank
+        from .estimates import numerical_rank
 
         r = numerical_rank(X)
         rank_bound = polynomial_rank_bound(r, degree, net.depth)
