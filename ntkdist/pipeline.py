@@ -318,6 +318,7 @@ def compare(config: Config) -> dict:
     """
     from .linalg import DenseOperator
     from .store import StoredGramOperator
+    from .store.theory_variables import theory_variables
     from .theory.compare import compare_spectrum
 
     store = _open_after(config, "solve")
@@ -337,7 +338,7 @@ def compare(config: Config) -> dict:
         operator, pass_budget = StoredGramOperator(store), COMPARE_PASSES
     optional = {name: float(spectrum[name].values) for name in ("lambda_min", "lambda_min_error")
                 if name in spectrum}
-    result = compare_spectrum(
+    comparison = compare_spectrum(
         store.inputs[:], config.net, kind=config.kernel.kind, eigenvalues=spectrum["eigenvalue"].values,
         eigenvalue_error=spectrum["eigenvalue_error"].values if "eigenvalue_error" in spectrum else None,
         trace=float(spectrum["trace"].values) if "trace" in spectrum else float(store.diagonal().sum()),
@@ -345,6 +346,7 @@ def compare(config: Config) -> dict:
         sphere_radius=data.radius if data.source == "sphere" else None, **optional,
     )
     del operator
+    result = theory_variables(comparison)
     _write_theory(store, spectrum, result)
     seconds = round(time.perf_counter() - start, 3)
     info = {"predictions": len(result.variables), "skipped": len(result.skipped),
@@ -356,14 +358,9 @@ def compare(config: Config) -> dict:
 
 def _write_theory(store: RunStore, spectrum, result) -> None:
     """Add the ``theory_*`` variables (and the comparison summary) to the stored spectrum."""
-    import xarray as xr
+    from .store.theory_variables import theory_dataset
 
-    theory = xr.Dataset(attrs={**spectrum.attrs, "theory": result.summary()})
-    for name, (dims, values, attrs) in result.coords.items():
-        theory = theory.assign_coords({name: (dims, values, attrs)})
-    for variable in result.variables:
-        theory[variable.name] = (variable.dims, variable.data, variable.attrs)
-    store.add_to_spectrum(theory, replace_prefix="theory_")
+    store.add_to_spectrum(theory_dataset(result, spectrum.attrs), replace_prefix="theory_")
 
 
 # -- report --------------------------------------------------------------------------------------------------------

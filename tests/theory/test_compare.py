@@ -1,4 +1,5 @@
-"""The compare glue (ntkdist.theory.compare): every applicable prediction, with citing attrs, against the spectrum."""
+"""The compare stage's theory (ntkdist.theory.compare) as stored (ntkdist.store.theory_variables): every applicable
+prediction, with citing attrs, against the spectrum."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ import pytest
 
 import ntkdist
 from ntkdist.kernels import MLP
-from ntkdist.theory.compare import compare_spectrum
+from ntkdist.store.theory_variables import theory_variables
+from ntkdist.theory import compare
 from tests.theory.test_bounds import Quadratic, gaussian, sphere
+
+
+def compare_spectrum(*args, **kwargs):
+    """The compare as the pipeline stores it: typed theory results mapped to the ``theory_*`` variables."""
+    return theory_variables(compare.compare_spectrum(*args, **kwargs))
 
 
 class CountingOperator:
