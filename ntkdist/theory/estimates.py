@@ -104,7 +104,7 @@ def sphere_polynomial_count(r: int, m: int) -> int:
     return full - (math.comb(r + m - 3, r) if m >= 3 else 0)
 
 
-# -- Dense eigenvalue estimates ----------------------------------------------------------------------------------------------
+# -- Dense eigenvalue estimates ----------------------------------------------------------------------------------------
 def extreme_eigenvalue(A: np.ndarray, index: int) -> float:
     """The eigenvalue of symmetric A at ascending position ``index`` (0 or N − 1), by bisection (LAPACK syevx).
 
@@ -322,6 +322,7 @@ class HadamardPowers:
         self._row_sum.update(high)
 
 
+# -- λ_1 of an operator by block Krylov --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TopEigenvalue:
     """λ_1 of a symmetric operator by block Krylov with Rayleigh–Ritz (`top_eigenvalue`).
@@ -380,6 +381,7 @@ def top_eigenvalue(apply, n: int, *, passes: int, block: int = 4, seed: int = 0,
     return TopEigenvalue(theta, residual, used, block)
 
 
+# -- grids of powers ---------------------------------------------------------------------------------------------------
 def geometric_grid(start: int, stop: int):
     """start, … stop on a grid that is dense at first and grows by ~25 %."""
     p = start
