@@ -317,8 +317,7 @@ def compare(config: Config) -> dict:
     ``theory`` attrs and the report.
     """
     from .linalg import DenseOperator
-    from .store import StoredGramOperator
-    from .store.theory_variables import theory_variables
+    from .store import StoredGramOperator, theory_variables
     from .theory.compare import compare_spectrum
 
     store = _open_after(config, "solve")
@@ -358,7 +357,7 @@ def compare(config: Config) -> dict:
 
 def _write_theory(store: RunStore, spectrum, result) -> None:
     """Add the ``theory_*`` variables (and the comparison summary) to the stored spectrum."""
-    from .store.theory_variables import theory_dataset
+    from .store import theory_dataset
 
     store.add_to_spectrum(theory_dataset(result, spectrum.attrs), replace_prefix="theory_")
 
