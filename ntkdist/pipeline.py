@@ -339,7 +339,7 @@ def compare(config: Config) -> dict:
     ``theory`` attrs and the report.
     """
     from .linalg import DenseOperator
-    from .store import StoredGramOperator
+    from .store import StoredGramOperator, theory_variables
     from .theory.compare import compare_spectrum
 
     store = _open_after(config, "solve")
@@ -359,7 +359,7 @@ def compare(config: Config) -> dict:
         operator, pass_budget = StoredGramOperator(store), COMPARE_PASSES
     optional = {name: float(spectrum[name].values) for name in ("lambda_min", "lambda_min_error")
                 if name in spectrum}
-    result = compare_spectrum(
+    comparison = compare_spectrum(
         store.inputs[:], config.net, kind=config.kernel.kind, eigenvalues=spectrum["eigenvalue"].values,
         eigenvalue_error=spectrum["eigenvalue_error"].values if "eigenvalue_error" in spectrum else None,
         trace=float(spectrum["trace"].values) if "trace" in spectrum else float(store.diagonal().sum()),
@@ -367,6 +367,7 @@ def compare(config: Config) -> dict:
         sphere_radius=data.radius if data.source == "sphere" else None, **optional,
     )
     del operator
+    result = theory_variables(comparison)
     _write_theory(store, spectrum, result)
     seconds = round(time.perf_counter() - start, 3)
     info = {"predictions": len(result.variables), "skipped": len(result.skipped),
@@ -378,14 +379,9 @@ def compare(config: Config) -> dict:
 
 def _write_theory(store: RunStore, spectrum, result) -> None:
     """Add the ``theory_*`` variables (and the comparison summary) to the stored spectrum."""
-    import xarray as xr
+    from .store import theory_dataset
 
-    theory = xr.Dataset(attrs={**spectrum.attrs, "theory": result.summary()})
-    for name, (dims, values, attrs) in result.coords.items():
-        theory = theory.assign_coords({name: (dims, values, attrs)})
-    for variable in result.variables:
-        theory[variable.name] = (variable.dims, variable.data, variable.attrs)
-    store.add_to_spectrum(theory, replace_prefix="theory_")
+    store.add_to_spectrum(theory_dataset(result, spectrum.attrs), replace_prefix="theory_")
 
 
 # -- report --------------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The store: the zarr layout of a run, its manifest and integrity checks, and readers for downstream users.
+"""The store: the zarr layout of a run, its manifest and integrity checks, the mapping of solver and theory results to
+the spectrum dataset, and readers for downstream users.
 
 Never imported by the math rooms (kernels, theory, linalg).
 """
@@ -7,6 +8,7 @@ from .run_store import FORMAT_VERSION, STAGES, RunStore, block_checksum
 from .readers import open_gram, open_inputs, open_spectrum
 from .operator import StoredGramOperator
 from .spectrum import export_netcdf, spectrum_dataset
+from .theory_variables import theory_dataset, theory_variables
 
 __all__ = ["FORMAT_VERSION", "STAGES", "RunStore", "StoredGramOperator", "block_checksum", "export_netcdf",
-           "open_gram", "open_inputs", "open_spectrum", "spectrum_dataset"]
+           "open_gram", "open_inputs", "open_spectrum", "spectrum_dataset", "theory_dataset", "theory_variables"]

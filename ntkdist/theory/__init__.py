@@ -1,17 +1,27 @@
 """Theory: Hermite coefficients, power series, sphere eigenvalues and spectral bounds (imports only kernels).
 
+* `result`       — `TheoryResult`, the one typed value of every prediction and bound (value, paper, equation,
+  conditions, cost, and once compared: the computed interval and whether it holds), and `Computed`.
 * `hermite`      — μ_k of φ(√q ·) in normalised Hermite polynomials, exact where a closed form exists.
 * `power_series` — Θ(ρ) = Σ_p κ_p ρ^p (Murray et al. 2023, Thm 3.1, composition form; project and paper
   conventions).
 * `sphere`       — eigenvalues on Unif(S^{dim−1}) (Thm 4.6 and Funk–Hecke quadrature), multiplicities and the
   decay rates of Lemma 3.2 / Cor. 4.7.
-* `bounds`       — spectral bounds for given data: Murray Thm 4.1/4.3/4.8, the deep-ReLU λ_min chain of Nguyen et
-  al., the Hermite lower bound, trace/diagonal/interlacing upper bounds.
+* `bounds`       — spectral bounds for given data, one module per paper: `bounds.murray` (Thm 4.1/4.3/4.8, the
+  Hermite lower bound), `bounds.nguyen` (the deep-ReLU λ_min chain), `bounds.elementary` (trace, diagonal,
+  interlacing, layer sum).
+* `estimates`    — the numerical building blocks of the bounds (extreme eigenvalues, Hadamard powers, λ_1 by
+  block Krylov) and their size limits.
+* `pairs`        — near and coincident pairs of inputs without the all-pairs scan.
 * `positivity`   — strict positive definiteness (Carvalho et al.) and the polynomial rank bound.
-* `compare`      — every prediction that applies to a run's network and data, as ``theory_*`` variables.
+* `compare`      — every prediction that applies to a run's network and data, held against its spectrum; how
+  they are stored is `ntkdist.store.theory_variables`' business.
+
+Structure (checked by ``tests/theory/test_structure.py``): no module over 600 lines, no function over 80 lines
+unless its docstring says why ("long because …"), no import of ``ntkdist.store``.
 """
 
-from .hermite import dual_coefficients, hermite_coefficients
+from .hermite import activation_polynomial_degree, dual_coefficients, hermite_coefficients
 from .power_series import (
     PowerSeries,
     murray_power_series,
@@ -55,6 +65,7 @@ from .bounds import (
     trace_upper_bound,
 )
 from .compare import Comparison, compare_spectrum
+from .result import Computed, TheoryResult
 from .positivity import Positivity, ntk_positivity, polynomial_kernel_degree, polynomial_rank_bound
 
 __all__ = [
@@ -65,7 +76,7 @@ __all__ = [
     "nguyen_layer_kernels", "nguyen_layer_sum_lower_bound", "nguyen_limit_kernel", "nguyen_to_stax_factor",
     "relu_hermite_coefficient_squared", "trace_upper_bound", "Comparison", "compare_spectrum", "Positivity",
     "ntk_positivity", "polynomial_kernel_degree", "polynomial_rank_bound",
-    "hermite_coefficients", "dual_coefficients",
+    "hermite_coefficients", "dual_coefficients", "activation_polynomial_degree", "Computed", "TheoryResult",
     "PowerSeries", "power_series", "murray_power_series", "murray_theorem_3_1", "murray_two_layer_coefficients",
     "SphereSpectrum", "sphere_eigenvalues", "harmonic_multiplicity", "funk_hecke_weights",
     "DecayPrediction", "decay_prediction", "fit_power_law",

@@ -1,11 +1,16 @@
-"""Every theoretical prediction that applies to a run, next to the computed spectrum: the glue of the compare stage.
+"""Every theoretical prediction that applies to a run, held against the computed spectrum, as typed results.
 
 `compare_spectrum` takes plain arrays and the solver's results (the inputs X, the top computed eigenvalues with
 their errors, λ_min with its error, the exact trace) and, optionally, the Gram matrix as an operator
 (`ntkdist.linalg.operator.SymmetricOperator`) with a budget of products; it never forms or loads the N×N Gram.
-It returns `TheoryVariable`s — name, dims, data and JSON-ready attrs citing paper and equation and
-stating the convention — that the pipeline turns into ``theory_*`` variables of the spectrum dataset, plus a
-table of each bound against the computed value (the report prints it). Nothing here imports xarray or zarr.
+It returns a `Comparison`: one `TheoryResult` per prediction, each held against what was computed, plus what was
+skipped or does not apply, and why. How results are stored (the ``theory_*`` variables of the spectrum dataset)
+is `ntkdist.store.theory_variables`' business; nothing here imports xarray or zarr or knows a variable name.
+
+`compare_spectrum` reads as its list of steps: the computed spectrum as intervals (`computed_spectrum`), the
+positivity verdict (`positivity_predictions`), the sphere eigenvalues (`sphere_predictions`), the bounds of
+Murray et al. (`dot_product_bounds`), of Nguyen et al. (`deep_relu_bounds`) and the elementary ones
+(`elementary_bounds`), each bound run through `attempt`, which keeps it within the size limits and budgets.
 
 Convention: every value is in the stax Gram convention of ``ntkdist.kernels`` (K = [Θ(x_i, x_j)], not divided
 by N; sphere predictions are N·μ_k with μ_k in the probability-measure convention of
@@ -30,20 +35,38 @@ How computed numbers are compared: each is an interval (`Computed`). λ_min from
 quotient θ (a certified upper bound on λ_min of the operator's matrix, + the operator's ``error_bound`` for K):
 a lower bound on λ_min *holds* when it is ≤ θ + error_bound (+ rounding), an upper bound when it is
 ≥ θ − lambda_min_error. Top eigenvalues are Ritz values θ_k ≤ λ_k, so an upper bound on λ_k holds when it is
-≥ θ_k − error_bound. Computed values and their errors are in each variable's attrs.
+≥ θ_k − error_bound.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from ..kernels import MLP
-from . import bounds as B
-from .positivity import ntk_positivity
+from .bounds import (
+    NotDotProduct,
+    centred_effective_rank_bound,
+    centred_effective_rank_operator,
+    diagonal_upper_bound,
+    dot_product_form,
+    effective_rank_bound,
+    generic_eigenvalue_upper_bound,
+    hermite_lambda_min_lower_bound,
+    interlacing_upper_bound,
+    layer_sum_lower_bound,
+    nguyen_applies,
+    nguyen_hadamard_lower_bound,
+    nguyen_layer_sum_lower_bound,
+    trace_upper_bound,
+)
+from .estimates import EIGEN_MAX_N, STREAM_MAX_N, TooLargeError, numerical_rank, sphere_polynomial_count
+from .positivity import NOT_GUARANTEED, POSITIVE_DEFINITE, SINGULAR, ntk_positivity
+from .result import Computed, TheoryResult
 from .sphere import harmonic_multiplicity, sphere_eigenvalues
 
 if TYPE_CHECKING:  # the protocol only; theory imports no implementation of it
@@ -51,22 +74,24 @@ if TYPE_CHECKING:  # the protocol only; theory imports no implementation of it
 
 SPHERE_CITATION = ("Murray et al. 2023 (arXiv 2211.07844) Thm 4.6 (= Azevedo & Menegatto 2015, Funk–Hecke); "
                    "N i.i.d. uniform points on the sphere: Gram eigenvalues ≈ N·μ_k, multiplicity N(d, k)")
+SPHERE_CONVENTION = ("N·μ_k, μ_k of f ↦ E_y[Θ(⟨x,y⟩)f(y)] under the uniform probability measure; "
+                     "Gram K not divided by N")
+POSITIVITY_CONDITIONS = "NTK; non-polynomial activation; distinct inputs (bias) / non-proportional (no bias)"
+RANK_EQUATION = ("DERIVED from Carvalho et al.: polynomial φ of degree q gives an NTK polynomial of degree q^depth "
+                 "in x")
 #: Highest harmonic degree for which sphere eigenvalues are predicted.
 MAX_SPHERE_DEGREE = 64
 #: Order of the power series used by the dot-product bounds (tail mass beyond it is exact).
 SERIES_ORDER = 128
 #: At most this many k for the generic λ_k bound.
 MAX_K_VALUES = 6
-
-
-@dataclass
-class TheoryVariable:
-    """One ``theory_*`` variable: ``dims`` () for a scalar, ("mode",) or ("theory_k",)."""
-
-    name: str
-    dims: tuple
-    data: np.ndarray
-    attrs: dict
+#: Products of the operator the centred effective rank asks for at most (block Krylov on K − c_0·ddᵀ).
+CENTRED_PASSES = 8
+#: Block width of those products.
+CENTRED_BLOCK = 4
+#: Sphere degrees whose mean eigenvalue is listed against the computed one.
+SPHERE_CLUSTERS = 6
+EFFECTIVE_RANK_SOURCE = "Tr K (exact, from the diagonal) / computed λ_1"
 
 
 @dataclass
@@ -75,12 +100,8 @@ class Comparison:
 
     Attributes
     ----------
-    variables : list of TheoryVariable
-    coords : dict
-        Extra coordinates: name → (dims, values, attrs) (``theory_k``).
-    table : list of dict
-        One row per compared number: prediction, side, quantity, theory, computed, ratio (theory/computed),
-        holds, citation.
+    results : list of TheoryResult
+        Every prediction computed, in order, each held against the computed value (`TheoryResult.against`).
     skipped : list of dict
         name and reason for each prediction that applies in principle but was not computed (cost, size) or
         failed.
@@ -94,9 +115,7 @@ class Comparison:
     pass_budget : int
     """
 
-    variables: list = field(default_factory=list)
-    coords: dict = field(default_factory=dict)
-    table: list = field(default_factory=list)
+    results: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     not_applicable: list = field(default_factory=list)
     eigendecompositions: float = 0.0
@@ -104,70 +123,237 @@ class Comparison:
     passes: int = 0
     pass_budget: int = 0
 
-    def summary(self) -> dict:
-        """JSON-ready summary (stored in the dataset's attrs and the stage record)."""
-        return {"table": self.table, "skipped": self.skipped, "not_applicable": self.not_applicable,
-                "eigendecompositions": self.eigendecompositions, "budget": self.budget,
-                "passes": self.passes, "pass_budget": self.pass_budget}
+
+@dataclass(frozen=True)
+class Limits:
+    """How far the compare may go: N, the dense limit ``max_n`` and the O(N²) limit ``scan_max_n``."""
+
+    n: int
+    max_n: int
+    scan_max_n: int
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    return value
+@dataclass(frozen=True)
+class ComputedSpectrum:
+    """The solver's results as intervals: λ_k (Ritz values), λ_min, Tr K, and the rounding ``slack``."""
+
+    values: np.ndarray
+    errors: np.ndarray | None
+    trace: float
+    n: int
+    operator_error: float
+    slack: float
+    lambda_min: Computed | None
+
+    @property
+    def modes(self) -> int:
+        return len(self.values)
+
+    def eigenvalue(self, k: int) -> Computed | None:
+        """λ_k (1-based) as computed: a Ritz value θ_k ≤ λ_k of the operator's matrix, λ_k ≤ θ_k + error."""
+        if k > self.modes:
+            return None
+        theta = float(self.values[k - 1])
+        err = None if self.errors is None else float(self.errors[k - 1])
+        return Computed(theta, theta - self.operator_error - self.slack, theta + (err or 0.0) + self.slack, err,
+                        f"computed eigenvalue λ_{k} (Ritz value ≤ λ_{k}; ≤ λ_{k} + error)")
+
+    def effective_rank(self) -> Computed | None:
+        """Tr K / λ_1 with the interval λ_1 carries (Tr K is exact)."""
+        lam1 = self.eigenvalue(1)
+        if lam1 is None or lam1.value <= 0:
+            return None
+        return Computed(self.trace / lam1.value, self.trace / lam1.upper,
+                        self.trace / max(lam1.lower, lam1.value * 1e-300), None, EFFECTIVE_RANK_SOURCE)
+
+    def numerical_rank(self) -> int | None:
+        """Eigenvalues above rounding, when the spectrum is full; None otherwise."""
+        return int((self.values > self.slack).sum()) if self.modes == self.n else None
+
+    def lambda_min_label(self) -> str:
+        lam = self.lambda_min
+        return "computed λ_min" + ("" if lam is None else f" ({lam.source.split(':')[0]})")
 
 
-def _ratio(theory: float, computed: float | None):
-    if computed is None or not math.isfinite(theory) or computed == 0.0:
+def compare_spectrum(X, net: MLP, *, kind: str, eigenvalues, trace: float, eigenvalue_error=None,
+                     lambda_min: float | None = None, lambda_min_error: float | None = None,
+                     operator: "SymmetricOperator | None" = None, pass_budget: int = 0,
+                     sphere_radius: float | None = None, budget: float = 1.0, order: int = SERIES_ORDER,
+                     max_n: int = EIGEN_MAX_N, scan_max_n: int = STREAM_MAX_N, seed: int = 0) -> Comparison:
+    """Every prediction that applies to (X, net), against the computed spectrum; never forms the N×N Gram.
+
+    Parameters
+    ----------
+    X : (N, d) array
+        The run's inputs.
+    net : MLP
+        Stax convention.
+    kind : {"ntk", "nngp", "empirical_ntk", "empirical_nngp"}
+        For the empirical (finite-width) kinds only the predictions that hold at any width are compared (the
+        singularity certificates and the polynomial rank bound); the sphere prediction of the infinite-width
+        limit is added as a reference, and the infinite-width bounds are listed as not applicable.
+    eigenvalues, eigenvalue_error, trace, lambda_min, lambda_min_error
+        See `computed_spectrum`.
+    operator : SymmetricOperator, optional
+        The Gram matrix as an operator (`ntkdist.linalg.operator`): products V ↦ K·V for the bounds that need
+        them (λ_1 of the centred kernel, Murray Thm 4.3); its ``error_bound`` widens every comparison (Weyl).
+    pass_budget : int
+        Products (passes over K) the compare may ask of ``operator`` in all; 0 asks none.
+    sphere_radius : float, optional
+        Set when X is i.i.d. uniform on the sphere of this radius: adds the sphere eigenvalue prediction.
+    budget : float
+        Dense N×N eigen-decompositions the bounds may use together (the solve used one).
+    order : int
+        Truncation of the power series (tails are exact).
+    max_n, scan_max_n : int
+        Bounds needing eigenvalues of other dense N×N matrices are skipped above ``max_n``, those streaming
+        over all N² pairs above max(scan_max_n, max_n), with the reason recorded (`ntkdist.theory.estimates`).
+    seed : int
+        Start block of the operator products.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n = X.shape[0]
+    spectrum = computed_spectrum(n, eigenvalues, trace, eigenvalue_error, lambda_min, lambda_min_error, operator)
+    check_operator(operator, n, pass_budget)
+    out = Comparison(budget=budget, pass_budget=int(pass_budget))
+    limits = Limits(n, int(max_n), max(int(scan_max_n), int(max_n)))
+    out.results += positivity_predictions(X, net, kind, spectrum)
+    if sphere_radius is not None:
+        out.results += sphere_predictions(net, kind, X.shape[1], float(sphere_radius), spectrum)
+    if kind.startswith("empirical"):
+        out.not_applicable.append({"name": "infinite_width_bounds", "reason": (
+            f"the bounds hold for the infinite-width kernel; this run's kernel ({kind}) is a finite-width sample")})
+        return out
+    dot_product_bounds(out, limits, X, net, kind, order, spectrum, operator, seed)
+    if kind == "ntk":
+        deep_relu_bounds(out, limits, X, net, spectrum)
+    elementary_bounds(out, limits, X, net, kind, spectrum)
+    return out
+
+
+# -- step 1: what was computed, as intervals ----------------------------------------------------------------------
+def computed_spectrum(n: int, eigenvalues, trace: float, eigenvalue_error=None, lambda_min: float | None = None,
+                      lambda_min_error: float | None = None, operator=None) -> ComputedSpectrum:
+    """The solver's results, checked, as a `ComputedSpectrum`.
+
+    ``eigenvalues`` (M,) are the computed top eigenvalues, descending (M = N for a full spectrum, usually M ≪ N):
+    Ritz values, lower bounds on the true λ_k (Cauchy interlacing), so an upper-bound prediction on λ_k is
+    violated only if it is below them; ``eigenvalue_error`` (M,) their certified errors; ``trace`` Tr K, exact
+    from the diagonal. ``lambda_min`` and its error come from the λ_min solver (a Rayleigh quotient, a certified
+    upper bound); without them a full spectrum gives its last eigenvalue, a partial one no λ_min.
+    """
+    values = np.asarray(eigenvalues, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0 or values.size > n:
+        raise ValueError(f"eigenvalues: expected a 1-D array of 1 … N = {n} values, got shape {values.shape}")
+    slack = 8.0 * n * np.finfo(float).eps * float(np.abs(values).max())
+    if np.any(np.diff(values) > slack):
+        raise ValueError("eigenvalues: must be in descending order (λ_1 ≥ λ_2 ≥ …); reverse an ascending eigvalsh")
+    errors = None
+    if eigenvalue_error is not None:
+        errors = np.asarray(eigenvalue_error, dtype=np.float64)
+        if errors.shape != values.shape:
+            raise ValueError(f"eigenvalue_error: expected shape {values.shape} (one per eigenvalue), got "
+                             f"{errors.shape}")
+    op_error = float(operator.error_bound) if operator is not None else 0.0
+    source = None
+    if lambda_min is not None:
+        source = "λ_min solver: Rayleigh quotient (certified upper bound) ± lambda_min_error"
+    elif len(values) == n:
+        lambda_min = float(values[-1])
+        if lambda_min_error is None and errors is not None:
+            lambda_min_error = float(errors[-1])
+        source = "last mode of the full spectrum"
+    lam = None
+    if lambda_min is not None:
+        err = None if lambda_min_error is None else float(lambda_min_error)
+        lam = Computed(float(lambda_min), float(lambda_min) - (err or 0.0) - slack,
+                       float(lambda_min) + op_error + slack, err,
+                       source + ("" if err is not None else "; no error bound given: compared as a point value"))
+    return ComputedSpectrum(values, errors, float(trace), n, op_error, slack, lam)
+
+
+def check_operator(operator, n: int, pass_budget: int) -> None:
+    """The operator must be N×N and the pass budget non-negative."""
+    if operator is not None and tuple(operator.shape) != (n, n):
+        raise ValueError(f"operator: expected shape ({n}, {n}) for N = {n} inputs, got {tuple(operator.shape)}")
+    if pass_budget < 0:
+        raise ValueError(f"pass_budget: expected ≥ 0, got {pass_budget}")
+
+
+# -- step 2: positivity (Carvalho et al.) and the polynomial rank bound -------------------------------------------
+def positivity_predictions(X, net: MLP, kind: str, spectrum: ComputedSpectrum) -> list[TheoryResult]:
+    """The positivity verdict against λ_min, and for a polynomial φ the rank bound against the numerical rank."""
+    verdict = ntk_positivity(X, net, kind=kind)
+    lam = spectrum.lambda_min
+    status = TheoryResult("positivity", "lambda_min", "status", verdict.status, True, POSITIVITY_CONDITIONS,
+                          verdict.reason, "", verdict.citation,
+                          work="a sort along random projections, O(N log N + N·d)",
+                          details={k: v for k, v in verdict.details.items() if k != "counts"})
+    results = [status.against(lam, spectrum.lambda_min_label(),
+                              agrees=positivity_agrees(verdict.status, lam, spectrum.slack))]
+    if verdict.rank_bound is not None:
+        rank = spectrum.numerical_rank()
+        computed = None if rank is None else Computed(rank, rank, rank, None, "eigenvalues above rounding")
+        bound = TheoryResult("polynomial_rank", "rank", "upper", verdict.rank_bound, True,
+                             "polynomial activation of degree q", verdict.reason, "", RANK_EQUATION,
+                             work="one SVD of X, O(N·d²)")
+        results.append(bound.against(computed, "numerical rank of the full computed spectrum"))
+    return results
+
+
+def positivity_agrees(status: str, lam: Computed | None, slack: float) -> bool | None:
+    """Whether computed λ_min ± its error agrees with the verdict; None when it cannot tell.
+
+    Positive definite: agrees when λ_min is certainly above rounding, disagrees when certainly not. Singular:
+    agrees when [θ − err, θ + err] meets the rounding interval. Not guaranteed: nothing to check.
+    """
+    if lam is None or status == NOT_GUARANTEED:
         return None
-    return theory / computed
+    err = lam.error or 0.0
+    if status == POSITIVE_DEFINITE:
+        return True if lam.value - err > slack else (False if lam.value + err <= slack else None)
+    assert status == SINGULAR, status
+    return bool(lam.value - err <= slack and lam.value + err >= -slack)
 
 
-_VARIABLE = {  # Bound.name → theory variable name
-    "hermite_lambda_min": "theory_lambda_min_lower_hermite",
-    "nguyen_hadamard_exact_lambda_min": "theory_lambda_min_lower_nguyen_hadamard",
-    "nguyen_hadamard_gershgorin_lambda_min": "theory_lambda_min_lower_nguyen_gershgorin",
-    "nguyen_layer_sum_lambda_min": "theory_lambda_min_lower_nguyen_layer_sum",
-    "layer_sum_lambda_min": "theory_lambda_min_lower_layer_sum",
-    "trace_lambda_min": "theory_lambda_min_upper_trace",
-    "diagonal_lambda_min": "theory_lambda_min_upper_diagonal",
-    "interlacing_lambda_min": "theory_lambda_min_upper_interlacing",
-    "effective_rank": "theory_effective_rank_upper",
-    "centred_effective_rank": "theory_centred_effective_rank_upper",
-    "generic_lambda_k": "theory_lambda_k_upper",
-}
+# -- step 3: sphere eigenvalues (Murray Thm 4.6) ------------------------------------------------------------------
+def sphere_predictions(net: MLP, kind: str, dim: int, radius: float, spectrum: ComputedSpectrum
+                       ) -> list[TheoryResult]:
+    """N·μ_k by multiplicity over the computed modes, and the mean of the first degrees against the computed mean.
+
+    For a finite-width kind the prediction is that of its infinite-width limit (no 1/width corrections).
+    """
+    limit_kind = kind.removeprefix("empirical_")
+    n, modes = spectrum.n, spectrum.modes
+    predicted, degree_of, mu, top_degree, error = sphere_prediction(net, limit_kind, n, dim, radius, modes)
+    kernel = f"infinite-width {limit_kind.upper()}" + (
+        " (the limit of this run's finite-width sample; no 1/width corrections)" if kind != limit_kind else "")
+    conditions = f"N i.i.d. uniform points on the sphere of radius {radius:g} in R^{dim}"
+    details = {"radius": radius, "max_degree": top_degree, "kernel": kernel,
+               "method": "Funk–Hecke by Gauss–Legendre quadrature in the angle (ntkdist.theory.sphere)",
+               "mu_error_bound": error, "mu": mu, "degree": degree_of}
+    results = [TheoryResult("sphere_eigenvalue", "eigenvalue", "estimate", predicted, True, conditions, "",
+                            "", SPHERE_CITATION, convention=SPHERE_CONVENTION, details=details,
+                            work=f"quadrature of {top_degree + 1} degrees; any N")]
+    biggest = np.nanmax(predicted) if np.isfinite(predicted).any() else 0.0
+    seen = []
+    for k in degree_of:
+        if k >= 0 and k not in seen:
+            seen.append(int(k))
+    for k in seen[:SPHERE_CLUSTERS]:
+        where = degree_of == k
+        mean_pred, mean_comp = float(predicted[where].mean()), float(spectrum.values[where].mean())
+        if mean_pred <= 1e-3 * biggest:
+            continue
+        cluster = TheoryResult(f"sphere_cluster_k{k}", f"mean λ over degree {k} ({int(where.sum())} modes)",
+                               "estimate", mean_pred, True, conditions, "", "", SPHERE_CITATION,
+                               convention=SPHERE_CONVENTION)
+        results.append(cluster.against(Computed(mean_comp, mean_comp, mean_comp, None, "mean computed eigenvalue"),
+                                       f"mean of the computed eigenvalues of degree {k}"))
+    return results
 
 
-def _bound_attrs(bound: B.Bound, computed, ratio, holds, what_computed: str) -> dict:
-    return _jsonable({
-        "long_name": f"{bound.side} bound on {bound.quantity}",
-        "bound": bound.side,
-        "quantity": bound.quantity,
-        "citation": bound.citation,
-        "convention": bound.convention,
-        "applies_when": bound.conditions,
-        "reason": bound.reason,
-        "computed": computed,
-        "computed_from": what_computed,
-        "ratio_to_computed": ratio,
-        "holds": holds,
-        "dense_eigendecompositions": bound.cost,
-        "details": bound.details,
-    })
-
-
-def _sphere_prediction(net: MLP, kind: str, n: int, dim: int, radius: float, modes: int):
+def sphere_prediction(net: MLP, kind: str, n: int, dim: int, radius: float, modes: int):
     """N·μ_k expanded by multiplicity and sorted descending over the first ``modes`` modes (NaN beyond)."""
     total, degree = 0, 0
     while total < modes and degree < MAX_SPHERE_DEGREE:
@@ -192,338 +378,87 @@ def _sphere_prediction(net: MLP, kind: str, n: int, dim: int, radius: float, mod
     return predicted, degree_of, {int(k): float(m) for k, m in zip(degrees, mu)}, int(degrees.max()), error
 
 
-@dataclass(frozen=True)
-class Computed:
-    """A computed quantity as an interval: ``value`` and the range [lower, upper] the true one lies in.
+# -- running a bound within the limits ----------------------------------------------------------------------------
+def attempt(out: Comparison, limits: Limits, name: str, cost: float, make: Callable[[], TheoryResult],
+            compare: Callable[[TheoryResult], TheoryResult], *, quadratic: bool = False) -> None:
+    """Run the bound ``make`` if N allows its dense and O(N²) work and its dense ``cost`` fits the budget left.
 
-    For λ_min from a solver: ``value`` is its Rayleigh quotient θ (a certified upper bound on λ_min of the
-    operator's matrix), ``upper`` = θ + the operator's error bound + rounding, ``lower`` = θ − ``error`` −
-    rounding. A lower-bound prediction *holds* when it is ≤ ``upper``, an upper-bound prediction when it is ≥
-    ``lower`` (a violation is then certain, up to what ``source`` says is probabilistic).
+    An applicable result is held against the computed value by ``compare`` and added to ``out.results``; a
+    result whose hypotheses fail goes to ``out.not_applicable``, one that cannot run to ``out.skipped``.
     """
+    n = limits.n
+    if cost > 0 and n > limits.max_n:
+        out.skipped.append({"name": name, "reason": (
+            f"needs λ_min of {cost:g} other dense {n}×{n} matrix/matrices (Hadamard powers or layer kernels); "
+            f"N = {n} > max_n = {limits.max_n}, so it is skipped rather than allocating N×N (running those spectra "
+            "through the actor machinery is not implemented)")})
+        return
+    if quadratic and n > limits.scan_max_n:
+        out.skipped.append({"name": name, "reason": (
+            f"streams over all N² = {float(n) ** 2:.3g} pairs (O(N²d) Gershgorin row sums); N = {n} > "
+            f"scan_max_n = {limits.scan_max_n}")})
+        return
+    if cost > 0 and out.eigendecompositions + cost > out.budget + 1e-9:
+        out.skipped.append({"name": name, "reason": (
+            f"needs {cost:g} dense {n}×{n} eigen-decomposition(s); the compare budget is {out.budget:g} (the "
+            f"solve's one) and {out.eigendecompositions:g} are already used")})
+        return
+    try:
+        result = make()
+    except TooLargeError as exc:
+        out.skipped.append({"name": name, "reason": str(exc)})
+        return
+    if not result.applies:
+        out.not_applicable.append({"name": result.name, "reason": result.reason})
+        return
+    out.eigendecompositions += result.cost
+    out.results.append(compare(result))
 
-    value: float
-    lower: float
-    upper: float
-    error: float | None
-    source: str
+
+def against_lambda_min(spectrum: ComputedSpectrum):
+    """``compare`` for `attempt`: hold a λ_min bound against the computed λ_min."""
+    return partial(TheoryResult.against, computed=spectrum.lambda_min, compared_with=spectrum.lambda_min_label())
 
 
-def _holds(side: str, theory: float, computed: Computed | None) -> bool | None:
-    if computed is None or not math.isfinite(theory):
-        return None
-    return bool(theory <= computed.upper) if side == "lower" else bool(theory >= computed.lower)
-
-
-def _computed_attrs(computed: Computed | None) -> dict:
-    if computed is None:
-        return {"computed": None}
-    return {"computed": computed.value, "computed_error": computed.error,
-            "computed_interval": [computed.lower, computed.upper], "computed_source": computed.source}
-
-
-def compare_spectrum(X, net: MLP, *, kind: str, eigenvalues, trace: float, eigenvalue_error=None,
-                     lambda_min: float | None = None, lambda_min_error: float | None = None,
-                     operator: "SymmetricOperator | None" = None, pass_budget: int = 0,
-                     sphere_radius: float | None = None, budget: float = 1.0, order: int = SERIES_ORDER,
-                     max_n: int = B.EIGEN_MAX_N, scan_max_n: int = B.STREAM_MAX_N, seed: int = 0) -> Comparison:
-    """Every prediction that applies to (X, net), against the computed spectrum; never forms the N×N Gram.
-
-    Parameters
-    ----------
-    X : (N, d) array
-        The run's inputs.
-    net : MLP
-        Stax convention.
-    kind : {"ntk", "nngp", "empirical_ntk", "empirical_nngp"}
-        For the empirical (finite-width) kinds only the predictions that hold at any width are compared (the
-        singularity certificates and the polynomial rank bound); the sphere prediction of the infinite-width
-        limit is added as a reference, and the infinite-width bounds are listed as not applicable.
-    eigenvalues : (M,) array
-        Computed top eigenvalues of the Gram matrix, descending; M = N for a full spectrum, usually M ≪ N.
-        Ritz values from a solver are lower bounds on the true λ_k (Cauchy interlacing), so an upper-bound
-        prediction on λ_k is violated only if it is below them.
-    trace : float
-        Tr K, exact from the diagonal.
-    eigenvalue_error : (M,) array, optional
-        The solver's certified error of each eigenvalue (widens the comparisons of λ_1 and λ_k).
-    lambda_min, lambda_min_error : float, optional
-        λ_min from the λ_min solver (its Rayleigh quotient, a certified upper bound) and its error bound. When
-        not given and the spectrum is full (M = N), the last eigenvalue (and its error) is used; otherwise the
-        λ_min bounds are listed without a computed value.
-    operator : SymmetricOperator, optional
-        The Gram matrix as an operator (`ntkdist.linalg.operator`): products V ↦ K·V for the bounds that need
-        them (λ_1 of the centred kernel, Murray Thm 4.3); its ``error_bound`` widens every comparison (Weyl).
-    pass_budget : int
-        Products (passes over K) the compare may ask of ``operator`` in all; 0 asks none.
-    sphere_radius : float, optional
-        Set when X is i.i.d. uniform on the sphere of this radius: adds the sphere eigenvalue prediction.
-    budget : float
-        Dense N×N eigen-decompositions the bounds may use together (the solve used one); they apply only when
-        N ≤ ``max_n``.
-    order : int
-        Truncation of the power series (tails are exact).
-    max_n : int
-        Bounds needing eigenvalues of other dense N×N matrices (Hadamard powers, layer kernels) are skipped
-        above this N, with the reason recorded (`ntkdist.theory.bounds.EIGEN_MAX_N`).
-    scan_max_n : int
-        Bounds streaming over all N² pairs (Gershgorin sums, O(N²d)) are skipped above max(scan_max_n, max_n)
-        (`ntkdist.theory.bounds.STREAM_MAX_N`); the near-pair search switches to sorted projections there.
-    seed : int
-        Start block of the operator products.
-    """
-    X = np.asarray(X, dtype=np.float64)
-    n, dim = X.shape
-    values = np.asarray(eigenvalues, dtype=np.float64)
-    if values.ndim != 1 or values.size == 0 or values.size > n:
-        raise ValueError(f"eigenvalues: expected a 1-D array of 1 … N = {n} values, got shape {values.shape}")
-    modes = len(values)
-    full = modes == n
-    slack = 8.0 * n * np.finfo(float).eps * float(np.abs(values).max())
-    if np.any(np.diff(values) > slack):
-        raise ValueError("eigenvalues: must be in descending order (λ_1 ≥ λ_2 ≥ …); reverse an ascending eigvalsh")
-    errors = None
-    if eigenvalue_error is not None:
-        errors = np.asarray(eigenvalue_error, dtype=np.float64)
-        if errors.shape != values.shape:
-            raise ValueError(f"eigenvalue_error: expected shape {values.shape} (one per eigenvalue), got "
-                             f"{errors.shape}")
-    if operator is not None and tuple(operator.shape) != (n, n):
-        raise ValueError(f"operator: expected shape ({n}, {n}) for N = {n} inputs, got {tuple(operator.shape)}")
-    if pass_budget < 0:
-        raise ValueError(f"pass_budget: expected ≥ 0, got {pass_budget}")
-    op_error = float(operator.error_bound) if operator is not None else 0.0
-    out = Comparison(budget=budget, pass_budget=int(pass_budget))
-    quadratic_limit = max(int(scan_max_n), int(max_n))
-
-    # -- what was computed, as intervals ------------------------------------------------------------------------
-    source = None
-    if lambda_min is not None:
-        source = "λ_min solver: Rayleigh quotient (certified upper bound) ± lambda_min_error"
-    elif full:
-        lambda_min = float(values[-1])
-        if lambda_min_error is None and errors is not None:
-            lambda_min_error = float(errors[-1])
-        source = "last mode of the full spectrum"
-    lam = None
-    if lambda_min is not None:
-        err = None if lambda_min_error is None else float(lambda_min_error)
-        lam = Computed(float(lambda_min), float(lambda_min) - (err or 0.0) - slack,
-                       float(lambda_min) + op_error + slack, err,
-                       source + ("" if err is not None else "; no error bound given: compared as a point value"))
-    lam_min = None if lam is None else lam.value
-
-    def eigenvalue(k: int) -> Computed | None:
-        """λ_k (1-based) as computed: a Ritz value θ_k ≤ λ_k of the operator's matrix, λ_k ≤ θ_k + error."""
-        if k > modes:
-            return None
-        theta = float(values[k - 1])
-        err = None if errors is None else float(errors[k - 1])
-        return Computed(theta, theta - op_error - slack, theta + (err or 0.0) + slack, err,
-                        f"computed eigenvalue λ_{k} (Ritz value ≤ λ_{k}; ≤ λ_{k} + error)")
-
-    # -- positivity (Carvalho et al.) and the polynomial rank bound -------------------------------------------
-    verdict = ntk_positivity(X, net, kind=kind)
-    code = {"positive_definite": 1, "not_guaranteed": 0, "singular": -1}[verdict.status]
-    numerical_rank = int((values > slack).sum()) if full else None
-    out.variables.append(TheoryVariable("theory_positive_definite", (), np.int8(code), _jsonable({
-        "long_name": "strict positive definiteness: 1 guaranteed, −1 singular, 0 not guaranteed",
-        "status": verdict.status, "reason": verdict.reason, "citation": verdict.citation,
-        "applies_when": "NTK; non-polynomial activation; distinct inputs (bias) / non-proportional (no bias)",
-        "convention": B.STAX_CONVENTION, "computed_lambda_min": lam_min,
-        "computed_lambda_min_error": None if lam is None else lam.error,
-        "details": {k: v for k, v in verdict.details.items() if k != "counts"}})))
-    if lam is not None:
-        err = lam.error or 0.0
-        if code == 1:  # PD: agrees when λ_min is certainly above rounding, disagrees when certainly not
-            agrees = True if lam.value - err > slack else (False if lam.value + err <= slack else None)
-        elif code == -1:  # singular: agrees when [θ − err, θ + err] meets the rounding interval
-            agrees = bool(lam.value - err <= slack and lam.value + err >= -slack)
-        else:
-            agrees = None
-        out.table.append(_jsonable({"prediction": "positivity", "side": "status", "quantity": "lambda_min",
-                                    "theory": verdict.status, "computed": lam_min, "computed_error": lam.error,
-                                    "ratio": None, "holds": agrees, "citation": verdict.citation}))
-    if verdict.rank_bound is not None:
-        out.variables.append(TheoryVariable("theory_rank_upper", (), np.int64(verdict.rank_bound), _jsonable({
-            "long_name": "upper bound on rank K for a polynomial activation, C(r + q^depth, q^depth)",
-            "citation": "DERIVED from Carvalho et al.: polynomial φ of degree q gives an NTK "
-                        "polynomial of degree q^depth in x",
-            "convention": B.STAX_CONVENTION, "computed": numerical_rank})))
-        out.table.append(_jsonable({"prediction": "polynomial_rank", "side": "upper", "quantity": "rank",
-                                    "theory": verdict.rank_bound, "computed": numerical_rank,
-                                    "ratio": _ratio(verdict.rank_bound, numerical_rank),
-                                    "holds": None if numerical_rank is None else numerical_rank <= verdict.rank_bound,
-                                    "citation": "DERIVED from Carvalho et al."}))
-
-    finite_width = kind.startswith("empirical")
-    limit_kind = kind.removeprefix("empirical_")
-
-    # -- sphere eigenvalues (Murray Thm 4.6) ---------------------------------------------------------------------
-    if sphere_radius is not None:
-        predicted, degree_of, mu, top_degree, error = _sphere_prediction(net, limit_kind, n, dim,
-                                                                         float(sphere_radius), modes)
-        attrs = {"citation": SPHERE_CITATION, "radius": float(sphere_radius), "max_degree": top_degree,
-                 "kernel": f"infinite-width {limit_kind.upper()}" + (
-                     " (the limit of this run's finite-width sample; no 1/width corrections)" if finite_width else ""),
-                 "method": "Funk–Hecke by Gauss–Legendre quadrature in the angle (ntkdist.theory.sphere)",
-                 "mu_error_bound": error,
-                 "convention": "N·μ_k, μ_k of f ↦ E_y[Θ(⟨x,y⟩)f(y)] under the uniform probability measure; "
-                               "Gram K not divided by N",
-                 "mu": _jsonable(mu)}
-        out.variables.append(TheoryVariable("theory_sphere_eigenvalue", ("mode",), predicted, _jsonable({
-            "long_name": "predicted eigenvalue N·μ_k, expanded by multiplicity N(d, k), descending", **attrs})))
-        out.variables.append(TheoryVariable("theory_sphere_degree", ("mode",), degree_of, _jsonable({
-            "long_name": "harmonic degree k of the predicted eigenvalue (−1 beyond max_degree)", **attrs})))
-        biggest = np.nanmax(predicted) if np.isfinite(predicted).any() else 0.0
-        seen = []
-        for k in degree_of:
-            if k >= 0 and k not in seen:
-                seen.append(int(k))
-        for k in seen[:6]:
-            where = degree_of == k
-            mean_pred, mean_comp = float(predicted[where].mean()), float(values[where].mean())
-            if mean_pred <= 1e-3 * biggest:
-                continue
-            out.table.append(_jsonable({
-                "prediction": f"sphere_cluster_k{k}", "side": "estimate", "quantity": f"mean λ over degree {k} "
-                f"({int(where.sum())} modes)", "theory": mean_pred, "computed": mean_comp,
-                "ratio": _ratio(mean_pred, mean_comp), "holds": None, "citation": SPHERE_CITATION}))
-
-    # -- the bounds --------------------------------------------------------------------------------------------
-    if finite_width:
-        out.not_applicable.append({"name": "theory_lambda_*, theory_*effective_rank*", "reason": (
-            f"the bounds hold for the infinite-width kernel; this run's kernel ({kind}) is a finite-width sample")})
-        return out
+# -- step 4: Murray et al. (the dot-product form) -----------------------------------------------------------------
+def dot_product_bounds(out: Comparison, limits: Limits, X, net: MLP, kind: str, order: int,
+                       spectrum: ComputedSpectrum, operator, seed: int) -> None:
+    """Effective rank (Thm 4.1, 4.3), the generic λ_k bound (Thm 4.8) and the Hermite λ_min lower bound."""
     form, why_not = None, ""
     try:
-        form = B.dot_product_form(X, net, kind=kind, order=order, max_n=max_n)
-    except B.NotDotProduct as exc:
+        form = dot_product_form(X, net, kind=kind, order=order, max_n=limits.max_n)
+    except (NotDotProduct, TooLargeError) as exc:
         why_not = str(exc)
-    except B.TooLargeError as exc:
-        why_not = str(exc)
-
-    def record(bound: B.Bound, computed: Computed | None, what_computed):
-        name = _VARIABLE[bound.name]
-        if not bound.applies:
-            out.not_applicable.append({"name": name, "reason": bound.reason})
-            return
-        out.eigendecompositions += bound.cost
-        if bound.quantity == "lambda_k":
-            ks = np.asarray(bound.k)
-            found = [eigenvalue(int(k)) for k in ks]
-            comp = np.array([np.nan if c is None else c.value for c in found])
-            ratios = [_ratio(float(v), None if c is None else c.value) for v, c in zip(bound.value, found)]
-            holds = [_holds("upper", float(v), c) for v, c in zip(bound.value, found)]
-            out.coords["theory_k"] = (("theory_k",), ks, {"long_name": "eigenvalue index k of the generic bound"})
-            attrs = _bound_attrs(bound, comp, ratios, holds, what_computed)
-            attrs["computed_error"] = _jsonable([None if c is None else c.error for c in found])
-            out.variables.append(TheoryVariable(name, ("theory_k",), np.asarray(bound.value, dtype=np.float64),
-                                                attrs))
-            for k, v, c, r, h in zip(ks, bound.value, comp, ratios, holds):
-                out.table.append(_jsonable({"prediction": f"{name}[k={int(k)}]", "side": "upper",
-                                            "quantity": f"lambda_{int(k)}", "theory": v, "computed": c, "ratio": r,
-                                            "holds": h, "citation": bound.citation}))
-            return
-        value = float(bound.value)
-        number = None if computed is None else computed.value
-        ratio, holds = _ratio(value, number), _holds(bound.side, value, computed)
-        attrs = _bound_attrs(bound, number, ratio, holds, what_computed)
-        attrs.update(_jsonable(_computed_attrs(computed)))
-        out.variables.append(TheoryVariable(name, (), np.float64(value), attrs))
-        out.table.append(_jsonable({"prediction": name, "side": bound.side, "quantity": bound.quantity,
-                                    "theory": value, "computed": number,
-                                    "computed_error": None if computed is None else computed.error,
-                                    "ratio": ratio, "holds": holds, "citation": bound.citation}))
-
-    def attempt(name, cost, make, computed, what_computed, *, quadratic=False):
-        """Run a bound if N allows its dense and O(N²) work and its dense cost fits the remaining budget."""
-        if cost > 0 and n > max_n:
-            out.skipped.append({"name": name, "reason": (
-                f"needs λ_min of {cost:g} other dense {n}×{n} matrix/matrices (Hadamard powers or layer kernels); "
-                f"N = {n} > max_n = {max_n}, so it is skipped rather than allocating N×N (running those spectra "
-                "through the actor machinery is not implemented)")})
-            return
-        if quadratic and n > quadratic_limit:
-            out.skipped.append({"name": name, "reason": (
-                f"streams over all N² = {float(n) ** 2:.3g} pairs (O(N²d) Gershgorin row sums); N = {n} > "
-                f"scan_max_n = {quadratic_limit}")})
-            return
-        if cost > 0 and out.eigendecompositions + cost > budget + 1e-9:
-            out.skipped.append({"name": name, "reason": (
-                f"needs {cost:g} dense {n}×{n} eigen-decomposition(s); the compare budget is {budget:g} (the solve's "
-                f"one) and {out.eigendecompositions:g} are already used")})
-            return
-        try:
-            record(make(), computed, what_computed)
-        except B.TooLargeError as exc:
-            out.skipped.append({"name": name, "reason": str(exc)})
-
-    what_lam = "computed λ_min" + ("" if lam is None else f" ({lam.source.split(':')[0]})")
-    lam1 = eigenvalue(1)
-    eff_computed = None
-    if lam1 is not None and lam1.value > 0:
-        top = lam1.upper
-        eff_computed = Computed(trace / lam1.value, trace / top, trace / max(lam1.lower, lam1.value * 1e-300),
-                                None, "Tr K (exact, from the diagonal) / computed λ_1")
     if form is None:
-        for name in ("theory_effective_rank_upper", "theory_centred_effective_rank_upper", "theory_lambda_k_upper",
-                     "theory_lambda_min_lower_hermite"):
+        for name in ("effective_rank", "centred_effective_rank", "generic_lambda_k", "hermite_lambda_min"):
             out.not_applicable.append({"name": name, "reason": why_not})
-    else:
-        attempt("theory_effective_rank_upper", 0, lambda: B.effective_rank_bound(X, net, form=form),
-                eff_computed, "Tr K (exact, from the diagonal) / computed λ_1")
-        c0 = float(form.coefficients[0])
-        centred = None
-        if len(form.coefficients) > 1 and form.coefficients[1] > 0:
-            centred = _centred_effective_rank(out, form, operator, trace, pass_budget, seed)
-        attempt("theory_centred_effective_rank_upper", 0, lambda: B.centred_effective_rank_bound(X, net, form=form),
-                centred, f"Tr/λ_1 of K − c_0·ddᵀ (c_0 = {c0:.6g}), λ_1 by block Krylov on the operator")
-        ks = _generic_ks(form.powers.rank, modes, n)
-        if ks:
-            attempt("theory_lambda_k_upper", 0,
-                    lambda: B.generic_eigenvalue_upper_bound(X, net, ks, form=form, max_n=max_n),
-                    None, "computed eigenvalue λ_k")
-        first = next((p for p in range(len(form.coefficients)) if not form.powers.is_singular(p)), None)
-        cost = 0 if first is None or first in form.powers.known_lambda_min() else 1
-        attempt("theory_lambda_min_lower_hermite", cost,
-                lambda: B.hermite_lambda_min_lower_bound(X, net, form=form, exact_powers=1, max_n=max_n),
-                lam, what_lam, quadratic=True)
-
-    if kind == "ntk":
-        nguyen = B.nguyen_applies(net) == ""
-        if nguyen:
-            attempt("theory_lambda_min_lower_nguyen_gershgorin", 0,
-                    lambda: B.nguyen_hadamard_lower_bound(X, net, method="gershgorin"), lam, what_lam,
-                    quadratic=True)
-            attempt("theory_lambda_min_lower_nguyen_hadamard", _nguyen_exact_cost(X),
-                    lambda: B.nguyen_hadamard_lower_bound(X, net, method="exact", max_n=max_n), lam, what_lam)
-            attempt("theory_lambda_min_lower_nguyen_layer_sum", net.depth,
-                    lambda: B.nguyen_layer_sum_lower_bound(X, net, max_n=max_n), lam, what_lam)
-        else:
-            out.not_applicable.append({"name": "theory_lambda_min_lower_nguyen_*",
-                                       "reason": f"Nguyen et al. {B.nguyen_applies(net)}"})
-            singular_first = B.numerical_rank(np.hstack([X, np.ones((n, 1))]) if net.bias_var > 0 else X) < n
-            attempt("theory_lambda_min_lower_layer_sum", net.depth + (0 if singular_first else 1),
-                    lambda: B.layer_sum_lower_bound(X, net, max_n=max_n), lam, what_lam)
-    attempt("theory_lambda_min_upper_trace", 0, lambda: B.trace_upper_bound(X, net, kind=kind), lam, what_lam)
-    attempt("theory_lambda_min_upper_diagonal", 0, lambda: B.diagonal_upper_bound(X, net, kind=kind), lam,
-            what_lam)
-    attempt("theory_lambda_min_upper_interlacing", 0,
-            lambda: B.interlacing_upper_bound(X, net, kind=kind, exact_max_n=quadratic_limit), lam, what_lam)
-    return out
+        return
+    attempt(out, limits, "effective_rank", 0, lambda: effective_rank_bound(X, net, form=form),
+            partial(TheoryResult.against, computed=spectrum.effective_rank(), compared_with=EFFECTIVE_RANK_SOURCE))
+    c0 = float(form.coefficients[0])
+    centred = None
+    if len(form.coefficients) > 1 and form.coefficients[1] > 0:
+        centred = computed_centred_effective_rank(out, form, operator, spectrum.trace, seed)
+    attempt(out, limits, "centred_effective_rank", 0, lambda: centred_effective_rank_bound(X, net, form=form),
+            partial(TheoryResult.against, computed=centred, compared_with=(
+                f"Tr/λ_1 of K − c_0·ddᵀ (c_0 = {c0:.6g}), λ_1 by block Krylov on the operator")))
+    ks = generic_bound_indices(form.powers.rank, spectrum.modes, limits.n)
+    if ks:
+        attempt(out, limits, "generic_lambda_k", 0,
+                lambda: generic_eigenvalue_upper_bound(X, net, ks, form=form, max_n=limits.max_n),
+                lambda bound: bound.against([spectrum.eigenvalue(int(k)) for k in bound.k],
+                                            "computed eigenvalue λ_k"))
+    first = next((p for p in range(len(form.coefficients)) if not form.powers.is_singular(p)), None)
+    cost = 0 if first is None or first in form.powers.known_lambda_min() else 1
+    attempt(out, limits, "hermite_lambda_min", cost,
+            lambda: hermite_lambda_min_lower_bound(X, net, form=form, exact_powers=1, max_n=limits.max_n),
+            against_lambda_min(spectrum), quadratic=True)
 
 
-#: Products of the operator the centred effective rank asks for at most (block Krylov on K − c_0·ddᵀ).
-CENTRED_PASSES = 8
-#: Block width of those products.
-CENTRED_BLOCK = 4
-
-
-def _centred_effective_rank(out: Comparison, form, operator, trace: float, pass_budget: int, seed: int):
-    """eff(K − c_0·ddᵀ) through ``operator`` within what is left of ``pass_budget``; None (reason recorded) else."""
+def computed_centred_effective_rank(out: Comparison, form, operator, trace: float, seed: int) -> Computed | None:
+    """eff(K − c_0·ddᵀ) through ``operator`` within what is left of the pass budget; None (reason recorded) else."""
     name = "computed_centred_effective_rank"
-    left = int(pass_budget) - out.passes
+    left = int(out.pass_budget) - out.passes
     if operator is None:
         out.skipped.append({"name": name, "reason": "needs λ_1 of K − c_0·ddᵀ: no operator was given (the Gram "
                                                     "matrix is never formed here)"})
@@ -531,11 +466,11 @@ def _centred_effective_rank(out: Comparison, form, operator, trace: float, pass_
     if left < 2:
         out.skipped.append({"name": name, "reason": (
             f"needs at least 2 products with the operator for λ_1 of K − c_0·ddᵀ; the pass budget has {left} left "
-            f"of {pass_budget}")})
+            f"of {out.pass_budget}")})
         return None
     before = getattr(operator, "passes", None)
-    found = B.centred_effective_rank_operator(operator, form, trace, passes=min(left, CENTRED_PASSES),
-                                              block=CENTRED_BLOCK, seed=seed)
+    found = centred_effective_rank_operator(operator, form, trace, passes=min(left, CENTRED_PASSES),
+                                            block=CENTRED_BLOCK, seed=seed)
     after = getattr(operator, "passes", None)
     out.passes += (after - before) if isinstance(before, int) and isinstance(after, int) else found["passes"]
     if found["value"] is None:
@@ -548,18 +483,12 @@ def _centred_effective_rank(out: Comparison, form, operator, trace: float, pass_
         "(probabilistic: random start)"))
 
 
-def _nguyen_exact_cost(X) -> int:
-    n = X.shape[0]
-    rank = B.numerical_rank(X)
-    return int(any(math.comb(rank + r - 1, r) >= n for r in range(2, 65, 2)))
-
-
-def _generic_ks(rank: int, modes: int, n: int) -> list[int]:
+def generic_bound_indices(rank: int, modes: int, n: int) -> list[int]:
     """k just above the rank counts of H_m (where the bound changes), within the computed modes, ≤ MAX_K_VALUES."""
     ks = []
     m, previous = 1, 0
     while True:
-        k = B.sphere_polynomial_count(rank, m) + 1
+        k = sphere_polynomial_count(rank, m) + 1
         # For rank ≤ 2 the count stops growing (rank 1: 1, 2, 2, …): stop there too.
         if k > min(modes, n) or k <= previous:
             break
@@ -573,3 +502,40 @@ def _generic_ks(rank: int, modes: int, n: int) -> list[int]:
     if modes >= 2 and modes not in ks and modes <= n:
         ks.append(modes)
     return ks
+
+
+# -- step 5: Nguyen et al. (deep ReLU) or the layer sum of any activation -----------------------------------------
+def deep_relu_bounds(out: Comparison, limits: Limits, X, net: MLP, spectrum: ComputedSpectrum) -> None:
+    """Nguyen et al.'s λ_min chain for ReLU without bias; otherwise the stax layer sum (any activation). NTK only."""
+    compare = against_lambda_min(spectrum)
+    why = nguyen_applies(net)
+    if why:
+        out.not_applicable.append({"name": "nguyen_*", "reason": f"Nguyen et al. {why}"})
+        n = limits.n
+        singular_first = numerical_rank(np.hstack([X, np.ones((n, 1))]) if net.bias_var > 0 else X) < n
+        attempt(out, limits, "layer_sum_lambda_min", net.depth + (0 if singular_first else 1),
+                lambda: layer_sum_lower_bound(X, net, max_n=limits.max_n), compare)
+        return
+    attempt(out, limits, "nguyen_hadamard_gershgorin_lambda_min", 0,
+            lambda: nguyen_hadamard_lower_bound(X, net, method="gershgorin"), compare, quadratic=True)
+    attempt(out, limits, "nguyen_hadamard_exact_lambda_min", nguyen_exact_cost(X),
+            lambda: nguyen_hadamard_lower_bound(X, net, method="exact", max_n=limits.max_n), compare)
+    attempt(out, limits, "nguyen_layer_sum_lambda_min", net.depth,
+            lambda: nguyen_layer_sum_lower_bound(X, net, max_n=limits.max_n), compare)
+
+
+def nguyen_exact_cost(X) -> int:
+    """1 when some even r ≤ 64 makes (XXᵀ)^∘r possibly non-singular (one eigen-decomposition), else 0."""
+    n = X.shape[0]
+    rank = numerical_rank(X)
+    return int(any(math.comb(rank + r - 1, r) >= n for r in range(2, 65, 2)))
+
+
+# -- step 6: the elementary upper bounds on λ_min -----------------------------------------------------------------
+def elementary_bounds(out: Comparison, limits: Limits, X, net: MLP, kind: str, spectrum: ComputedSpectrum) -> None:
+    """λ_min ≤ Tr K/N, ≤ min_i K_ii and ≤ λ_min of a principal submatrix on near pairs (any network, any N)."""
+    compare = against_lambda_min(spectrum)
+    attempt(out, limits, "trace_lambda_min", 0, lambda: trace_upper_bound(X, net, kind=kind), compare)
+    attempt(out, limits, "diagonal_lambda_min", 0, lambda: diagonal_upper_bound(X, net, kind=kind), compare)
+    attempt(out, limits, "interlacing_lambda_min", 0,
+            lambda: interlacing_upper_bound(X, net, kind=kind, exact_max_n=limits.scan_max_n), compare)

@@ -140,7 +140,15 @@ def _gelu_coefficients(order: int, v: float) -> np.ndarray:
     return math.sqrt(v) * out
 
 
-def _polynomial_degree(activation) -> int | None:
+def activation_polynomial_degree(activation) -> int | None:
+    """The degree q if φ is a polynomial, None if it is not or nobody said (the one reader of the degree).
+
+    Reads ``activation.polynomial_degree`` (None for non-polynomial activations, the `Activation` default);
+    ABReLU with equal slopes is the linear map a·x (degree 1) whatever it says. Anything but a non-negative
+    integer counts as not known to be a polynomial.
+    """
+    if isinstance(activation, ABReLU) and activation.a == activation.b:
+        return 1
     degree = getattr(activation, "polynomial_degree", None)
     if degree is None or isinstance(degree, bool):
         return None
@@ -265,7 +273,7 @@ def _closed_form(act, order: int, v: float, derivative: bool):
         if derivative:
             return None
         return _gelu_coefficients(order, v)
-    degree = _polynomial_degree(act) if isinstance(act, Activation) else None
+    degree = activation_polynomial_degree(act) if isinstance(act, Activation) else None
     if degree is not None:
         if derivative:
             return _gauss_hermite_exact(act.derivative, max(degree - 1, 0), order, v)

@@ -39,6 +39,8 @@ import numpy as np
 
 from ..kernels import MLP
 from ..kernels.activations import ABReLU
+from .estimates import numerical_rank
+from .hermite import activation_polynomial_degree
 
 CARVALHO = "Carvalho, Costa, Mourão, Oliveira 2025, arXiv 2404.12928 (SIAM J. Math. Data Sci. 7(2):495–515)"
 #: Inputs whose directions differ by less than this angle (radians) count as proportional, and those whose
@@ -87,18 +89,6 @@ class Positivity:
     @property
     def singular(self) -> bool:
         return self.status == SINGULAR
-
-
-def activation_polynomial_degree(activation) -> int | None:
-    """The degree q if φ is a polynomial, None if it is not.
-
-    Reads ``activation.polynomial_degree`` (None for non-polynomial activations, the `Activation` default);
-    ABReLU with equal slopes is the linear map a·x (degree 1) although it does not say so.
-    """
-    if isinstance(activation, ABReLU):
-        return 1 if activation.a == activation.b else None
-    degree = getattr(activation, "polynomial_degree", None)
-    return None if degree is None else int(degree)
 
 
 def activation_parity(activation) -> str | None:
@@ -254,60 +244,83 @@ def ntk_positivity(X, net: MLP, *, kind: str = "ntk", tol: float = ANGLE_TOL) ->
         details["min_separation"] = None  # no two distinct inputs closer than min_separation_searched_below
     rank_bound = None
     if isinstance(degree, int):
-        from .bounds import numerical_rank
-
         r = numerical_rank(X)
         rank_bound = polynomial_rank_bound(r, degree, net.depth)
         details["rank_X"] = r
         details["rank_bound_full_dim"] = polynomial_rank_bound(dim, degree, net.depth)
 
-    def verdict(status, reason):
-        return Positivity(status, reason, CARVALHO, rank_bound, details)
+    facts = _Facts(n, act, bias, degree, parity, homogeneous, phi0_zero, rank_bound, net.depth)
+    reason = _singularity(facts, pairs, tol)
+    status, reason = (SINGULAR, reason) if reason else _theorem(facts, pairs, kind)
+    return Positivity(status, reason, CARVALHO, rank_bound, details)
 
-    # -- certain singularity ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the verdict depends on besides the pair structure of the inputs."""
+
+    n: int
+    activation: object
+    bias: bool
+    degree: int | None
+    parity: str | None
+    homogeneous: bool
+    phi0_zero: bool
+    rank_bound: int | None
+    depth: int
+
+
+def _singularity(facts: _Facts, pairs: dict, tol: float) -> str:
+    """Why K is certainly singular (equal or proportional rows, a rank bound below N), or '' when it is not."""
+    degree, depth, parity = facts.degree, facts.depth, facts.parity
     if pairs["coincident"]:
         i, j = pairs["coincident"][0]
-        return verdict(SINGULAR, f"inputs {i} and {j} coincide (within {tol:g}): two equal rows of K")
-    if rank_bound is not None and n > rank_bound:
-        return verdict(SINGULAR, f"φ is a polynomial of degree {degree}: rank K ≤ C(r + {degree}^{net.depth}, "
-                                 f"{degree}^{net.depth}) = {rank_bound} < N = {n} (r = rank X)")
-    if not bias:
-        if pairs["zero"] and phi0_zero:
-            return verdict(SINGULAR, f"input {pairs['zero'][0]} is zero, there are no biases and φ(0) = 0: "
-                                     "its row of K vanishes")
-        if homogeneous and pairs["positive_multiple"]:
-            i, j = pairs["positive_multiple"][0]
-            return verdict(SINGULAR, f"inputs {i} and {j} are positive multiples and φ is positively homogeneous "
-                                     "without biases: proportional rows of K")
-        if parity and pairs["antipodal"]:
-            i, j = pairs["antipodal"][0]
-            return verdict(SINGULAR, f"inputs {i} and {j} are x and −x, φ is {parity} and there are no biases: "
-                                     f"Θ(−x, ·) = {'−' if parity == 'odd' else '+'}Θ(x, ·)")
-        if parity and homogeneous and pairs["negative_multiple"]:
-            i, j = pairs["negative_multiple"][0]
-            return verdict(SINGULAR, f"inputs {i} and {j} are negative multiples and φ is {parity} and positively "
-                                     "homogeneous without biases: proportional rows of K")
-    # -- the theorem -------------------------------------------------------------------------------------------
+        return f"inputs {i} and {j} coincide (within {tol:g}): two equal rows of K"
+    if facts.rank_bound is not None and facts.n > facts.rank_bound:
+        return (f"φ is a polynomial of degree {degree}: rank K ≤ C(r + {degree}^{depth}, "
+                f"{degree}^{depth}) = {facts.rank_bound} < N = {facts.n} (r = rank X)")
+    if facts.bias:
+        return ""
+    if pairs["zero"] and facts.phi0_zero:
+        return f"input {pairs['zero'][0]} is zero, there are no biases and φ(0) = 0: its row of K vanishes"
+    if facts.homogeneous and pairs["positive_multiple"]:
+        i, j = pairs["positive_multiple"][0]
+        return (f"inputs {i} and {j} are positive multiples and φ is positively homogeneous "
+                "without biases: proportional rows of K")
+    if parity and pairs["antipodal"]:
+        i, j = pairs["antipodal"][0]
+        return (f"inputs {i} and {j} are x and −x, φ is {parity} and there are no biases: "
+                f"Θ(−x, ·) = {'−' if parity == 'odd' else '+'}Θ(x, ·)")
+    if parity and facts.homogeneous and pairs["negative_multiple"]:
+        i, j = pairs["negative_multiple"][0]
+        return (f"inputs {i} and {j} are negative multiples and φ is {parity} and positively "
+                "homogeneous without biases: proportional rows of K")
+    return ""
+
+
+def _theorem(facts: _Facts, pairs: dict, kind: str) -> tuple[str, str]:
+    """Carvalho et al.'s theorem on data that are not certainly singular: (status, reason)."""
+    act, n, degree = facts.activation, facts.n, facts.degree
     if not getattr(act, "polynomial_known", True):
-        return verdict(NOT_GUARANTEED, f"whether φ ({act.describe()}) is a polynomial is unknown: declare it with "
-                                       "custom(..., polynomial_degree=q) or custom(..., non_polynomial=True)")
+        return NOT_GUARANTEED, (f"whether φ ({act.describe()}) is a polynomial is unknown: declare it with "
+                                "custom(..., polynomial_degree=q) or custom(..., non_polynomial=True)")
     if kind != "ntk":
-        return verdict(NOT_GUARANTEED, f"Carvalho et al. is a theorem about the infinite-width NTK, not the {kind}")
+        return NOT_GUARANTEED, f"Carvalho et al. is a theorem about the infinite-width NTK, not the {kind}"
     if isinstance(degree, int):
-        return verdict(NOT_GUARANTEED, f"φ is a polynomial of degree {degree}: the theorem needs a non-polynomial "
-                                       f"activation (rank K ≤ {rank_bound} ≥ N = {n}, so K may still be PD)")
+        return NOT_GUARANTEED, (f"φ is a polynomial of degree {degree}: the theorem needs a non-polynomial "
+                                f"activation (rank K ≤ {facts.rank_bound} ≥ N = {n}, so K may still be PD)")
     caveat = ""
     if pairs["min_separation"] < SEPARATION_CAVEAT:
         caveat = (f"; the closest inputs are {pairs['min_separation']:.2g} apart (relative), so λ_min may be "
                   "tiny")
-    if bias:
-        return verdict(POSITIVE_DEFINITE, f"non-polynomial φ ({act.describe()}) with biases on {n} pairwise "
-                                          "distinct inputs" + caveat)
+    if facts.bias:
+        return POSITIVE_DEFINITE, (f"non-polynomial φ ({act.describe()}) with biases on {n} pairwise "
+                                   "distinct inputs" + caveat)
     offending = pairs["zero"] or pairs["positive_multiple"] or pairs["antipodal"] or pairs["negative_multiple"]
     if offending:
         what = ("a zero input" if pairs["zero"] else
                 f"proportional inputs {offending[0]}")
-        return verdict(NOT_GUARANTEED, f"no biases and {what}: the theorem needs pairwise non-proportional "
-                                       "inputs without biases")
-    return verdict(POSITIVE_DEFINITE, f"non-polynomial φ ({act.describe()}) without biases on {n} pairwise "
-                                      "non-proportional inputs" + caveat)
+        return NOT_GUARANTEED, (f"no biases and {what}: the theorem needs pairwise non-proportional "
+                                "inputs without biases")
+    return POSITIVE_DEFINITE, (f"non-polynomial φ ({act.describe()}) without biases on {n} pairwise "
+                               "non-proportional inputs" + caveat)

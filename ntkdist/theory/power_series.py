@@ -414,7 +414,8 @@ def _contour(layers: NetworkLayers, order: int, kind: str, oversampling: int = 8
     return np.maximum(coef * np.exp(-p * log_r), 0.0)
 
 
-def _series(layers: NetworkLayers, order: int, kind: str, method: str) -> PowerSeries:
+def _power_series_of_layers(layers: NetworkLayers, order: int, kind: str, method: str) -> PowerSeries:
+    """Θ (or Σ) of ``layers`` as a series in ρ to ``order``, by composition or contour, with its exact tail."""
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 0:
         raise ValueError(f"order: must be an integer ≥ 0, got {order!r}")
     if kind not in ("ntk", "nngp"):
@@ -468,7 +469,7 @@ def power_series(net: MLP, order: int, *, dim: int, kind: str = "ntk", radius: f
     PowerSeries with ``total`` = Θ(x, x) (or Σ(x, x)) from the closed-form diagonal recursion and the exact
     ``tail`` = total − Σ coefficients.
     """
-    return _series(network_layers(net, dim, radius), order, kind, method)
+    return _power_series_of_layers(network_layers(net, dim, radius), order, kind, method)
 
 
 def murray_power_series(activation, order: int, *, layers: int = 2, gamma_w2: float = 1.0, gamma_b2: float = 0.0,
@@ -494,7 +495,7 @@ def murray_power_series(activation, order: int, *, layers: int = 2, gamma_w2: fl
         raise ValueError("gamma_w2, sigma_w2: must be > 0")
     spec = NetworkLayers(get_activation(activation), float(gamma_w2), float(gamma_b2), float(sigma_w2),
                          float(sigma_b2), int(layers) - 1)
-    return _series(spec, order, "ntk", method)
+    return _power_series_of_layers(spec, order, "ntk", method)
 
 
 def _power_conv(a: np.ndarray, k: int, n: int) -> np.ndarray:

@@ -42,7 +42,7 @@ from scipy.special import gammaln
 
 from ntkdist.kernels import ABReLU, Erf, Gelu, MLP, Tanh, nngp, ntk
 
-from .hermite import _polynomial_degree
+from .hermite import activation_polynomial_degree
 from .power_series import network_layers, power_series
 
 __all__ = [
@@ -284,7 +284,11 @@ def _tail_by_singular_model(c: np.ndarray, dim: int, max_degree: int, beta: np.n
     return tail
 
 
-def _series(net, dim, max_degree, kind, radius, tol, max_order):
+def _eigenvalues_from_power_series(net, dim, max_degree, kind, radius, tol, max_order):
+    """μ_0 … μ_max_degree by Thm 4.6 from the power series, its order raised ×4 until the error is ≤ ``tol``·Θ(1).
+
+    Returns the eigenvalues, their error bound and the order used.
+    """
     minus = _kernel_antipodal(net, dim, kind, radius)
     P = max(1024, 4 * (max_degree + 1))
     while True:
@@ -340,7 +344,8 @@ def sphere_eigenvalues(net: MLP, dim: int, max_degree: int, kind: str = "ntk", *
     """
     dim, max_degree, radius = _check(net, dim, max_degree, kind, radius)
     if method == "series":
-        values, error, order = _series(net, dim, max_degree, kind, radius, float(tol), int(max_order))
+        values, error, order = _eigenvalues_from_power_series(net, dim, max_degree, kind, radius, float(tol),
+                                                              int(max_order))
     elif method == "quadrature":
         values, error, order = _quadrature(net, dim, max_degree, kind, radius, nodes)
     else:
@@ -481,9 +486,7 @@ def decay_prediction(net: MLP, dim: int, kind: str = "ntk", *, radius: float = 1
     layers = network_layers(net, dim, radius)
     d = dim - 1
     one_layer_no_bias = net.depth == 1 and net.bias_var == 0.0
-    degree = _polynomial_degree(act)
-    if isinstance(act, ABReLU) and act.a == act.b:
-        degree = 1  # a·x: linear
+    degree = activation_polynomial_degree(act)
     if degree is not None:
         top = degree ** net.depth
         return DecayPrediction("finite", float(top), float(top), None, False, True, None, None,

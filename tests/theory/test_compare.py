@@ -1,4 +1,5 @@
-"""The compare glue (ntkdist.theory.compare): every applicable prediction, with citing attrs, against the spectrum."""
+"""The compare stage's theory (ntkdist.theory.compare) as stored (ntkdist.store.theory_variables): every applicable
+prediction, with citing attrs, against the spectrum."""
 
 from __future__ import annotations
 
@@ -9,8 +10,15 @@ import pytest
 
 import ntkdist
 from ntkdist.kernels import MLP
-from ntkdist.theory.compare import compare_spectrum
+from ntkdist.store.theory_variables import theory_variables
+from ntkdist.theory import compare
+
 from ..helpers import Quadratic, assert_every_bound_holds, gaussian, sphere
+
+
+def compare_spectrum(*args, **kwargs):
+    """The compare as the pipeline stores it: typed theory results mapped to the ``theory_*`` variables."""
+    return theory_variables(compare.compare_spectrum(*args, **kwargs))
 
 
 class CountingOperator:
@@ -317,3 +325,31 @@ def test_the_table_check_refuses_an_undecided_bound():
     for bad in ({**decided, "holds": None}, {**decided, "holds": False}, {**estimate, "holds": True}):
         with pytest.raises(AssertionError):
             assert_every_bound_holds([decided, bad])
+
+
+def test_theory_returns_typed_results_and_names_no_variable():
+    """The math room's answer is a list of frozen TheoryResults (paper, equation, conditions, cost, holds)."""
+    import dataclasses
+
+    from ntkdist.theory.result import Computed, TheoryResult
+
+    X = sphere(120, 3, 7)
+    net = MLP(2)
+    K = ntkdist.ntk(X, net=net)
+    values = np.linalg.eigvalsh(K)[::-1]
+    typed = compare.compare_spectrum(X, net, kind="ntk", eigenvalues=values, trace=float(np.trace(K)),
+                                     sphere_radius=1.0)
+    assert typed.results and all(isinstance(r, TheoryResult) for r in typed.results)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        typed.results[0].value = 0.0
+    names = {r.name: r for r in typed.results}
+    hermite = names["hermite_lambda_min"]
+    assert hermite.side == "lower" and hermite.holds is True and isinstance(hermite.computed, Computed)
+    assert hermite.equation and hermite.conditions and hermite.work and hermite.cost <= 1
+    nguyen = names["nguyen_hadamard_gershgorin_lambda_min"]
+    assert nguyen.paper.startswith("Nguyen") and nguyen.citation == f"{nguyen.paper}, {nguyen.equation}"
+    assert not any(r.name.startswith("theory_") for r in typed.results)
+    assert not any(item["name"].startswith("theory_") for item in typed.skipped + typed.not_applicable)
+    # the store names them, one variable per applicable bound
+    stored = theory_variables(typed)
+    assert "theory_lambda_min_lower_hermite" in by_name(stored)
