@@ -1,11 +1,15 @@
 """Kernels: activations, the analytic NNGP/NTK recursions and their Gram matrices.
 
+The activation constructors (``relu()``, ``leaky_relu(0.1)``, ``tanh(tol=...)``, ``custom(fn)``) live in
+`ntkdist.kernels.activations`; this package re-exports the activation types and the registry.
+
 Pure functions on arrays; ``xp`` is NumPy or CuPy, whichever holds the input. Never imports ray, prefect or zarr.
 """
 
+from . import activations
 from .activations import (
-    DEFAULT_TOL, ABReLU, Abs, Activation, Cos, Custom, Erf, Gelu, Identity, LeakyReLU, MehlerActivation, PairMoments,
-    Polynomial, ReLU, Sigmoid, Sin, Softplus, Tanh, available_activations, get_activation, numerical_derivative,
+    DEFAULT_TOL, ABReLU, Activation, Cos, Custom, Erf, Gelu, Identity, MehlerActivation, PairMoments, Polynomial,
+    Sigmoid, Sin, Softplus, Tanh, available_activations, get_activation, numerical_derivative,
 )
 from .gram import DTYPES, ENGINES, KINDS, TILE, default_threads, gram_block, nngp, ntk, resolve_engine, validate_inputs
 from .empirical import (ForwardPass, SampledNetwork, backward_signals, empirical_gram_block, empirical_nngp,
@@ -13,7 +17,7 @@ from .empirical import (ForwardPass, SampledNetwork, backward_signals, empirical
 from .network import MLP
 
 __all__ = [
-    "ABReLU", "Abs", "Activation", "Erf", "LeakyReLU", "ReLU", "available_activations", "get_activation",
+    "activations", "ABReLU", "Activation", "Erf", "available_activations", "get_activation",
     "DEFAULT_TOL", "Cos", "Custom", "Gelu", "Identity", "MehlerActivation", "PairMoments", "Polynomial", "Sigmoid",
     "Sin", "Softplus", "Tanh", "numerical_derivative",
     "MLP", "DTYPES", "ENGINES", "KINDS", "TILE", "default_threads", "gram_block", "nngp", "ntk", "resolve_engine",
