@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..kernels import MLP, empirical_gram_block, gram_block, sample_network
+from ..kernels import MLP, empirical_gram_block, gram_block, sample_weights
 from ..kernels._xp import to_numpy
 from ..store import RunStore
 
@@ -48,7 +48,7 @@ class GramBlockWorker:
         self._net = net
         self._kind = kind
         # Empirical kinds: every worker draws the same network from the seed (it does not depend on the data).
-        self._sampled = (sample_network(net, dim=self._store.dim, width=width, seed=seed)
+        self._sampled = (sample_weights(net, dim=self._store.dim, width=width, seed=seed)
                          if kind.startswith("empirical_") else None)
         self._dtype = self._store.meta["dtype"]
         self._threads = max(1, int(threads))  # the CPUs Ray gave this actor: tile threads of gram_block

@@ -12,8 +12,8 @@ from .activations import (
     Sigmoid, Sin, Softplus, Tanh, available_activations, get_activation, numerical_derivative,
 )
 from .gram import DTYPES, ENGINES, KINDS, TILE, default_threads, gram_block, nngp, ntk, resolve_engine, validate_inputs
-from .empirical import (ForwardPass, SampledNetwork, backward_signals, empirical_gram_block, empirical_nngp,
-                        empirical_ntk, forward, sample_network)
+from .empirical import (ForwardPass, SampledWeights, backward_signals, empirical_gram_block, empirical_nngp,
+                        empirical_ntk, forward, sample_weights)
 from .network import MLP
 
 __all__ = [
@@ -21,6 +21,6 @@ __all__ = [
     "DEFAULT_TOL", "Cos", "Custom", "Gelu", "Identity", "MehlerActivation", "PairMoments", "Polynomial", "Sigmoid",
     "Sin", "Softplus", "Tanh", "numerical_derivative",
     "MLP", "DTYPES", "ENGINES", "KINDS", "TILE", "default_threads", "gram_block", "nngp", "ntk", "resolve_engine",
-    "validate_inputs", "ForwardPass", "SampledNetwork", "backward_signals", "empirical_gram_block", "empirical_nngp",
-    "empirical_ntk", "forward", "sample_network",
+    "validate_inputs", "ForwardPass", "SampledWeights", "backward_signals", "empirical_gram_block", "empirical_nngp",
+    "empirical_ntk", "forward", "sample_weights",
 ]
