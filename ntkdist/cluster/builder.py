@@ -343,14 +343,8 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
         return report
     tasks = [("build", t) for t in plan_tasks(missing, per_task)]
     tasks += [("sketch_stored", t) for t in plan_tasks(unsketched, per_task)]
-    workers = max(1, min(workers, len(tasks)))
-    resources = resources_per_worker(device, workers, cpus_per_worker)
-    threads = max(1, int(resources["num_cpus"]))
-    Actor = ray.remote(GramBlockWorker)
-    sketch_args = None if sketch is None else (sketch.rank, sketch.seed)
-    actors = [Actor.options(**resources).remote(str(store_path), net, kind, device, threads, width, seed,
-                                                sketch_args)
-              for _ in range(workers)]
+    actors = _start_actors(store_path, net=net, kind=kind, device=device, workers=max(1, min(workers, len(tasks))),
+                           cpus_per_worker=cpus_per_worker, width=width, seed=seed, sketch=sketch)
     report.workers = ray.get([a.describe.remote() for a in actors])
     for info in report.workers:
         log.info("worker pid %s: %s, %s thread(s)", info["pid"], info["note"], info["threads"])
@@ -374,17 +368,14 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
             ref = done[0]
             actor = in_flight.pop(ref)
             records = ray.get(ref)
-            built = [r for r in records if r["built"]]
-            report.computed += len(built)
-            report.entries += sum(_block_entries(store, *r["block"]) for r in built)
+            if _count_built(report, store, records):
+                log.info("built %d/%d blocks", report.computed, total)
             if sketch is not None:
                 for r in records:
                     sketch.add(*r["block"], r["sketch"])
                 if time.perf_counter() - last_checkpoint > SKETCH_CHECKPOINT_SECONDS:
                     sketch.checkpoint()
                     last_checkpoint = time.perf_counter()
-            if built:
-                log.info("built %d/%d blocks", report.computed, total)
             if queue:
                 submit(actor)
     finally:
@@ -397,6 +388,27 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
     report.seconds = time.perf_counter() - start
     _report_sketch(report, sketch)
     return report
+
+
+def _start_actors(store_path, *, net: MLP, kind: str, device: str, workers: int, cpus_per_worker, width, seed: int,
+                  sketch) -> list:
+    """``workers`` `GramBlockWorker` actors, each with the resources `resources_per_worker` gives it."""
+    import ray
+
+    resources = resources_per_worker(device, workers, cpus_per_worker)
+    threads = max(1, int(resources["num_cpus"]))
+    Actor = ray.remote(GramBlockWorker)
+    sketch_args = None if sketch is None else (sketch.rank, sketch.seed)
+    return [Actor.options(**resources).remote(str(store_path), net, kind, device, threads, width, seed, sketch_args)
+            for _ in range(workers)]
+
+
+def _count_built(report: BuildReport, store: RunStore, records: list) -> int:
+    """Add the blocks a task built (not those it only sketched) to the report; returns how many."""
+    built = [r for r in records if r["built"]]
+    report.computed += len(built)
+    report.entries += sum(_block_entries(store, *r["block"]) for r in built)
+    return len(built)
 
 
 def _report_sketch(report: BuildReport, sketch) -> None:
