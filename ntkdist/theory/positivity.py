@@ -213,6 +213,34 @@ def _pair_structure_bruteforce(X: np.ndarray, tol: float):
             "antipodal": sorted(antipodal), "negative_multiple": sorted(negative), "min_separation": min_separation}
 
 
+def _details(pairs: dict, **facts) -> dict:
+    """The record of a verdict: the facts about φ, the first few pairs of each structure and their counts."""
+    details = {**facts, **{k: (v[:5] if isinstance(v, list) else v) for k, v in pairs.items()},
+               "counts": {k: len(v) for k, v in pairs.items() if isinstance(v, list)}}
+    if not math.isfinite(pairs["min_separation"]):
+        details["min_separation"] = None  # no two distinct inputs closer than min_separation_searched_below
+    return details
+
+
+def _singular_without_bias(pairs: dict, *, phi0_zero: bool, homogeneous: bool, parity) -> str | None:
+    """Why K is certainly singular for a network without biases (`_pair_structure`'s pairs), or None."""
+    if pairs["zero"] and phi0_zero:
+        return f"input {pairs['zero'][0]} is zero, there are no biases and φ(0) = 0: its row of K vanishes"
+    if homogeneous and pairs["positive_multiple"]:
+        i, j = pairs["positive_multiple"][0]
+        return (f"inputs {i} and {j} are positive multiples and φ is positively homogeneous without biases: "
+                "proportional rows of K")
+    if parity and pairs["antipodal"]:
+        i, j = pairs["antipodal"][0]
+        return (f"inputs {i} and {j} are x and −x, φ is {parity} and there are no biases: "
+                f"Θ(−x, ·) = {'−' if parity == 'odd' else '+'}Θ(x, ·)")
+    if parity and homogeneous and pairs["negative_multiple"]:
+        i, j = pairs["negative_multiple"][0]
+        return (f"inputs {i} and {j} are negative multiples and φ is {parity} and positively homogeneous "
+                "without biases: proportional rows of K")
+    return None
+
+
 def ntk_positivity(X, net: MLP, *, kind: str = "ntk", tol: float = ANGLE_TOL) -> Positivity:
     """Whether the Gram matrix of ``net`` on X is guaranteed strictly positive definite, and why.
 
@@ -246,12 +274,8 @@ def ntk_positivity(X, net: MLP, *, kind: str = "ntk", tol: float = ANGLE_TOL) ->
     homogeneous = isinstance(act, ABReLU)
     phi0_zero = float(np.asarray(act(np.zeros(1)))[0]) == 0.0
     pairs = _pair_structure(X, tol)
-    details = {"n": n, "activation": act.describe(), "bias": bias, "polynomial_degree": degree,
-               "parity": parity, "positively_homogeneous": homogeneous,
-               **{k: (v[:5] if isinstance(v, list) else v) for k, v in pairs.items()},
-               "counts": {k: len(v) for k, v in pairs.items() if isinstance(v, list)}}
-    if not math.isfinite(pairs["min_separation"]):
-        details["min_separation"] = None  # no two distinct inputs closer than min_separation_searched_below
+    details = _details(pairs, n=n, activation=act.describe(), bias=bias, polynomial_degree=degree, parity=parity,
+                       positively_homogeneous=homogeneous)
     rank_bound = None
     if isinstance(degree, int):
         from .bounds import numerical_rank
@@ -272,21 +296,9 @@ def ntk_positivity(X, net: MLP, *, kind: str = "ntk", tol: float = ANGLE_TOL) ->
         return verdict(SINGULAR, f"φ is a polynomial of degree {degree}: rank K ≤ C(r + {degree}^{net.depth}, "
                                  f"{degree}^{net.depth}) = {rank_bound} < N = {n} (r = rank X)")
     if not bias:
-        if pairs["zero"] and phi0_zero:
-            return verdict(SINGULAR, f"input {pairs['zero'][0]} is zero, there are no biases and φ(0) = 0: "
-                                     "its row of K vanishes")
-        if homogeneous and pairs["positive_multiple"]:
-            i, j = pairs["positive_multiple"][0]
-            return verdict(SINGULAR, f"inputs {i} and {j} are positive multiples and φ is positively homogeneous "
-                                     "without biases: proportional rows of K")
-        if parity and pairs["antipodal"]:
-            i, j = pairs["antipodal"][0]
-            return verdict(SINGULAR, f"inputs {i} and {j} are x and −x, φ is {parity} and there are no biases: "
-                                     f"Θ(−x, ·) = {'−' if parity == 'odd' else '+'}Θ(x, ·)")
-        if parity and homogeneous and pairs["negative_multiple"]:
-            i, j = pairs["negative_multiple"][0]
-            return verdict(SINGULAR, f"inputs {i} and {j} are negative multiples and φ is {parity} and positively "
-                                     "homogeneous without biases: proportional rows of K")
+        reason = _singular_without_bias(pairs, phi0_zero=phi0_zero, homogeneous=homogeneous, parity=parity)
+        if reason:
+            return verdict(SINGULAR, reason)
     # -- the theorem -------------------------------------------------------------------------------------------
     if not getattr(act, "polynomial_known", True):
         return verdict(NOT_GUARANTEED, f"whether φ ({act.describe()}) is a polynomial is unknown: declare it with "
