@@ -222,6 +222,13 @@ def _details(pairs: dict, **facts) -> dict:
     return details
 
 
+def _separation_caveat(min_separation: float) -> str:
+    """The warning appended to a positive-definite verdict whose closest inputs are nearly parallel."""
+    if min_separation < SEPARATION_CAVEAT:
+        return f"; the closest inputs are {min_separation:.2g} apart (relative), so λ_min may be tiny"
+    return ""
+
+
 def _singular_without_bias(pairs: dict, *, phi0_zero: bool, homogeneous: bool, parity) -> str | None:
     """Why K is certainly singular for a network without biases (`_pair_structure`'s pairs), or None."""
     if pairs["zero"] and phi0_zero:
@@ -308,10 +315,7 @@ def ntk_positivity(X, net: MLP, *, kind: str = "ntk", tol: float = ANGLE_TOL) ->
     if isinstance(degree, int):
         return verdict(NOT_GUARANTEED, f"φ is a polynomial of degree {degree}: the theorem needs a non-polynomial "
                                        f"activation (rank K ≤ {rank_bound} ≥ N = {n}, so K may still be PD)")
-    caveat = ""
-    if pairs["min_separation"] < SEPARATION_CAVEAT:
-        caveat = (f"; the closest inputs are {pairs['min_separation']:.2g} apart (relative), so λ_min may be "
-                  "tiny")
+    caveat = _separation_caveat(pairs["min_separation"])
     if bias:
         return verdict(POSITIVE_DEFINITE, f"non-polynomial φ ({act.describe()}) with biases on {n} pairwise "
                                           "distinct inputs" + caveat)
