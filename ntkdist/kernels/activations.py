@@ -29,7 +29,7 @@ import numpy as np
 
 from ._xp import array_module
 from .activation_base import Activation, PairMoments, correlation_angle, smooth_gaps, theta_minus_sin
-from .closed_form_activations import (ABReLU, Cos, Erf, Gelu, Identity, MAX_POLYNOMIAL_DEGREE, Polynomial, Sin)
+from .closed_form_activations import ABReLU, Cos, Erf, Gelu, Identity, MAX_POLYNOMIAL_DEGREE, Polynomial, Sin
 from .series_activations import DEFAULT_TOL, MehlerActivation, Sigmoid, Softplus, Tanh
 
 __all__ = [
