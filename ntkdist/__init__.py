@@ -1,13 +1,13 @@
 """ntkdist: NTK and NNGP Gram matrices of deep fully-connected networks at scale, their spectra, and theory.
 
-The top level re-exports the math a user reaches for first; the workflow lives in `ntkdist.config`,
+The top level re-exports the math a user reaches for first (``ntkdist.activations`` is
+`ntkdist.kernels.activations`, the home of the activation constructors); the workflow lives in `ntkdist.config`,
 `ntkdist.cluster`, `ntkdist.store` and the Prefect flows in ``flows/``.
 """
 
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from . import activations
-from .kernels import MLP, empirical_ntk, gram_block, nngp, ntk
+from .kernels import MLP, activations, empirical_ntk, gram_block, nngp, ntk
 
 try:
     __version__ = _version("ntkdist")

@@ -189,17 +189,17 @@ def build(config: Config) -> dict:
         embedded_cpus = max(os.cpu_count() or 1, 1)
     sketch_rank = _ride_along_sketch_rank(config, store.n)
     with ray_session(cluster.address, num_cpus=embedded_cpus):
-        report = build_gram(store.path, net=config.net, kind=config.kernel.kind, workers=cluster.workers,
-                            device=cluster.device, cpus_per_worker=cluster.cpus_per_worker,
-                            width=config.network.width, seed=config.network.seed,
-                            sketch_rank=sketch_rank, sketch_seed=config.solver.seed)
+        built = build_gram(store.path, net=config.net, kind=config.kernel.kind, workers=cluster.workers,
+                           device=cluster.device, cpus_per_worker=cluster.cpus_per_worker,
+                           width=config.network.width, seed=config.network.seed,
+                           sketch_rank=sketch_rank, sketch_seed=config.solver.seed)
     missing = store.missing_blocks()
     if missing:
         raise RuntimeError(f"build finished with {len(missing)} blocks unrecorded, e.g. {missing[:3]}")
-    info = {"computed_blocks": report.computed, "skipped_blocks": report.skipped,
-            "seconds": round(report.seconds, 3), "entries_per_second": round(report.entries_per_second),
-            "workers": [{k: w[k] for k in ("pid", "note", "threads")} for w in report.workers],
-            "sketch": report.sketch}
+    info = {"computed_blocks": built.computed, "skipped_blocks": built.skipped,
+            "seconds": round(built.seconds, 3), "entries_per_second": round(built.entries_per_second),
+            "workers": [{k: w[k] for k in ("pid", "note", "threads")} for w in built.workers],
+            "sketch": built.sketch}
     store.mark_stage("build", **info)
     return {"store": str(store.path), "resumed": False, **info}
 
@@ -393,7 +393,7 @@ def report_paths(config: Config) -> dict[str, Path]:
 
 def report(config: Config) -> dict:
     """Plot the spectrum (log-log) with the theory overlaid and write a markdown summary beside the store."""
-    from .report import plot_spectrum, summary_markdown
+    from .figures import plot_spectrum, summary_markdown
 
     store = _open_after(config, "solve")
     spectrum = store.read_spectrum().load()

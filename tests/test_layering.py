@@ -24,7 +24,7 @@ MATH_ROOMS = ("kernels", "theory", "linalg")
 #: Packages a math room must never import.
 MATH_FORBIDDEN = ("ray", "prefect", "zarr", "xarray", "dask")
 
-_BELOW_PIPELINE = {"kernels", "linalg", "theory", "store", "cluster", "datasets", "errors", "report", "config",
+_BELOW_PIPELINE = {"kernels", "linalg", "theory", "store", "cluster", "datasets", "errors", "figures", "config",
                    "activations"}
 #: The ntkdist rooms each room may import (besides itself), from docs/architecture.md's table.
 ALLOWED: dict[str, set[str]] = {
@@ -35,7 +35,7 @@ ALLOWED: dict[str, set[str]] = {
     "store": {"linalg", "errors"},
     "cluster": {"kernels", "linalg", "theory", "store", "errors"},
     "datasets": {"errors"},
-    "report": {"errors"},
+    "figures": {"errors"},
     "config": {"kernels", "errors"},
     "activations": {"kernels"},  # ntkdist.activations: the public constructors of kernels' activations
     "pipeline": _BELOW_PIPELINE,

@@ -2,7 +2,8 @@
 
 from .builder import (BuildReport, GramBlockWorker, build_gram, plan_tasks, read_sketch, resources_per_worker,
                       sketch_omega, worker_resources)
-from .operator import GramPanelWorker, RayGramOperator
+from .operator import RayGramOperator
+from .panel_worker import GramPanelWorker
 from .runtime import cluster_resources, get, ray_session, start_local_ray
 
 __all__ = ["BuildReport", "GramBlockWorker", "GramPanelWorker", "RayGramOperator", "build_gram", "cluster_resources",

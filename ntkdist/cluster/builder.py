@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..kernels import MLP, empirical_gram_block, gram_block, sample_network
+from ..kernels import MLP, empirical_gram_block, gram_block, sample_weights
 from ..kernels._xp import to_numpy
 from ..errors import ConfigError
 from ..store import RunStore
@@ -50,7 +50,7 @@ class GramBlockWorker:
         self._net = net
         self._kind = kind
         # Empirical kinds: every worker draws the same network from the seed (it does not depend on the data).
-        self._sampled = (sample_network(net, dim=self._store.dim, width=width, seed=seed)
+        self._sampled = (sample_weights(net, dim=self._store.dim, width=width, seed=seed)
                          if kind.startswith("empirical_") else None)
         self._dtype = self._store.meta["dtype"]
         self._threads = max(1, int(threads))  # the CPUs Ray gave this actor: tile threads of gram_block
@@ -371,14 +371,8 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
         return report
     tasks = [("build", t) for t in plan_tasks(missing, per_task)]
     tasks += [("sketch_stored", t) for t in plan_tasks(unsketched, per_task)]
-    workers = max(1, min(workers, len(tasks)))
-    resources = resources_per_worker(device, workers, cpus_per_worker)
-    threads = max(1, int(resources["num_cpus"]))
-    Actor = ray.remote(GramBlockWorker)
-    sketch_args = None if sketch is None else (sketch.rank, sketch.seed)
-    actors = [Actor.options(**resources).remote(str(store_path), net, kind, device, threads, width, seed,
-                                                sketch_args)
-              for _ in range(workers)]
+    actors = _start_actors(store_path, net=net, kind=kind, device=device, workers=max(1, min(workers, len(tasks))),
+                           cpus_per_worker=cpus_per_worker, width=width, seed=seed, sketch=sketch)
     report.workers = get([a.describe.remote() for a in actors])
     for info in report.workers:
         log.info("worker pid %s: %s, %s thread(s)", info["pid"], info["note"], info["threads"])
@@ -402,17 +396,14 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
             ref = done[0]
             actor = in_flight.pop(ref)
             records = get(ref)
-            built = [r for r in records if r["built"]]
-            report.computed += len(built)
-            report.entries += sum(_block_entries(store, *r["block"]) for r in built)
+            if _count_built(report, store, records):
+                log.info("built %d/%d blocks", report.computed, total)
             if sketch is not None:
                 for r in records:
                     sketch.add(*r["block"], r["sketch"])
                 if time.perf_counter() - last_checkpoint > SKETCH_CHECKPOINT_SECONDS:
                     sketch.checkpoint()
                     last_checkpoint = time.perf_counter()
-            if built:
-                log.info("built %d/%d blocks", report.computed, total)
             if queue:
                 submit(actor)
     finally:
@@ -425,6 +416,27 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
     report.seconds = time.perf_counter() - start
     _report_sketch(report, sketch)
     return report
+
+
+def _start_actors(store_path, *, net: MLP, kind: str, device: str, workers: int, cpus_per_worker, width, seed: int,
+                  sketch) -> list:
+    """``workers`` `GramBlockWorker` actors, each with the resources `resources_per_worker` gives it."""
+    import ray
+
+    resources = resources_per_worker(device, workers, cpus_per_worker)
+    threads = max(1, int(resources["num_cpus"]))
+    Actor = ray.remote(GramBlockWorker)
+    sketch_args = None if sketch is None else (sketch.rank, sketch.seed)
+    return [Actor.options(**resources).remote(str(store_path), net, kind, device, threads, width, seed, sketch_args)
+            for _ in range(workers)]
+
+
+def _count_built(report: BuildReport, store: RunStore, records: list) -> int:
+    """Add the blocks a task built (not those it only sketched) to the report; returns how many."""
+    built = [r for r in records if r["built"]]
+    report.computed += len(built)
+    report.entries += sum(_block_entries(store, *r["block"]) for r in built)
+    return len(built)
 
 
 def _report_sketch(report: BuildReport, sketch) -> None:

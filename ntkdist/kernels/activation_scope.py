@@ -2,7 +2,7 @@
 
 A custom activation (`ntkdist.kernels.activations.Custom`) is found by its spec string only inside a scope::
 
-    from ntkdist.activations import ActivationScope, custom
+    from ntkdist.kernels.activations import ActivationScope, custom
 
     with ActivationScope() as scope:          # the current scope of this thread / task (a context variable)
         swish = custom(lambda x: x / (1 + np.exp(-x)), name="swish", non_polynomial=True)   # added to it

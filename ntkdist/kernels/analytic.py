@@ -9,7 +9,7 @@ w = weight_var, b = bias_var, d = input dimension and φ the activation,
 (u, v) ~ N(0, Σˡ restricted to {x, y}), for ``depth`` hidden layers and the linear readout, i.e. depth + 1
 Dense layers. The NNGP is Σ and the NTK is Θ of the readout.
 
-Each pair carries its correlation three times, as ρ, 1 − ρ and 1 + ρ (see `ntkdist.kernels.activations`). The
+Each pair carries its correlation three times, as ρ, 1 − ρ and 1 + ρ (see `ntkdist.kernels.activation_base`). The
 Dense layer turns the activation's Cauchy–Schwarz gaps into the next 1 ∓ ρ without subtracting nearly equal
 numbers. With E_x = E φ(u)², q_x' = w·E_x + b, s' = √(q_x' q_y') and g = w√(E_x E_y) + b:
 

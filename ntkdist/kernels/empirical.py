@@ -61,8 +61,11 @@ FEATURE_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True, eq=False)
-class SampledNetwork:
-    """The parameters of one finite-width network drawn by `sample_network`.
+class SampledWeights:
+    """The weights and biases of one finite-width draw of an `MLP`, made by `sample_weights`.
+
+    The `MLP` describes the network (depth, activation, variances: all the infinite-width kernels need); this is
+    one random instance of it at the given widths, which the empirical (finite-width) NTK and NNGP evaluate.
 
     Attributes
     ----------
@@ -117,17 +120,17 @@ class SampledNetwork:
         sizes = self.layer_sizes
         return sum((sizes[i] + 1) * sizes[i + 1] for i in range(len(sizes) - 1))
 
-    def to(self, xp) -> "SampledNetwork":
+    def to(self, xp) -> "SampledWeights":
         """The same network with its arrays in the array module ``xp`` (itself if they are there already)."""
         if all(array_module(a) is xp for a in (*self.weights, *self.biases)):
             return self
         move = to_numpy if xp is np else xp.asarray
-        return SampledNetwork(self.net, self.dim, self.widths, self.seed,
+        return SampledWeights(self.net, self.dim, self.widths, self.seed,
                               tuple(move(W) for W in self.weights), tuple(move(b) for b in self.biases))
 
 
 class ForwardPass(NamedTuple):
-    """The forward pass of a `SampledNetwork` on N points."""
+    """The forward pass of a `SampledWeights` on N points."""
 
     output: object
     """f(x), shape (N,)."""
@@ -169,7 +172,7 @@ def _check_widths(width, depth: int) -> tuple:
     return tuple(one(v, f"entry {i}") for i, v in enumerate(values))
 
 
-def sample_network(net: MLP, *, dim: int, width, seed: int) -> SampledNetwork:
+def sample_weights(net: MLP, *, dim: int, width, seed: int) -> SampledWeights:
     """Draw the parameters of one finite-width network of the architecture of ``net``.
 
     Parameters
@@ -185,7 +188,7 @@ def sample_network(net: MLP, *, dim: int, width, seed: int) -> SampledNetwork:
 
     Returns
     -------
-    SampledNetwork
+    SampledWeights
         NumPy float64 arrays (kernels move them to the array module of their input).
     """
     if not isinstance(net, MLP):
@@ -201,13 +204,13 @@ def sample_network(net: MLP, *, dim: int, width, seed: int) -> SampledNetwork:
         rng = np.random.default_rng(stream)
         weights.append(rng.standard_normal((n_in, n_out)))
         biases.append(rng.standard_normal(n_out))
-    return SampledNetwork(net, int(dim), widths, seed, tuple(weights), tuple(biases))
+    return SampledWeights(net, int(dim), widths, seed, tuple(weights), tuple(biases))
 
 
 # --------------------------------------------------------------------------------------------------------------
 # One tile: the forward and backward pass of exactly TILE rows.
 
-def _tile_forward(params: SampledNetwork, X_tile):
+def _tile_forward(params: SampledWeights, X_tile):
     """Pre-activations h_1 … h_{L+1} and layer inputs a_0 … a_L of one (TILE, d) tile."""
     net = params.net
     sw, sb = math.sqrt(net.weight_var), math.sqrt(net.bias_var)
@@ -223,7 +226,7 @@ def _tile_forward(params: SampledNetwork, X_tile):
     return pre, post
 
 
-def _tile_backward(params: SampledNetwork, pre):
+def _tile_backward(params: SampledWeights, pre):
     """δ_1 … δ_L = ∂f/∂h_l of one tile from its pre-activations (δ_{L+1} = 1 is implicit)."""
     net = params.net
     sw = math.sqrt(net.weight_var)
@@ -292,12 +295,12 @@ def _check_dim(params, X, name):
 # --------------------------------------------------------------------------------------------------------------
 # Public functions.
 
-def forward(params: SampledNetwork, X) -> ForwardPass:
+def forward(params: SampledWeights, X) -> ForwardPass:
     """The forward pass of a sampled network, tile by tile (each row's values do not depend on the other rows).
 
     Parameters
     ----------
-    params : SampledNetwork
+    params : SampledWeights
     X : (N, d) array, NumPy or CuPy
 
     Returns
@@ -325,7 +328,7 @@ def forward(params: SampledNetwork, X) -> ForwardPass:
     return ForwardPass(pre[-1][:, 0], tuple(pre), tuple(post))
 
 
-def backward_signals(params: SampledNetwork, forward_pass: ForwardPass) -> tuple:
+def backward_signals(params: SampledWeights, forward_pass: ForwardPass) -> tuple:
     """δ_l = ∂f/∂h_l for l = 1 … L + 1, from a `forward` pass (δ_{L+1} is ones of shape (N, 1)).
 
     With them Θ̂(x, y) = Σ_l ⟨δ_l(x), δ_l(y)⟩·(σ_w²·⟨a_{l−1}(x), a_{l−1}(y)⟩/n_{l−1} + σ_b²); per tile they equal
@@ -345,7 +348,7 @@ def backward_signals(params: SampledNetwork, forward_pass: ForwardPass) -> tuple
     return (*deltas, xp.ones((n, 1), dtype=xp.float64))
 
 
-def empirical_gram_block(X_rows, X_cols=None, *, params: SampledNetwork, kind: str = "ntk",
+def empirical_gram_block(X_rows, X_cols=None, *, params: SampledWeights, kind: str = "ntk",
                          dtype: str = "float64"):
     """The empirical kernel of one sampled network between two sets of points (a worker's entry point).
 
@@ -356,8 +359,8 @@ def empirical_gram_block(X_rows, X_cols=None, *, params: SampledNetwork, kind: s
     X_cols : (m, d) array or None
         None means ``X_rows`` itself: the symmetric Gram, each pair computed once (lower index as the row) and
         mirrored, so it is exactly symmetric.
-    params : SampledNetwork
-        From `sample_network`; moved to the array module of the inputs if it is not there.
+    params : SampledWeights
+        From `sample_weights`; moved to the array module of the inputs if it is not there.
     kind : {"ntk", "nngp"}
         ``"ntk"``: Θ̂(x, y), the sum over all parameters of ∂f(x)/∂θ·∂f(y)/∂θ. ``"nngp"``: f(x)·f(y), the
         outer product of the outputs (neural-tangents' ``empirical_nngp_fn``); its mean over seeds is the NNGP of
@@ -373,8 +376,8 @@ def empirical_gram_block(X_rows, X_cols=None, *, params: SampledNetwork, kind: s
         raise ValueError(f"kind: must be one of {', '.join(KINDS)}, got {kind!r}")
     if str(dtype) not in DTYPES:
         raise ValueError(f"dtype: must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if not isinstance(params, SampledNetwork):
-        raise ValueError(f"params: expected a SampledNetwork from sample_network, got {type(params).__name__}")
+    if not isinstance(params, SampledWeights):
+        raise ValueError(f"params: expected a SampledWeights from sample_weights, got {type(params).__name__}")
     symmetric = X_cols is None
     X, Y = validate_inputs(X_rows, None if symmetric else X_cols)
     _check_dim(params, X, "X_rows")
@@ -444,12 +447,12 @@ def empirical_ntk(X, Y=None, *, net: MLP, width, seed: int, dtype: str = "float6
     (n, m) array in the array module of X.
     """
     X, Y = validate_inputs(X, Y)
-    params = sample_network(net, dim=X.shape[1], width=width, seed=seed)
+    params = sample_weights(net, dim=X.shape[1], width=width, seed=seed)
     return empirical_gram_block(X, Y, params=params, kind="ntk", dtype=dtype)
 
 
 def empirical_nngp(X, Y=None, *, net: MLP, width, seed: int, dtype: str = "float64"):
     """f(x_i)·f(y_j) of one sampled network (the rank-one empirical NNGP); arguments as `empirical_ntk`."""
     X, Y = validate_inputs(X, Y)
-    params = sample_network(net, dim=X.shape[1], width=width, seed=seed)
+    params = sample_weights(net, dim=X.shape[1], width=width, seed=seed)
     return empirical_gram_block(X, Y, params=params, kind="nngp", dtype=dtype)

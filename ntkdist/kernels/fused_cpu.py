@@ -7,8 +7,8 @@ over the row's columns is an innermost loop of arithmetic, square roots, divisio
 vectorises (AVX2/AVX-512). The arctangent it needs is a branch-free polynomial (below) rather than a libm call,
 which would stop the vectoriser: numba's pip wheels have no SVML.
 
-The arithmetic is the same as `ntkdist.kernels.activations` (ABReLU family and erf), written out per element;
-results agree with the NumPy path to a few ulps, and are bit-for-bit reproducible for a given tile shape.
+The arithmetic is the same as `ntkdist.kernels.closed_form_activations` (ABReLU family and erf), written out per
+element; results agree with the NumPy path to a few ulps, and are bit-for-bit reproducible for a given tile shape.
 Supported activations: the ABReLU family (relu, leaky_relu, abs, abrelu) and erf; others use the NumPy path.
 """
 
@@ -227,7 +227,7 @@ def _dense(rx, rqx, ry, rqy, w, b, cov, below, above):
 @njit(inline="always", cache=True, error_model="numpy")
 def _abrelu_layer(rx, rqx, root_var_y, root_q_y, w, b, ab, alpha2, beta2, cov, gap_lo, gap_hi, dcov, theta,
                   need_gaps):
-    """Dense + ABReLU over one row of pairs (`ntkdist.kernels.activations.ABReLU.pair_moments`).
+    """Dense + ABReLU over one row of pairs (`ntkdist.kernels.closed_form_activations.ABReLU.pair_moments`).
 
     α = min(θ, π − θ) = 2·asin(√(min(1 − ρ, 1 + ρ)/2)), and sin θ = √((1 − ρ)(1 + ρ)): two square roots, no
     division, no library call.

@@ -40,9 +40,8 @@ Variances are rounded to ⌈log2(64/tol)⌉ significant bits first (relative cha
 kernel's tolerance): points of equal norm then share one set of coefficients (their q differ only by
 rounding), and their tiles take the scalar-coefficient Horner, 3–4× faster than the outer-product form.
 
-The Gauss–Hermite nodes are scipy's, polished by one Newton step; the weights w_i and the values w_i h_n(z_i)
-come from the three-term recurrence in rescaled form (Christoffel numbers w_i = 1/Σ_{n<M} h_n(z_i)²), which
-stays accurate where h_n overflows or w_i underflows (nodes up to |z| ≈ 2√M ≈ 180).
+The quadrature rules are in `ntkdist.kernels.gauss_hermite`, the Horner evaluation of the sums in
+`ntkdist.kernels.mehler_sums`.
 
 Cost and range. Terms grow with q as the singularities of φ(√q z) approach the real axis (tanh: poles at
 ±iπ/(2√q)): at tol = 1e-10 tanh keeps ≈ 100 coefficients at q = 1 and ≈ 950 at q = 10. One core evaluates
@@ -55,13 +54,13 @@ from __future__ import annotations
 
 import math
 import threading
-from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import roots_hermitenorm
 
 from ._xp import array_module, to_numpy
+from .gauss_hermite import gauss_hermite_rule, weighted_hermite_columns
+from .mehler_sums import diagonal_moments, evaluate_outer, horner_pairs
 
 #: Gauss–Hermite orders a level may use (even: the nodes pair up as ±z, no node at 0).
 _LADDER = (16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024,
@@ -77,93 +76,8 @@ _Q_DIRECT = 2.0 ** -10
 #: Rows per GEMM call when computing coefficients (fixed, so a row's coefficients do not depend on its batch).
 _ROWS = 32
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
-#: Rectangles with at most this many (distinct row, distinct column) coefficient pairs use scalar Horner.
-_SCALAR_GROUPS = 4
 #: Bytes of per-side coefficient rows kept between calls.
 _CACHE_BYTES = 64 * 2 ** 20
-_RESCALE = 2.0 ** 300
-_LOG_RESCALE = 300.0 * math.log(2.0)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Gauss–Hermite rules and weighted Hermite functions
-# --------------------------------------------------------------------------------------------------------------
-
-def _recurrence(z, steps, *, columns=None, log_weight=None):
-    """Run h_{n+1} = (z h_n − √n h_{n−1})/√(n+1) on the nodes ``z`` with rescaling.
-
-    Returns (h_{steps}, h_{steps−1}) in a common per-node scale, Σ_{n<steps} h_n² in the square of that scale and
-    the log of the scale. With ``columns`` (a callable) and ``log_weight``, calls ``columns(n, w·h_n)`` for every
-    n < steps, where w·h_n is formed as (scaled h_n)·exp(log w + log scale) (underflow to 0 is harmless there).
-    """
-    h_prev = np.zeros_like(z)
-    h = np.ones_like(z)
-    log_scale = np.zeros_like(z)
-    total = np.ones_like(z)
-    factor = None if log_weight is None else np.exp(log_weight)
-    if columns is not None:
-        columns(0, h * factor)
-    for n in range(1, steps + 1):
-        h_prev, h = h, (z * h - math.sqrt(n - 1) * h_prev) / math.sqrt(n)
-        if n < steps:
-            total += h * h
-        if n % 8 == 0:
-            big = np.abs(h) > _RESCALE
-            if big.any():
-                scale = np.where(big, 1.0 / _RESCALE, 1.0)
-                h *= scale
-                h_prev *= scale
-                total *= scale * scale
-                log_scale += np.where(big, _LOG_RESCALE, 0.0)
-                if factor is not None:
-                    factor = np.exp(log_weight + log_scale)
-        if columns is not None and n < steps:
-            columns(n, h * factor)
-    return h, h_prev, total, log_scale
-
-
-@lru_cache(maxsize=None)
-def gauss_hermite_rule(order: int):
-    """The positive half of the ``order``-point Gauss–Hermite rule for N(0, 1) (``order`` even).
-
-    Returns
-    -------
-    z, log_w : (order/2,) arrays
-        Nodes z_i > 0 (ascending) and the log of their probability weights; the rule is symmetric, Σ w = 1.
-    """
-    if order % 2:
-        raise ValueError(f"order: must be even, got {order}")
-    z = roots_hermitenorm(order)[0][order // 2:].astype(np.float64)
-    h_m, h_m1, _, _ = _recurrence(z, order)
-    z = z - h_m / (math.sqrt(order) * h_m1)  # one Newton step on He_M (He_M' = M·He_{M−1}), scale-free ratio
-    _, _, total, log_scale = _recurrence(z, order)
-    log_w = -(np.log(total) + 2.0 * log_scale)  # Christoffel numbers 1/Σ_{n<M} h_n(z_i)²
-    z.setflags(write=False)
-    log_w.setflags(write=False)
-    return z, log_w
-
-
-def weighted_hermite_columns(order: int, count: int, *, block=None):
-    """Values w_i h_n(z_i) on the positive nodes of the ``order``-point rule, for n < ``count``.
-
-    Returns an (order/2, count) array, or with ``block`` (a callable taking (first_n, columns)) streams the columns
-    in blocks of 256 instead of keeping them.
-    """
-    z, log_w = gauss_hermite_rule(order)
-    width = min(count, 256) if block is not None else count
-    out = np.empty((z.size, max(width, 1)))
-    state = {"first": 0}
-
-    def columns(n, values):
-        j = n - state["first"]
-        out[:, j] = values
-        if block is not None and (j == width - 1 or n == count - 1):
-            block(state["first"], out[:, :j + 1])
-            state["first"] = n + 1
-
-    if count > 0:
-        _recurrence(z, count, columns=columns, log_weight=log_w)
-    return None if block is not None else out[:, :count]
 
 
 def _fold(values_plus, values_minus):
@@ -477,7 +391,7 @@ class MehlerDual:
             pick = np.nonzero(levels == j)[0]
             coef = self._level_coefficients(xp, j, unique[pick])
             idx = xp.asarray(pick)
-            second[idx], derivative[idx] = _diagonal(xp, coef, xp.arange(pick.size))
+            second[idx], derivative[idx] = diagonal_moments(xp, coef, xp.arange(pick.size))
         inv = xp.asarray(inverse)
         result = (second[inv].reshape(q.shape), derivative[inv].reshape(q.shape))
         self._remember(key, result)
@@ -575,14 +489,14 @@ class MehlerDual:
             for moments, own, pos, coef in ((moments_x, own_x, pos_x, coef_x), (moments_y, own_y, pos_y, coef_y)):
                 if own.size:
                     idx = xp.asarray(own)
-                    moments[0][idx], moments[1][idx] = _diagonal(xp, coef, xp.asarray(pos[own]))
+                    moments[0][idx], moments[1][idx] = diagonal_moments(xp, coef, xp.asarray(pos[own]))
             for r, s in rectangles:
                 gx, gy = pos_x[ix[r]], pos_y[iy[s]]
                 if whole:
-                    cov, dcov = _evaluate_outer(xp, coef_x, coef_y, gx, gy, t, c)
+                    cov, dcov = evaluate_outer(xp, coef_x, coef_y, gx, gy, t, c)
                     continue
                 block = xp.ix_(xp.asarray(r), xp.asarray(s))
-                cov[block], dcov[block] = _evaluate_outer(xp, coef_x, coef_y, gx, gy, t[block], c[block])
+                cov[block], dcov[block] = evaluate_outer(xp, coef_x, coef_y, gx, gy, t[block], c[block])
         inv_x, inv_y = xp.asarray(ix), xp.asarray(iy)
         return cov, dcov, tuple(m[inv_x] for m in moments_x), tuple(m[inv_y] for m in moments_y)
 
@@ -604,7 +518,7 @@ class MehlerDual:
             coef = self._level_coefficients(xp, j, values)
             sel = xp.asarray(pick)
             gx, gy = xp.asarray(pos_x[ix[pick]]), xp.asarray(pos_y[iy[pick]])
-            sums = [_horner_pairs(t[sel], cf[:, gx], cf[:, gy]) for cf in coef]
+            sums = [horner_pairs(t[sel], cf[:, gx], cf[:, gy]) for cf in coef]
             cov[sel] = sums[0] + c[sel] * sums[1]
             dcov[sel] = sums[2] + c[sel] * sums[3]
         return cov, dcov
@@ -613,41 +527,6 @@ class MehlerDual:
 def _content_key(a):
     host = to_numpy(a)
     return (host.shape, host.tobytes())
-
-
-def _diagonal(xp, coef, positions):
-    """(E φ², E φ'²) of the coefficient rows at ``positions``: the pair arithmetic at ρ = 1."""
-    picked = [cf[:, positions] for cf in coef]
-    one = xp.ones(picked[0].shape[1])
-    sums = [_horner_pairs(one, cf, cf) for cf in picked]
-    return sums[0] + one * sums[1], sums[2] + one * sums[3]
-
-
-def _evaluate_outer(xp, coef_x, coef_y, gx, gy, t, c):
-    """cov and dcov of a rectangle whose rows use coefficient columns gx of coef_x and whose columns use gy of
-    coef_y (host index arrays).
-
-    Few distinct rows and columns (data of equal norms: after quantisation every row has the same variance) take
-    the scalar Horner per group, about 3.5× faster per term than the outer-product form; both do the same
-    floating-point operations per entry.
-    """
-    rows, cols = np.unique(gx), np.unique(gy)
-    if rows.size * cols.size > _SCALAR_GROUPS:
-        gx, gy = xp.asarray(gx), xp.asarray(gy)
-        sums = [_horner_outer(xp, t, cx[:, gx], cy[:, gy]) for cx, cy in zip(coef_x, coef_y)]
-        return sums[0] + c * sums[1], sums[2] + c * sums[3]
-    if rows.size == 1 and cols.size == 1:
-        sums = [_horner_scalar(t, cx[:, int(rows[0])], cy[:, int(cols[0])]) for cx, cy in zip(coef_x, coef_y)]
-        return sums[0] + c * sums[1], sums[2] + c * sums[3]
-    cov, dcov = xp.empty(t.shape), xp.empty(t.shape)
-    for a in rows:
-        for b in cols:
-            block = xp.ix_(xp.asarray(np.nonzero(gx == a)[0]), xp.asarray(np.nonzero(gy == b)[0]))
-            tb, cb = t[block], c[block]
-            sums = [_horner_scalar(tb, cx[:, int(a)], cy[:, int(b)]) for cx, cy in zip(coef_x, coef_y)]
-            cov[block] = sums[0] + cb * sums[1]
-            dcov[block] = sums[2] + cb * sums[3]
-    return cov, dcov
 
 
 def _quantize(q, bits):
@@ -671,85 +550,3 @@ def _union(a, b):
     """Sorted unique values of a ∪ b and the positions of a's and b's entries in it."""
     values = np.union1d(a, b)
     return values, (np.searchsorted(values, a), np.searchsorted(values, b))
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Horner evaluation of Σ_k x_k y_k t^k
-# --------------------------------------------------------------------------------------------------------------
-# All three forms do the same floating-point operations per entry: s ← s·t + fl(x_k·y_k), starting from
-# s = fl(x_K·y_K). A pair's value is therefore the same whichever form computed it.
-
-_BLAS = {}
-
-
-def _single_threaded_dger():
-    """scipy's BLAS dger when every loaded BLAS runs one thread (as inside `gram_block`), else None.
-
-    A multi-threaded dger on a 256 × 256 tile spends its time waiting for its own threads when the cores are busy
-    (60× slower on a loaded machine); the broadcast product then does the same arithmetic without BLAS.
-    """
-    try:
-        if "controller" not in _BLAS:
-            from scipy.linalg.blas import dger
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS["dger"] = dger
-            _BLAS["controller"] = ThreadpoolController().select(user_api="blas").lib_controllers
-        libraries = _BLAS["controller"]
-        if libraries and all(library.num_threads == 1 for library in libraries):
-            return _BLAS["dger"]
-    except Exception:  # pragma: no cover - no threadpoolctl, or an unknown BLAS: the broadcast path is exact too
-        _BLAS["controller"] = []
-    return None
-
-
-def _horner_outer(xp, t, x, y):
-    """x: (K, n), y: (K, m), t: (n, m) → Σ_k x_k ⊗ y_k ∘ t^k."""
-    terms = x.shape[0]
-    if terms == 0:
-        return xp.zeros(t.shape)
-    s = x[terms - 1][:, None] * y[terms - 1][None, :]
-    buf = xp.empty(t.shape)
-    dger = _single_threaded_dger() if xp.__name__ == "numpy" and terms > 1 else None
-    if dger is not None:
-        # BLAS dger on a zeroed buffer is 25% faster than a broadcast product and exactly fl(x_i·y_j): with α = 1
-        # and A = 0 every implementation (FMA or not) rounds the one product once.
-        transposed = buf.T  # Fortran-ordered view: dger updates it in place
-        for k in range(terms - 2, -1, -1):
-            s *= t
-            buf.fill(0.0)
-            dger(1.0, y[k], x[k], a=transposed, overwrite_a=1)
-            s += buf
-        return s
-    for k in range(terms - 2, -1, -1):
-        s *= t
-        xp.multiply(x[k][:, None], y[k][None, :], out=buf)
-        s += buf
-    return s
-
-
-def _horner_scalar(t, x, y):
-    """x, y: (K,) coefficients shared by every entry."""
-    xp = array_module(t)
-    terms = x.shape[0]
-    if terms == 0:
-        return xp.zeros(t.shape)
-    products = to_numpy(x * y)
-    s = xp.full(t.shape, products[terms - 1])
-    for k in range(terms - 2, -1, -1):
-        s *= t
-        s += products[k]
-    return s
-
-
-def _horner_pairs(t, x, y):
-    """x, y: (K, P), t: (P,) → Σ_k x_k y_k t^k per pair."""
-    xp = array_module(t)
-    terms = x.shape[0]
-    if terms == 0:
-        return xp.zeros(t.shape)
-    s = x[terms - 1] * y[terms - 1]
-    for k in range(terms - 2, -1, -1):
-        s *= t
-        s += x[k] * y[k]
-    return s

@@ -1,4 +1,4 @@
-"""The network description shared by every kernel, solver and theory function."""
+"""The network description (`MLP`) shared by every kernel, solver and theory function."""
 
 from __future__ import annotations
 
@@ -24,6 +24,14 @@ class MLP:
         ``"relu"``, ``"erf"``, … (see `ntkdist.kernels.available_activations`) or an `Activation` object.
     weight_var, bias_var : float
         W_std² > 0 and b_std² ≥ 0. The defaults (2, 0) are the critical ReLU initialisation.
+
+    Notes
+    -----
+    This is the one description of a network; the other network types are views derived from it:
+    `ntkdist.kernels.empirical.SampledWeights` (``sample_weights(net, dim=, width=, seed=)``) holds one
+    finite-width draw of its weights, and `ntkdist.theory.power_series.LayerComposition`
+    (``layer_composition(net, dim, radius)``) is its kernel on inputs of one norm as a composition of maps of
+    the correlation, the form the power series and sphere eigenvalues are computed from.
     """
 
     depth: int

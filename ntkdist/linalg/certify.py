@@ -116,7 +116,24 @@ def certified_errors(values, residual_norms, *, n: int, side: str, operator_erro
     rounding = rounding_term(n, scale)
     rho = rho_raw + rounding
     order = np.argsort(theta)  # ascending
-    t, r = theta[order], rho[order]
+    errors_sorted, certified_sorted = _kato_temple_where_isolated(theta[order], rho[order], side=side,
+                                                                 outer_edge=outer_edge, trust=trust)
+    errors = np.empty(m)
+    certified = np.empty(m, dtype=bool)
+    # The computed θ_i is itself only the Rayleigh quotient of fl(KU) to within the same rounding term, and that
+    # error is additive: a Kato–Temple bound, quadratic in ρ, would otherwise drop it (ρ² ≪ ε‖K‖ at convergence).
+    errors[order] = errors_sorted + rounding + operator_error
+    certified[order] = certified_sorted
+    return errors, certified
+
+
+def _kato_temple_where_isolated(t, r, *, side: str, outer_edge, trust: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of Ritz values sorted ascending (``t``) with interval radii ``r`` (residual + rounding): Kato–Temple
+    where θ_i's interval is isolated and its neighbours are trusted, r_i elsewhere; and where Kato–Temple was used.
+
+    The rules are those of `certified_errors` (Notes); the operator and rounding terms are added by the caller.
+    """
+    m = t.size
     lower_edges = t - r
     upper_edges = t + r
     # a_i: the highest upper edge among values below; b_i: the lowest lower edge among values above.
@@ -151,10 +168,4 @@ def certified_errors(values, residual_norms, *, n: int, side: str, operator_erro
         if kt < errors_sorted[i]:
             errors_sorted[i] = kt
             certified_sorted[i] = True
-    errors = np.empty(m)
-    certified = np.empty(m, dtype=bool)
-    # The computed θ_i is itself only the Rayleigh quotient of fl(KU) to within the same rounding term, and that
-    # error is additive: a Kato–Temple bound, quadratic in ρ, would otherwise drop it (ρ² ≪ ε‖K‖ at convergence).
-    errors[order] = errors_sorted + rounding + operator_error
-    certified[order] = certified_sorted
-    return errors, certified
+    return errors_sorted, certified_sorted

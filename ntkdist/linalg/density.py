@@ -155,6 +155,11 @@ def slq_program(n: int, *, seed: int, steps: int, probes: int, bins, max_passes:
     DensityResult(method="slq"): ``edges`` (bins + 1), ``mass`` (bins), ``cdf_error`` at each edge, ``nodes``
     and ``weights`` of all probes' Gauss rules and the Ritz values, weighted so that their sum is 1, and in
     ``info`` the CDF at the edges (``cdf``), the two parts of the error and the per-probe step counts.
+
+    Long because: a program's state lives in its local variables across the yields of its passes (reverse
+    communication, `ntkdist.linalg.passes`), and the block Lanczos recurrence keeps most of it (V, V_prev, β,
+    each probe's length and breakdown flag, the optional basis, the pending K·Q); the deflation's subspace
+    iteration (`_top_subspace`), its Rayleigh–Ritz step and the result's assembly (`_slq_result`) are helpers.
     """
     if steps < 1 or probes < 1:
         raise ValueError(f"steps, probes: expected ≥ 1, got {steps}, {probes}")
@@ -171,23 +176,9 @@ def slq_program(n: int, *, seed: int, steps: int, probes: int, bins, max_passes:
     rng = np.random.default_rng([seed, 1])
     pending_KQ = False
     if r:
-        # Randomized subspace iteration for the top-r subspace (HMT 2011, Alg. 4.4), power + 1 passes.
-        Q = rng.standard_normal((n, r))
-        for _ in range(power + 1):
-            if passes >= budget:
-                break
-            try:
-                Y = yield Product(Q)
-            except PassBudgetExhausted:
-                stopped = "pass budget exhausted (driver) during deflation"
-                break
-            passes += 1
-            Q, _ = np.linalg.qr(Y)
-            del Y
-        else:
-            pending_KQ = True
-        if not pending_KQ:  # ran out before the subspace was ready: plain SLQ on what is left
-            Q = np.zeros((n, 0))
+        Q, passes, deflation_stopped = yield from _top_subspace(n, r, power, rng, budget)
+        stopped = deflation_stopped or stopped
+        pending_KQ = Q.shape[1] > 0  # else it ran out before the subspace was ready: plain SLQ on what is left
     Z = rademacher_probes(n, probes, seed) * np.sqrt(n)  # ±1 entries
     if Q.shape[1]:
         Z = Z - Q @ (Q.T @ Z)
@@ -210,13 +201,7 @@ def slq_program(n: int, *, seed: int, steps: int, probes: int, bins, max_passes:
             break
         passes += 1
         if pending_KQ:
-            KQ = product[:, :r]
-            theta, C = np.linalg.eigh(0.5 * (Q.T @ KQ + KQ.T @ Q))
-            R = KQ @ C - (Q @ C) * theta
-            deflation_residual = float(np.linalg.norm(R, 2))
-            ritz_residuals = np.linalg.norm(R, axis=0)
-            del R
-            del KQ, C
+            theta, deflation_residual, ritz_residuals = _deflation_ritz(Q, product[:, :r])
             pending_KQ = False
             product = product[:, r:]
         KV = product
@@ -247,6 +232,45 @@ def slq_program(n: int, *, seed: int, steps: int, probes: int, bins, max_passes:
             stopped = "every probe broke down (exact)"
             break
     del V, V_prev, basis, Q
+    return _slq_result(n, probes, alphas, betas, length, probe_norm2, theta, ritz_residuals, bins=bins,
+                       scale=scale, spectrum_range=spectrum_range, passes=passes, stopped=stopped,
+                       reorthogonalize=reorthogonalize, power=power, deflation_residual=deflation_residual)
+
+
+def _top_subspace(n: int, r: int, power: int, rng, budget: int):
+    """Randomized subspace iteration for the top-r subspace (HMT 2011, Alg. 4.4), power + 1 passes: a sub-program
+    of `slq_program` (``yield from``). Returns (Q, passes, stopped): Q without columns when the budget ran out
+    before the subspace was ready, ``stopped`` a reason when the driver's budget ended it, else None."""
+    Q = rng.standard_normal((n, r))
+    passes = 0
+    for _ in range(power + 1):
+        if passes >= budget:
+            break
+        try:
+            Y = yield Product(Q)
+        except PassBudgetExhausted:
+            return np.zeros((n, 0)), passes, "pass budget exhausted (driver) during deflation"
+        passes += 1
+        Q, _ = np.linalg.qr(Y)
+        del Y
+    else:
+        return Q, passes, None
+    return np.zeros((n, 0)), passes, None
+
+
+def _deflation_ritz(Q: np.ndarray, KQ: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """Rayleigh–Ritz on the deflated subspace: the Ritz values θ, ‖R‖₂ and the column norms of the residual block
+    R = KQ·C − QC·Θ (C the eigenvectors of QᵀKQ)."""
+    theta, C = np.linalg.eigh(0.5 * (Q.T @ KQ + KQ.T @ Q))
+    R = KQ @ C - (Q @ C) * theta
+    return theta, float(np.linalg.norm(R, 2)), np.linalg.norm(R, axis=0)
+
+
+def _slq_result(n: int, probes: int, alphas: list, betas: list, length: np.ndarray, probe_norm2: np.ndarray,
+                theta: np.ndarray, ritz_residuals: np.ndarray, *, bins, scale: str, spectrum_range, passes: int,
+                stopped: str, reorthogonalize: bool, power: int, deflation_residual: float) -> DensityResult:
+    """The `DensityResult` of `slq_program` from its Lanczos coefficients: each probe's Gauss rule, the CDF at the
+    bin edges with its quadrature and probe error terms, and the masses."""
     if not alphas:
         edges = np.asarray(bins, dtype=np.float64) if np.ndim(bins) else np.full(int(bins) + 1, np.nan)
         return DensityResult(method="slq", edges=edges, mass=np.full(edges.size - 1, np.nan),

@@ -132,19 +132,14 @@ def block_krylov_program(n: int, k: int, *, seed: int, tol: float, max_passes: i
     -----
     Per pass: one product K·V with V of width ≤ b; then O(N·m·b) flops of re-orthogonalisation and Rayleigh–Ritz
     for a basis of m columns. The driver holds Q, KQ (N × m each) and a few N × b blocks.
+
+    Long because: a program's state lives in its local variables across the yields of its passes (reverse
+    communication, `ntkdist.linalg.passes`): the basis, the Ritz step, the window, the pending growth and the
+    start block's coordinates change together in one loop whose order (certify, grow, form candidates, restart,
+    orthogonalise) is the algorithm; the sizes (`_block_sizes`) and the result (`_krylov_result`) are helpers.
     """
     _validate(n, k, tol, max_passes)
-    b = default_block(k, n) if block is None else int(block)
-    if not 1 <= b <= n:
-        raise ValueError(f"block: must be between 1 and n = {n}, got {block}")
-    b = max(b, min(k, n))
-    max_block = max(b, min(n // 2, 4096) if max_block is None else int(max_block))
-    if max_basis is None:
-        # The memory budget decides, but never below two blocks (one kept through a restart, one new).
-        max_basis = max(2 * b, BASIS_MEMORY_BYTES // (16 * n))
-    max_basis = min(n, max(int(max_basis), b + k))
-    # A thick restart keeps the window and adds one block, so the block may grow to half the basis at most.
-    max_block = max(b, min(max_block, max_basis // 2))
+    b, max_block, max_basis = _block_sizes(n, k, block, max_block, max_basis)
     rng = np.random.default_rng(seed)
     basis = _Basis(n)
     info = {"block": b, "block_per_pass": [], "basis_per_pass": [], "locked_per_pass": [],
@@ -236,6 +231,30 @@ def block_krylov_program(n: int, k: int, *, seed: int, tol: float, max_passes: i
             break
         info["arithmetic_seconds_per_pass"].append(time.perf_counter() - started)
 
+    return _krylov_result(ritz, k, passes=passes, window=window, tol=tol, operator_error=operator_error,
+                          vectors=vectors, info=info)
+
+
+def _block_sizes(n: int, k: int, block: int | None, max_block: int | None,
+                 max_basis: int | None) -> tuple[int, int, int]:
+    """The start block b, the largest block and the largest basis of `block_krylov_program` (its Parameters)."""
+    b = default_block(k, n) if block is None else int(block)
+    if not 1 <= b <= n:
+        raise ValueError(f"block: must be between 1 and n = {n}, got {block}")
+    b = max(b, min(k, n))
+    max_block = max(b, min(n // 2, 4096) if max_block is None else int(max_block))
+    if max_basis is None:
+        # The memory budget decides, but never below two blocks (one kept through a restart, one new).
+        max_basis = max(2 * b, BASIS_MEMORY_BYTES // (16 * n))
+    max_basis = min(n, max(int(max_basis), b + k))
+    # A thick restart keeps the window and adds one block, so the block may grow to half the basis at most.
+    max_block = max(b, min(max_block, max_basis // 2))
+    return b, max_block, max_basis
+
+
+def _krylov_result(ritz, k: int, *, passes: int, window: int, tol: float, operator_error: float, vectors: bool,
+                   info: dict) -> EigenResult:
+    """The `EigenResult` of `block_krylov_program` from its last Rayleigh–Ritz step (None: no pass was made)."""
     if ritz is None:  # budget spent before the first product
         nan = np.full(k, np.nan)
         return EigenResult(method="krylov", values=nan, errors=np.full(k, np.inf), residual_norms=nan,

@@ -148,6 +148,11 @@ def lobpcg_program(n: int, m: int, *, seed: int, tol: float, max_passes: int, ra
     its top r eigenvalues near λ̂_r + μ; any μ ≲ λ̂_r keeps the condition number of T·K near λ_{r+1}/λ_min. The
     default μ = λ̂_r maps the sketched block into [λ_r, 2λ_r] (measured on the N=2000 and 8000 NTKs of the tests,
     it is as fast as μ near λ_min, which is not known in advance).
+
+    Long because: a program's state lives in its local variables across the yields of its passes (reverse
+    communication, `ntkdist.linalg.passes`): X, K·X, P, K·P, the best certified iterate and the refresh schedule
+    change together from pass to pass; the Rayleigh–Ritz step (`_locally_optimal_step`), the certification
+    (`_certify`) and the norm estimate (`_norm_estimate`) are helpers.
     """
     if not 1 <= m < n:
         raise ValueError(f"m: expected 1 ≤ m < n = {n}, got {m}")
@@ -207,9 +212,7 @@ def lobpcg_program(n: int, m: int, *, seed: int, tol: float, max_passes: int, ra
     del product
     # ‖K‖₂ for the rounding term: the low-rank approximation's top value (a Nyström value is ≤ λ_max; twice it
     # is a safe margin for the estimate), else the largest Rayleigh quotient of the start block.
-    lam_top = getattr(preconditioner, "lam", None)
-    norm = 2.0 * float(np.max(lam_top)) if lam_top is not None and np.size(lam_top) else float(
-        np.max(np.abs(np.sum(X * KX, axis=0))))
+    norm = _norm_estimate(preconditioner, X, KX)
 
     def converged_mask(theta, errors):
         return errors[:m] - operator_error <= tol * np.abs(theta[:m])
@@ -253,28 +256,40 @@ def lobpcg_program(n: int, m: int, *, seed: int, tol: float, max_passes: int, ra
                 return result(best, True, "tolerance")
             # W was orthogonal to the old X; the refresh rotated X within its own span, so it still is.
         del product
-        # Rayleigh–Ritz on [X, W, P] with K·[X, W, P] known (only K·W was multiplied).
-        S = [X, W] + ([P] if P is not None else [])
-        KS = [KX, KW] + ([KP] if KP is not None else [])
-        S = np.concatenate(S, axis=1)
-        KS = np.concatenate(KS, axis=1)
-        theta_all, C = _rayleigh_ritz(S, KS)
-        CX = C[:, :b]
-        # P: the (W, P) components of the new X, orthogonalised against the new X in the small space.
-        Y = CX.copy()
-        Y[:b] = 0.0
-        M = S.T @ S
-        M = 0.5 * (M + M.T)
-        Y = Y - CX @ (CX.T @ (M @ Y))
-        gram = Y.T @ M @ Y
-        gram = 0.5 * (gram + gram.T)
-        g, V = np.linalg.eigh(gram)
-        keep = g > 1e-20 * max(float(g.max()), 1e-300)
-        Y = Y @ (V[:, keep] / np.sqrt(g[keep]))
-        X, KX = S @ CX, KS @ CX
-        P, KP = S @ Y, KS @ Y
-        theta = theta_all[:b]
+        theta, X, KX, P, KP = _locally_optimal_step(X, KX, W, KW, P, KP, b)
         history.append({"pass": passes, "lambda_min": float(theta[0]), "certified": False, "width": w})
+
+
+def _norm_estimate(preconditioner, X: np.ndarray, KX: np.ndarray) -> float:
+    """‖K‖₂ for the rounding term: twice the Nyström preconditioner's top value, else the largest |Rayleigh
+    quotient| of the start block X."""
+    lam_top = getattr(preconditioner, "lam", None)
+    if lam_top is not None and np.size(lam_top):
+        return 2.0 * float(np.max(lam_top))
+    return float(np.max(np.abs(np.sum(X * KX, axis=0))))
+
+
+def _locally_optimal_step(X, KX, W, KW, P, KP, b: int):
+    """Rayleigh–Ritz on [X, W, P] with K·[X, W, P] known (only K·W was multiplied): returns the b new Ritz values
+    θ, X and K·X, and the new directions P and K·P (Knyazev 2001, Alg. 4.1; Hetmaniuk–Lehoucq 2006, Sec. 3)."""
+    S = [X, W] + ([P] if P is not None else [])
+    KS = [KX, KW] + ([KP] if KP is not None else [])
+    S = np.concatenate(S, axis=1)
+    KS = np.concatenate(KS, axis=1)
+    theta_all, C = _rayleigh_ritz(S, KS)
+    CX = C[:, :b]
+    # P: the (W, P) components of the new X, orthogonalised against the new X in the small space.
+    Y = CX.copy()
+    Y[:b] = 0.0
+    M = S.T @ S
+    M = 0.5 * (M + M.T)
+    Y = Y - CX @ (CX.T @ (M @ Y))
+    gram = Y.T @ M @ Y
+    gram = 0.5 * (gram + gram.T)
+    g, V = np.linalg.eigh(gram)
+    keep = g > 1e-20 * max(float(g.max()), 1e-300)
+    Y = Y @ (V[:, keep] / np.sqrt(g[keep]))
+    return theta_all[:b], S @ CX, KS @ CX, S @ Y, KS @ Y
 
 
 def smallest_eigenpairs(operator, m: int, *, seed: int = 0, tol: float = 1e-8, max_passes: int = 100,

@@ -199,24 +199,8 @@ def run_programs(operator: SymmetricOperator, programs: dict[str, Program], *,
                 pending.pop(name)
                 advance(name, programs[name], throw=PassBudgetExhausted(f"{max_passes} passes"))
             continue
-        names = list(pending)
-        widths = [pending[name].block.shape[1] for name in names]
-        wide = np.concatenate([pending[name].block for name in names], axis=1)
-        pending.clear()
-        start = time.perf_counter()
-        product = operator.matmat(wide)
-        seconds = time.perf_counter() - start
-        del wide
+        names, replies, seconds = _shared_pass(operator, pending, log)
         passes += 1
-        log.widths.append(int(sum(widths)))
-        log.seconds.append(seconds)
-        # Every program's columns are copied out and the product freed before any program computes: its
-        # arithmetic (a Krylov restart, a Rayleigh–Ritz step) then never shares the driver with the wide product.
-        replies, offset = [], 0
-        for width in widths:
-            replies.append(np.ascontiguousarray(product[:, offset:offset + width]))
-            offset += width
-        del product
         for name in names:
             took_part[name].append(seconds)
             reply = replies.pop(0)
@@ -226,6 +210,30 @@ def run_programs(operator: SymmetricOperator, programs: dict[str, Program], *,
         if hasattr(result, "seconds_per_pass") and took_part[name]:
             result.seconds_per_pass = float(np.median(took_part[name]))
     return results
+
+
+def _shared_pass(operator: SymmetricOperator, pending: dict[str, Product],
+                 log: PassLog) -> tuple[list[str], list[np.ndarray], float]:
+    """One ``matmat`` on the pending blocks side by side (``pending`` is emptied); returns the programs' names,
+    each one's columns of the product and the seconds the pass took, and records the pass in ``log``."""
+    names = list(pending)
+    widths = [pending[name].block.shape[1] for name in names]
+    wide = np.concatenate([pending[name].block for name in names], axis=1)
+    pending.clear()
+    start = time.perf_counter()
+    product = operator.matmat(wide)
+    seconds = time.perf_counter() - start
+    del wide
+    log.widths.append(int(sum(widths)))
+    log.seconds.append(seconds)
+    # Every program's columns are copied out and the product freed before any program computes: its
+    # arithmetic (a Krylov restart, a Rayleigh–Ritz step) then never shares the driver with the wide product.
+    replies, offset = [], 0
+    for width in widths:
+        replies.append(np.ascontiguousarray(product[:, offset:offset + width]))
+        offset += width
+    del product
+    return names, replies, seconds
 
 
 def run_program(operator: SymmetricOperator, program: Program, *, max_passes: int | None = None):

@@ -56,8 +56,8 @@ __all__ = [
     "murray_theorem_3_1",
     "murray_two_layer_coefficients",
     "dual_taylor_shift",
-    "network_layers",
-    "NetworkLayers",
+    "layer_composition",
+    "LayerComposition",
 ]
 
 #: Relative size (of the total) below which a neglected tail of an inner sum counts as zero.
@@ -112,11 +112,14 @@ class PowerSeries:
 
 
 @dataclass(frozen=True)
-class NetworkLayers:
-    """A fully-connected network as the composition form sees it (convention-free).
+class LayerComposition:
+    """The kernel of a fully-connected network on inputs of one norm, as a composition of maps of the correlation ρ
+    (convention-free): the view of an `ntkdist.kernels.MLP` the power series are computed from.
 
     First layer s_1(ρ) = first_slope·ρ + first_const; then ``hidden`` activations, each followed by a Dense
     layer with weight variance ``weight_var`` and bias variance ``bias_var`` (the last of them the readout).
+    Derived from an MLP (stax convention) by `layer_composition`; `murray_power_series` builds one in Murray
+    et al.'s convention instead.
     """
 
     activation: object
@@ -141,7 +144,7 @@ class NetworkLayers:
         return float(nngp), float(ntk)
 
 
-def network_layers(net: MLP, dim: int, radius: float = 1.0) -> NetworkLayers:
+def layer_composition(net: MLP, dim: int, radius: float = 1.0) -> LayerComposition:
     """The stax network ``net`` on inputs of norm ``radius`` in R^dim: slope w·r²/d, constant b (DESIGN.md)."""
     if not isinstance(net, MLP):
         raise TypeError(f"net: expected an ntkdist.kernels.MLP, got {type(net).__name__}")
@@ -150,8 +153,8 @@ def network_layers(net: MLP, dim: int, radius: float = 1.0) -> NetworkLayers:
     radius = float(radius)
     if not math.isfinite(radius) or radius <= 0.0:
         raise ValueError(f"radius: must be a finite number > 0 (the norm of the inputs), got {radius!r}")
-    return NetworkLayers(net.activation, net.weight_var * radius * radius / int(dim), net.bias_var,
-                         net.weight_var, net.bias_var, net.depth)
+    return LayerComposition(net.activation, net.weight_var * radius * radius / int(dim), net.bias_var,
+                            net.weight_var, net.bias_var, net.depth)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -296,7 +299,7 @@ def _cache_key(activation, q: float):
     return (type(activation).__name__, name, float(q))
 
 
-def _composition(layers: NetworkLayers, order: int, kind: str) -> np.ndarray:
+def _composition(layers: LayerComposition, order: int, kind: str) -> np.ndarray:
     n = order + 1
     w, b = layers.weight_var, layers.bias_var
     s = np.zeros(n)
@@ -382,7 +385,7 @@ def _complex_dual(activation, q: float, c: np.ndarray, c_max: float):
     return G, dG / q
 
 
-def _kernel_at(layers: NetworkLayers, z: np.ndarray, kind: str, c_max_of=None):
+def _kernel_at(layers: LayerComposition, z: np.ndarray, kind: str, c_max_of=None):
     """The recursion of the module docstring evaluated at (complex) ρ = z."""
     w, b = layers.weight_var, layers.bias_var
     s = layers.first_slope * z + layers.first_const
@@ -400,7 +403,7 @@ def _kernel_at(layers: NetworkLayers, z: np.ndarray, kind: str, c_max_of=None):
     return theta if kind == "ntk" else s
 
 
-def _contour(layers: NetworkLayers, order: int, kind: str, oversampling: int = 8) -> np.ndarray:
+def _contour(layers: LayerComposition, order: int, kind: str, oversampling: int = 8) -> np.ndarray:
     n = order + 1
     M = 1 << max(int(math.ceil(math.log2(oversampling * n))), 4)
     log_r = math.log(1e-17) / M  # r^M = 1e-17: aliasing c_{p+M} r^M below 1e-17 of the total
@@ -414,7 +417,7 @@ def _contour(layers: NetworkLayers, order: int, kind: str, oversampling: int = 8
     return np.maximum(coef * np.exp(-p * log_r), 0.0)
 
 
-def _power_series_of_layers(layers: NetworkLayers, order: int, kind: str, method: str) -> PowerSeries:
+def _power_series_of_layers(layers: LayerComposition, order: int, kind: str, method: str) -> PowerSeries:
     """Θ (or Σ) of ``layers`` as a series in ρ to ``order``, by composition or contour, with its exact tail."""
     if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 0:
         raise ValueError(f"order: must be an integer ≥ 0, got {order!r}")
@@ -469,7 +472,7 @@ def power_series(net: MLP, order: int, *, dim: int, kind: str = "ntk", radius: f
     PowerSeries with ``total`` = Θ(x, x) (or Σ(x, x)) from the closed-form diagonal recursion and the exact
     ``tail`` = total − Σ coefficients.
     """
-    return _power_series_of_layers(network_layers(net, dim, radius), order, kind, method)
+    return _power_series_of_layers(layer_composition(net, dim, radius), order, kind, method)
 
 
 def murray_power_series(activation, order: int, *, layers: int = 2, gamma_w2: float = 1.0, gamma_b2: float = 0.0,
@@ -493,7 +496,7 @@ def murray_power_series(activation, order: int, *, layers: int = 2, gamma_w2: fl
             raise ValueError(f"{name}: must be a finite number ≥ 0, got {value!r}")
     if float(gamma_w2) <= 0.0 or float(sigma_w2) <= 0.0:
         raise ValueError("gamma_w2, sigma_w2: must be > 0")
-    spec = NetworkLayers(get_activation(activation), float(gamma_w2), float(gamma_b2), float(sigma_w2),
+    spec = LayerComposition(get_activation(activation), float(gamma_w2), float(gamma_b2), float(sigma_w2),
                          float(sigma_b2), int(layers) - 1)
     return _power_series_of_layers(spec, order, "ntk", method)
 

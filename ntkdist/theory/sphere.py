@@ -43,7 +43,7 @@ from scipy.special import gammaln
 from ntkdist.kernels import ABReLU, Erf, Gelu, MLP, Tanh, nngp, ntk
 
 from .hermite import activation_polynomial_degree
-from .power_series import network_layers, power_series
+from .power_series import layer_composition, power_series
 
 __all__ = [
     "SphereSpectrum",
@@ -483,7 +483,7 @@ def decay_prediction(net: MLP, dim: int, kind: str = "ntk", *, radius: float = 1
     """
     dim, _, radius = _check(net, dim, 0, kind, radius)
     act = net.activation
-    layers = network_layers(net, dim, radius)
+    layers = layer_composition(net, dim, radius)
     d = dim - 1
     one_layer_no_bias = net.depth == 1 and net.bias_var == 0.0
     degree = activation_polynomial_degree(act)

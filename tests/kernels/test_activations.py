@@ -26,10 +26,10 @@ from scipy.special import erf as sp_erf
 from scipy.special import erfc, expit
 
 import ntkdist
-from ntkdist import activations as A
+from ntkdist.kernels import activations as A
 from ntkdist.kernels import MLP, get_activation
 from ntkdist.kernels.activations import MehlerActivation
-from ntkdist.kernels.hermite_dual import gauss_hermite_rule, weighted_hermite_columns
+from ntkdist.kernels.gauss_hermite import gauss_hermite_rule, weighted_hermite_columns
 
 from ..helpers import assert_kernel_close
 

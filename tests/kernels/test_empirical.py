@@ -20,13 +20,13 @@ import ntkdist
 from ntkdist.kernels import MLP
 from ntkdist.kernels.empirical import (
     TILE,
-    SampledNetwork,
+    SampledWeights,
     backward_signals,
     empirical_gram_block,
     empirical_nngp,
     empirical_ntk,
     forward,
-    sample_network,
+    sample_weights,
 )
 import ntkdist.kernels.empirical as empirical_module
 
@@ -39,7 +39,7 @@ COMPLEX_ACTIVATIONS = {
 }
 
 
-def reference_output(params: SampledNetwork, X, flat):
+def reference_output(params: SampledWeights, X, flat):
     """f(x) of the stax NTK-parameterization network, with all parameters taken from the flat vector ``flat``
     (complex allowed): layer by layer W_l (n_{l-1} × n_l, row-major) then β_l."""
     net = params.net
@@ -59,11 +59,11 @@ def reference_output(params: SampledNetwork, X, flat):
     return a[:, 0]
 
 
-def flat_parameters(params: SampledNetwork):
+def flat_parameters(params: SampledWeights):
     return np.concatenate([np.concatenate([W.ravel(), b]) for W, b in zip(params.weights, params.biases)])
 
 
-def complex_step_jacobian(params: SampledNetwork, X):
+def complex_step_jacobian(params: SampledWeights, X):
     """(N, P) matrix of ∂f(x_i)/∂θ_k, one complex-step forward pass per parameter."""
     theta = flat_parameters(params).astype(complex)
     step = 1e-30
@@ -103,7 +103,7 @@ def test_equals_jacobian_gram_of_every_parameter(activation, bias_var, depth, wi
     X[5] = -1.5 * X[1]
     Y = rng.standard_normal((4, d))
     net = MLP(depth=depth, activation=activation, weight_var=1.7, bias_var=bias_var)
-    params = sample_network(net, dim=d, width=width, seed=11)
+    params = sample_weights(net, dim=d, width=width, seed=11)
 
     JX, JY = complex_step_jacobian(params, X), complex_step_jacobian(params, Y)
     assert JX.shape[1] == params.num_parameters
@@ -124,7 +124,7 @@ def test_factorization_from_public_forward_and_backward_signals():
     rng = np.random.default_rng(1)
     X = rng.standard_normal((150, 4))  # more than one tile
     net = MLP(depth=2, activation="erf", weight_var=1.3, bias_var=0.2)
-    params = sample_network(net, dim=4, width=(6, 9), seed=3)
+    params = sample_weights(net, dim=4, width=(6, 9), seed=3)
     fp = forward(params, X)
     deltas = backward_signals(params, fp)
     assert [h.shape for h in fp.pre_activations] == [(150, 6), (150, 9), (150, 1)]
@@ -147,7 +147,7 @@ def test_mean_over_networks_of_one_hidden_layer_is_the_analytic_kernel_at_width_
     ntk_samples = np.empty((seeds, 6, 6))
     nngp_samples = np.empty((seeds, 6, 6))
     for seed in range(seeds):
-        params = sample_network(net, dim=4, width=4, seed=seed)
+        params = sample_weights(net, dim=4, width=4, seed=seed)
         ntk_samples[seed] = empirical_gram_block(X, params=params, kind="ntk")
         nngp_samples[seed] = empirical_gram_block(X, params=params, kind="nngp")
     for samples, analytic in ((ntk_samples, ntkdist.ntk(X, net=net)), (nngp_samples, ntkdist.nngp(X, net=net))):
@@ -172,12 +172,12 @@ ACCEPTANCE_SEEDS = 64
 @pytest.fixture(scope="module")
 def acceptance_samples():
     """Θ̂ of every available case for the same 64 networks: each seed's draws are sampled once and reused with
-    every activation (`SampledNetwork.net` may be replaced; the standard-normal draws do not depend on it)."""
+    every activation (`SampledWeights.net` may be replaced; the standard-normal draws do not depend on it)."""
     X = mixed_points(np.random.default_rng(3), 8, 6)
     nets = {name: (MLP(**case) if isinstance(case, dict) else case) for name, case in ACCEPTANCE_CASES.items()}
     samples = {name: np.empty((ACCEPTANCE_SEEDS, len(X), len(X))) for name in nets}
     for seed in range(ACCEPTANCE_SEEDS):
-        params = sample_network(nets["relu"], dim=X.shape[1], width=2048, seed=seed)
+        params = sample_weights(nets["relu"], dim=X.shape[1], width=2048, seed=seed)
         for name, net in nets.items():
             samples[name][seed] = empirical_gram_block(X, params=dataclasses.replace(params, net=net))
     return X, nets, samples
@@ -225,7 +225,7 @@ def test_blocks_of_any_size_assemble_to_the_whole_gram_bit_for_bit(block):
 def test_row_panels_that_hold_few_tiles_give_the_same_bits(monkeypatch):
     rng = np.random.default_rng(6)
     X, Y = rng.standard_normal((300, 5)), rng.standard_normal((140, 5))
-    params = sample_network(MLP(depth=3, activation="erf", bias_var=0.2), dim=5, width=32, seed=2)
+    params = sample_weights(MLP(depth=3, activation="erf", bias_var=0.2), dim=5, width=32, seed=2)
     one_panel = {k: empirical_gram_block(X, Y if k == "xy" else None, params=params) for k in ("xx", "xy")}
     monkeypatch.setattr(empirical_module, "FEATURE_BYTES", 1)  # one tile per panel
     for k, expected in one_panel.items():
@@ -243,17 +243,17 @@ def test_same_seed_reproduces_and_different_seeds_differ():
     assert np.all(a != b)
     # The network does not depend on the data: a subset's kernel is the same sub-matrix.
     assert np.array_equal(empirical_ntk(X[3:9], net=net, width=16, seed=4), a[3:9, 3:9])
-    p, q = sample_network(net, dim=3, width=16, seed=4), sample_network(net, dim=3, width=16, seed=4)
+    p, q = sample_weights(net, dim=3, width=16, seed=4), sample_weights(net, dim=3, width=16, seed=4)
     assert all(np.array_equal(u, v) for u, v in zip(p.weights + p.biases, q.weights + q.biases))
     # Each layer draws from its own stream: a deeper network shares the shallower one's first layers.
-    deeper = sample_network(MLP(depth=3, activation="erf"), dim=3, width=16, seed=4)
+    deeper = sample_weights(MLP(depth=3, activation="erf"), dim=3, width=16, seed=4)
     assert np.array_equal(deeper.weights[0], p.weights[0]) and np.array_equal(deeper.weights[1], p.weights[1])
 
 
 def test_nngp_kind_is_the_outer_product_of_the_forward_outputs_and_float32_rounds_float64():
     rng = np.random.default_rng(8)
     X, Y = rng.standard_normal((200, 4)), rng.standard_normal((30, 4))
-    params = sample_network(MLP(depth=2, activation="relu", bias_var=0.5), dim=4, width=24, seed=1)
+    params = sample_weights(MLP(depth=2, activation="relu", bias_var=0.5), dim=4, width=24, seed=1)
     fx, fy = forward(params, X).output, forward(params, Y).output
     assert np.array_equal(empirical_gram_block(X, Y, params=params, kind="nngp"), np.outer(fx, fy))
     full = empirical_gram_block(X, Y, params=params)
@@ -285,7 +285,7 @@ def test_bad_inputs_name_the_argument():
         empirical_ntk(X, net=net, width=4, seed=-1)
     with pytest.raises(ValueError, match="net: expected an ntkdist MLP"):
         empirical_ntk(X, net="relu", width=4, seed=0)
-    params = sample_network(net, dim=2, width=4, seed=0)
+    params = sample_weights(net, dim=2, width=4, seed=0)
     with pytest.raises(ValueError, match="X_rows: has 5 features but the sampled network takes inputs of dimension 2"):
         empirical_gram_block(np.ones((3, 5)), params=params)
     with pytest.raises(ValueError, match="Y: has 5 features but X has 2"):
@@ -295,7 +295,7 @@ def test_bad_inputs_name_the_argument():
     with pytest.raises(ValueError, match="net: has depth 3 but the sampled network has 2 hidden layers"):
         dataclasses.replace(params, net=MLP(depth=3))
     with pytest.raises(ValueError, match="dim: must be an integer ≥ 1"):
-        sample_network(net, dim=0, width=4, seed=0)
+        sample_weights(net, dim=0, width=4, seed=0)
 
 
 @pytest.mark.gpu

@@ -49,7 +49,7 @@ def comparison(tmp_path_factory):
         "X": rng.standard_normal((24, 6)) * rng.uniform(0.05, 12.0, size=(24, 1)),
         "Y": rng.standard_normal((9, 6)) * rng.uniform(0.1, 5.0, size=(9, 1)),
         # The series activations are compared at moderate variances (q ≲ 5): their series (and neural-tangents'
-        # 64-node quadrature) resolve φ(√q·) only so far (see ntkdist.activations).
+        # 64-node quadrature) resolve φ(√q·) only so far (see ntkdist.kernels.activations).
         "Xs": rng.standard_normal((16, 6)) * rng.uniform(0.1, 1.5, size=(16, 1)),
         "Ys": rng.standard_normal((7, 6)) * rng.uniform(0.1, 1.5, size=(7, 1)),
     }

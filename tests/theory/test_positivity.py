@@ -194,7 +194,7 @@ def test_polynomial_degrees_are_read_from_the_activations():
 
 def test_a_user_callable_is_not_certified_unless_it_says_what_it_is():
     """A callable that is secretly a polynomial would be singular beyond the rank bound: never call it PD."""
-    from ntkdist.activations import custom
+    from ntkdist.kernels.activations import custom
 
     X = base(120, 4, seed=11)
     quadratic = custom(lambda x: 0.1 + 0.5 * x + x * x, derivative=lambda x: 0.5 + 2 * x, name="secretquad")

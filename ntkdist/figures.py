@@ -1,6 +1,6 @@
-"""The human-readable report of a run: a log-log plot of the spectrum with the theory overlaid, and a markdown
-summary with a table of every prediction against the computed value (from the ``theory_*`` variables that the
-compare stage writes into the spectrum dataset)."""
+"""Figures and the summary of a run, what the ``report`` stage of `ntkdist.pipeline` writes: a log-log plot of the
+spectrum with the theory overlaid, and a markdown summary with a table of every prediction against the computed
+value (from the ``theory_*`` variables that the compare stage writes into the spectrum dataset)."""
 
 from __future__ import annotations
 
