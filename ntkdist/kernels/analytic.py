@@ -18,6 +18,8 @@ numbers. With E_x = E φ(u)², q_x' = w·E_x + b, s' = √(q_x' q_y') and g = w�
     s' − g = b·w(√E_x − √E_y)² / (s' + g)          (AM–GM gap, ≥ 0).
 
 Every term is ≥ 0.
+
+The mathematics, with its conventions, errata and tests: docs/theory.md §1.2 and §1.4.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ abs, abrelu), erf, gelu, sin, cos, identity and polynomials.
 
 Each class implements `ntkdist.kernels.activation_base.Activation`; build them through the constructors of
 `ntkdist.kernels.activations` (``relu()``, ``leaky_relu(0.1)``, …) or their spec strings.
+
+The mathematics, with its conventions, errata and tests: docs/theory.md §2.3.
 """
 
 from __future__ import annotations

@@ -36,6 +36,8 @@ Gram matrix whose features fit in one panel runs every forward pass once.
 
 Everything runs on the array module of the input (NumPy or CuPy); sampling is on the host with NumPy, so a seed
 gives the same network on either.
+
+The mathematics, with its conventions, errata and tests: docs/theory.md §8.1.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ Input inner products of near-parallel pairs (1 − cos < ``NEAR_PARALLEL``) are 
 of the normalised rows, 1 − cos = ‖x̂ − ŷ‖²/2, and those of near-antiparallel pairs from their sum,
 1 + cos = ‖x̂ + ŷ‖²/2. That keeps their angle accurate where ⟨x, y⟩ from a product has lost half the digits;
 a point's correlation with itself is then exactly 1.
+
+The mathematics, with its conventions, errata and tests: docs/theory.md §1.3 and §1.4.
 """
 
 from __future__ import annotations

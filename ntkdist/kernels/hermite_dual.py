@@ -48,6 +48,8 @@ Cost and range. Terms grow with q as the singularities of φ(√q z) approach th
 ≈ 8 M pairs/s per layer for tanh at q ≈ 1 and ≈ 1.2 M/s at q ≈ 10 (rows of distinct norms; 2–3× more for
 equal norms). Levels that would need more than ``_MAX_NODES`` quadrature nodes raise a ValueError naming the
 activation, q and tol: at tol = 1e-10 that is q > 16 for tanh, q > 64 for sigmoid, q > 128 for softplus.
+
+The mathematics, with its conventions, errata and tests: docs/theory.md §2.2 and §2.6.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The network description (`MLP`) shared by every kernel, solver and theory function."""
+"""The network description (`MLP`) shared by every kernel, solver and theory function.
+
+The mathematics, with its conventions, errata and tests: docs/theory.md §1.1.
+"""
 
 from __future__ import annotations
 

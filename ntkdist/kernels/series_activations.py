@@ -2,6 +2,8 @@
 `ntkdist.kernels.hermite_dual` to a relative accuracy ``tol``.
 
 `MehlerActivation` is also the base of `ntkdist.kernels.activations.Custom` (any elementwise callable).
+
+The mathematics, with its conventions, errata and tests: docs/theory.md §2.6.
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ Rounding: the residual is computed as fl(Ku) − θu; we add ``rounding_term`` =
 random-rounding model of a length-N float64 dot product (the worst case N·ε is ~√N times too pessimistic), to
 every residual norm, and once more, additively, to every error: the computed θ is the Rayleigh quotient of the
 computed products, which differ from K·u by that much, so no bound (Kato–Temple included) is below it.
+
+The mathematics, with its conventions, errata and tests: docs/theory.md §9.
 """
 
 from __future__ import annotations

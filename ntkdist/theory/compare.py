@@ -36,6 +36,8 @@ quotient θ (a certified upper bound on λ_min of the operator's matrix, + the o
 a lower bound on λ_min *holds* when it is ≤ θ + error_bound (+ rounding), an upper bound when it is
 ≥ θ − lambda_min_error. Top eigenvalues are Ritz values θ_k ≤ λ_k, so an upper bound on λ_k holds when it is
 ≥ θ_k − error_bound.
+
+The mathematics, with its conventions, errata and tests: docs/theory.md §9.6.
 """
 
 from __future__ import annotations

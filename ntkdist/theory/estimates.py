@@ -11,6 +11,8 @@ cost O(N²) and count zero).
 **Rounding.** A lower estimate of λ_min subtracts the backward-error allowance 4·N·ε·‖A‖₁ of that eigenvalue, and
 upper estimates from Lanczos add the residual norm, so they hold for the exact matrices up to the rounding of
 forming them.
+
+The mathematics, with its conventions, errata and tests: docs/theory.md §5.6.
 """
 
 from __future__ import annotations

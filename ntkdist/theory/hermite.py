@@ -16,6 +16,8 @@ and Parseval gives Σ_k μ_k(ψ)² = E φ(u)². For absolutely continuous φ wit
 
 `hermite_coefficients` is exact (closed form, to rounding) for the activations with known expansions and falls
 back to a composite Gauss–Legendre quadrature on [−22, 22] otherwise; see its docstring for the accuracy.
+
+The mathematics, with its conventions, errata and tests: docs/theory.md §2.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ being a multiple of another (verified numerically in the tests):
 Not covered (``not_guaranteed``): other proportional pairs without bias (e.g. ReLU on x and −x, which is in fact
 positive definite: Θ(x, −x) = 0 at depth 1 and 0 < Θ(x, −x) < Θ(x, x) deeper), polynomial activations below the
 rank bound, user callables not declared polynomial or not, and the NNGP.
+
+The mathematics, with its conventions, errata and tests: docs/theory.md §7.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Murray, Jin, Bowman, Montúfar 2023, "Characterizing the spectrum of the NTK via
 kernel Θ(ρ) = Σ_p κ_p ρ^p with κ_p ≥ 0 converging absolutely on [−1, 1]. This module computes the κ_p in two
 conventions:
 
-* `power_series` — the project's (neural-tangents ``stax``, NTK parameterization, DESIGN.md): ``depth`` hidden
+* `power_series` — the project's (neural-tangents ``stax``, NTK parameterization, docs/theory.md §1.1): ``depth`` hidden
   layers and a linear readout, every Dense layer with weight_var w and bias_var b, first layer
   Σ¹ = w·r²ρ/d + b for inputs of norm r in R^d.
 * `murray_power_series` — the paper's: Σ¹ = γ_w²ρ + γ_b² for unit-norm inputs, later layers σ_w², σ_b²
@@ -145,7 +145,7 @@ class LayerComposition:
 
 
 def layer_composition(net: MLP, dim: int, radius: float = 1.0) -> LayerComposition:
-    """The stax network ``net`` on inputs of norm ``radius`` in R^dim: slope w·r²/d, constant b (DESIGN.md)."""
+    """The stax network ``net`` on inputs of norm ``radius`` in R^dim: slope w·r²/d, constant b (docs/theory.md §1.5)."""
     if not isinstance(net, MLP):
         raise TypeError(f"net: expected an ntkdist.kernels.MLP, got {type(net).__name__}")
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
@@ -445,7 +445,7 @@ def power_series(net: MLP, order: int, *, dim: int, kind: str = "ntk", radius: f
                  method: str = "auto") -> PowerSeries:
     """Θ(x, y) (or the NNGP) of ``net`` for ‖x‖ = ‖y‖ = radius in R^dim as a series in ρ = ⟨x,y⟩/(‖x‖‖y‖).
 
-    Project convention (DESIGN.md; neural-tangents ``stax``, NTK parameterization): ``net.depth`` hidden layers
+    Project convention (docs/theory.md §1.1, §3.2; neural-tangents ``stax``, NTK parameterization): ``net.depth`` hidden layers
     and a linear readout, Σ¹ = w·radius²·ρ/dim + b, every later layer w·E[φφ] + b. Murray et al. 2023
     (arXiv 2211.07844) Theorem 3.1 in the composition form (the printed base case is wrong
     with bias), generalised to layer variances q_l ≠ 1 through the Hermite coefficients of φ(√q_l ·); see the

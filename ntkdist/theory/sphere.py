@@ -1,6 +1,6 @@
 """Eigenvalues of NTK/NNGP integral operators for data uniform on the sphere, and their decay.
 
-Convention (DESIGN.md): for inputs x ∈ R^dim of norm ``radius``, μ_k are the eigenvalues of
+Convention (docs/theory.md §1.3): for inputs x ∈ R^dim of norm ``radius``, μ_k are the eigenvalues of
 
     f ↦ E_{y ~ Unif(S^{dim−1})}[Θ(⟨x, y⟩) f(y)]          (probability measure),
 
@@ -74,7 +74,7 @@ class SphereSpectrum:
     degree : (K+1,) int array
         k = 0..max_degree.
     eigenvalue : (K+1,) float array
-        μ_k (DESIGN.md convention: the Gram matrix of N uniform points has eigenvalues ≈ N·μ_k).
+        μ_k (docs/theory.md §1.3: the Gram matrix of N uniform points has eigenvalues ≈ N·μ_k).
     multiplicity : (K+1,) int array
         N(dim, k), the dimension of the degree-k spherical harmonics.
     error_bound : (K+1,) float array
@@ -330,7 +330,7 @@ def sphere_eigenvalues(net: MLP, dim: int, max_degree: int, kind: str = "ntk", *
                        nodes: int | None = None) -> SphereSpectrum:
     """μ_k, k = 0..max_degree, of the NTK (or NNGP) of ``net`` on Unif(S^{dim−1}) of radius ``radius``.
 
-    Convention: DESIGN.md (probability measure; Gram of N uniform points ≈ N·μ_k, multiplicity N(dim, k)).
+    Convention: docs/theory.md §1.3 (probability measure; Gram of N uniform points ≈ N·μ_k, multiplicity N(dim, k)).
     ``method="series"``: Murray et al. 2023 (arXiv 2211.07844) Theorem 4.6 (Azevedo & Menegatto 2015) on the
     power series of `ntkdist.theory.power_series.power_series`, divided by Vol(S^{dim−1}) (Murray et al. 2023, §4),
     order raised until the rigorous tail bound is below ``tol``·Θ(x, x) (or ``max_order`` is reached; see

@@ -124,7 +124,7 @@ def test_relu_one_layer_without_bias_has_vanishing_odd_frequencies():
 
 def test_reference_numbers_of_section_1_7():
     """The two-layer ReLU NTK in Murray's convention (γ_w² = 1, σ_w² = 2, no bias) on S² has
-    eigenvalues 0.5, 1/3 (×3), 0.0781 (×5), 0 (k = 3) for K = Θ/n, i.e. μ_k in the DESIGN.md convention."""
+    eigenvalues 0.5, 1/3 (×3), 0.0781 (×5), 0 (k = 3) for K = Θ/n, i.e. μ_k in the convention of docs/theory.md §1.3."""
     from ntkdist.theory import murray_power_series
 
     c = murray_power_series("relu", 1 << 16, layers=2, gamma_w2=1.0, gamma_b2=0.0, sigma_w2=2.0).coefficients
@@ -155,7 +155,7 @@ GRAM_NETS = [("relu", 1, 2.0, 0.0), ("relu", 2, 2.0, 0.1), ("relu", 3, 1.5, 0.2)
 @pytest.mark.parametrize("spec,depth,w,b", GRAM_NETS)
 def test_gram_spectrum_clusters_at_sphere_eigenvalues(sphere_points, dim, spec, depth, w, b):
     """Uniform points on S² (N = 3000) and S⁴ (N = 4000): the top eigenvalues of Gram/N cluster at μ_k with
-    multiplicity N(dim, k) — cluster means within 3% wherever μ_k > 1e-3·max μ (DESIGN.md convention).
+    multiplicity N(dim, k) — cluster means within 3% wherever μ_k > 1e-3·max μ (docs/theory.md §1.3 convention).
 
     Eigenvalues are matched in sorted order: the i-th largest of Gram/N with the i-th largest μ (with multiplicity).
     """

@@ -8,6 +8,8 @@ Plain linear algebra on the Gram matrix K = [Θ(x_i, x_j)] (stax convention) of 
   Nguyen et al.'s proof of Thm 3.2, here for any activation and bias).
 
 Each returns a `TheoryResult`; the paper is named where one states the inequality.
+
+The mathematics, with its conventions, errata and tests: docs/theory.md §6.5.
 """
 
 from __future__ import annotations

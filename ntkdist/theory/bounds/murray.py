@@ -21,6 +21,8 @@ module reaches that form, K = D·(Σ_p c_p (X̂X̂ᵀ)^{⊙p})·D with D diagona
 
 Other data (unequal norms with biases or a non-homogeneous activation) make Θ a function of the norms as well
 as the cosine; the bounds then report ``applies=False`` and say why.
+
+The mathematics, with its conventions, errata and tests: docs/theory.md §5.
 """
 
 from __future__ import annotations

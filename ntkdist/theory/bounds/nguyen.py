@@ -2,7 +2,7 @@
 
 Their layer kernels G^{(l)}, Ġ^{(l)} and limit kernel K^{(L)} (eqs. (8)–(10)), the Hadamard-power lower bound
 λ_min(K^{(L)}) ≥ λ_min(XXᵀ) + 2μ_r²·λ_min((XXᵀ)^{∘r})/max‖x‖^{2(r−1)} (steps 1–3, exact or by Gershgorin)
-and the layer sum λ_min(K^{(L)}) ≥ Σ_l λ_min(G^{(l)}) (step 1). [§2.2–2.3]
+and the layer sum λ_min(K^{(L)}) ≥ Σ_l λ_min(G^{(l)}) (step 1). Written out in docs/theory.md §6.
 
 **Convention.** The paper's: ReLU without biases, G^{(1)} = XXᵀ (no 1/d), the factor 2 of He initialisation
 (`NGUYEN_CONVENTION`), L = depth + 1 layers. Each bound is computed there and returned in the stax convention of
