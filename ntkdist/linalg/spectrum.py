@@ -27,7 +27,7 @@ logger = logging.getLogger("ntkdist.linalg")
 
 METHODS = ("exact", "krylov", "nystrom")
 #: Default memory for the solvers' arrays in the driver. With the interpreter, Ray and Prefect (about 0.2 GB) and
-#: the block being multiplied mapped from Ray's object store, the driver stays under 2 GB at N = 10⁵ (BENCHMARKS.md).
+#: at most two slabs of Ray's object store mapped, the driver peaked at 1.63 GB at N = 10⁵ (BENCHMARKS.md, run 4).
 DRIVER_MEMORY_BYTES = 3 * 2**29
 
 
