@@ -83,7 +83,7 @@ def written_store():
         store = RunStore.open(config.store_path, mode="r+")
         K = ntkdist.ntk(store.inputs[:], net=config.net)
         for i, j in store.upper_blocks():
-            store.write_block(i, j, K[store.block_slice(i), store.block_slice(j)])
+            store.record_blocks([store.write_block(i, j, K[store.block_slice(i), store.block_slice(j)])])
         store.mark_stage("build")
         return K
 

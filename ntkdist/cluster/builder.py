@@ -28,7 +28,7 @@ import numpy as np
 from ..kernels import MLP, empirical_gram_block, gram_block, sample_weights
 from ..kernels._xp import to_numpy
 from ..errors import ConfigError
-from ..store import RunStore
+from ..store import BlockRecord, RunStore
 from .runtime import get
 
 log = logging.getLogger("ntkdist.cluster")
@@ -91,9 +91,9 @@ class GramBlockWorker:
                 values = gram_block(rows, cols, net=self._net, kind=self._kind, dtype=self._dtype,
                                     threads=self._threads)
             values = to_numpy(values)
-            checksum = self._store.write_block(i, j, values)
-            record = {"block": (i, j), "crc32": checksum, "seconds": time.perf_counter() - start,
-                      "pid": os.getpid(), "built": True}
+            written = self._store.write_block(i, j, values)
+            record = {"block": (i, j), "crc32": written.crc32, "sum_squares": written.sum_squares,
+                      "seconds": time.perf_counter() - start, "pid": os.getpid(), "built": True}
             if self._sketch is not None:
                 record["sketch"] = self._contributions(i, j, values)
             records.append(record)
@@ -361,7 +361,7 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
     """
     import ray
 
-    store = RunStore.open(store_path)
+    store = RunStore.open(store_path, mode="r+")  # the coordinator records finished blocks
     missing = store.missing_blocks()
     report = BuildReport(skipped=len(store.upper_blocks()) - len(missing))
     sketch = None if sketch_rank is None else _SketchAccumulator(store, sketch_rank, sketch_seed)
@@ -396,6 +396,8 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
             ref = done[0]
             actor = in_flight.pop(ref)
             records = get(ref)
+            # The coordinator records finished blocks (the workers only write their bytes).
+            store.record_blocks(BlockRecord(*r["block"], r["crc32"], r["sum_squares"]) for r in records if r["built"])
             if _count_built(report, store, records):
                 log.info("built %d/%d blocks", report.computed, total)
             if sketch is not None:

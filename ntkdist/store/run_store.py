@@ -6,11 +6,15 @@ Layout (see ``storage/README.md`` for the reader's view)::
       zarr.json          group attrs["ntkdist"]: format, config, fingerprint, versions, stage records
       inputs             (N, d) float64, chunks (block, d)
       gram               (N, N) float64|float32, chunks (block, block), fill NaN; the full symmetric matrix
-      manifest/blocks    (nb, nb) int64, chunks (1, 1), fill −1; CRC-32 of each finished upper block I ≤ J
+      manifest/blocks    (nb, nb) int64, one chunk, fill −1; CRC-32 of each finished upper block I ≤ J
+      manifest/sum_squares (nb, nb) float64, one chunk, fill NaN; Σ K_ij² of each finished upper block as stored
       spectrum/          xarray Dataset (consolidated): eigenvalue(mode), …
 
-Writes are chunk-aligned and idempotent: a block is written as its chunk and its mirror's chunk, and only then is
-its manifest entry set, so a crash never leaves a block that counts as finished without its bytes. A stage is
+Writes are chunk-aligned and idempotent: a block is written as its chunk and its mirror's chunk by a worker
+(`RunStore.write_block`), and only afterwards does the coordinator record it, in batches (`RunStore.record_blocks`:
+one whole-chunk rewrite of the manifest, atomic on a local disk and on object storage). A crash never leaves a
+block that counts as finished without its bytes, and finding what is missing reads one small array, never a
+listing of the store. A stage is
 recorded as complete in the group attrs after its last write, so nothing half-written looks complete.
 """
 
@@ -23,7 +27,7 @@ import warnings
 import zlib
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import zarr
@@ -31,10 +35,11 @@ import zarr
 from ..errors import StoreError
 
 FORMAT = "ntkdist-run"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 INPUTS = "inputs"
 GRAM = "gram"
 MANIFEST = "manifest/blocks"
+SUM_SQUARES = "manifest/sum_squares"
 SPECTRUM = "spectrum"
 STAGES = ("prepare", "build", "solve", "compare", "report")
 _NOT_DONE = -1
@@ -45,6 +50,16 @@ _FIXED = ("format", "format_version", "created", "n", "dim", "block", "dtype", "
 def block_checksum(block: np.ndarray) -> int:
     """CRC-32 of a block's bytes in C order (what the manifest records and `RunStore.verify` recomputes)."""
     return zlib.crc32(np.ascontiguousarray(block).tobytes())
+
+
+class BlockRecord(NamedTuple):
+    """What the manifest records of one written upper block (I ≤ J): its CRC-32 and Σ K_ij² of its values as
+    stored (float64 sum; the float32 storage bound is built from these)."""
+
+    i: int
+    j: int
+    crc32: int
+    sum_squares: float
 
 
 @contextlib.contextmanager
@@ -87,7 +102,9 @@ class RunStore:
         nb = -(-n // block)
         group.create_array(INPUTS, shape=(n, dim), chunks=(min(block, n), dim), dtype="float64")
         group.create_array(GRAM, shape=(n, n), chunks=(min(block, n),) * 2, dtype=dtype, fill_value=np.nan)
-        group.create_array(MANIFEST, shape=(nb, nb), chunks=(1, 1), dtype="int64", fill_value=_NOT_DONE)
+        # One chunk each: the coordinator rewrites them whole, a batch of blocks at a time (`record_blocks`).
+        group.create_array(MANIFEST, shape=(nb, nb), chunks=(nb, nb), dtype="int64", fill_value=_NOT_DONE)
+        group.create_array(SUM_SQUARES, shape=(nb, nb), chunks=(nb, nb), dtype="float64", fill_value=np.nan)
         group.attrs.update({
             "ntkdist": {
                 "format": FORMAT,
@@ -242,9 +259,14 @@ class RunStore:
         done = self.finished_blocks()
         return [(i, j) for i, j in self.upper_blocks() if not done[i, j]]
 
-    def write_block(self, i: int, j: int, values: np.ndarray) -> int:
-        """Write the upper block (I, J), its mirror (J, I), then its manifest entry; returns the CRC-32.
+    @cached_property
+    def sum_squares(self) -> zarr.Array:
+        return self._group[SUM_SQUARES]
 
+    def write_block(self, i: int, j: int, values: np.ndarray) -> BlockRecord:
+        """Write the upper block (I, J) and its mirror (J, I); returns what the manifest should record of it.
+
+        The block does not count as finished until a `record_blocks` call records it (the coordinator's job).
         Each write covers whole chunks, so concurrent writers of different blocks never touch the same object.
         """
         if i > j:
@@ -257,9 +279,40 @@ class RunStore:
         self.gram[rows, cols] = values
         if i != j:
             self.gram[cols, rows] = values.T
-        checksum = block_checksum(values)
-        self.manifest[i, j] = checksum
-        return checksum
+        squares = float(np.einsum("ij,ij->", values, values, dtype=np.float64))
+        return BlockRecord(i, j, block_checksum(values), squares)
+
+    def record_blocks(self, records: Iterable[BlockRecord]) -> None:
+        """Record written blocks as finished: one read and one whole-chunk rewrite of each manifest array.
+
+        Call only after the blocks' bytes are written (`write_block`). The rewrite is one object put, atomic on
+        a local disk (zarr writes a temporary file and renames it) and on object storage.
+        """
+        records = list(records)
+        if not records:
+            return
+        crcs, squares = self.manifest[:], self.sum_squares[:]
+        for record in records:
+            crcs[record.i, record.j] = record.crc32
+            squares[record.i, record.j] = record.sum_squares
+        # The sums first: a crash between the two writes leaves sums of blocks not yet recorded, which is harmless.
+        self.sum_squares[:] = squares
+        self.manifest[:] = crcs
+
+    def forget_blocks(self, blocks: Iterable[tuple[int, int]]) -> None:
+        """Mark upper blocks as not written (so the next build recomputes them; how a bad block is repaired)."""
+        crcs = self.manifest[:]
+        for i, j in blocks:
+            crcs[i, j] = _NOT_DONE
+        self.manifest[:] = crcs
+
+    def stored_sum_squares(self) -> float:
+        """‖K_stored‖_F² from the manifest (both triangles), or NaN while a block is unrecorded."""
+        squares = self.sum_squares[:]
+        upper = np.triu(np.ones_like(squares, dtype=bool))
+        if not np.isfinite(squares[upper]).all() or (self.manifest[:][upper] == _NOT_DONE).any():
+            return float("nan")
+        return float(2 * squares[upper].sum() - np.trace(squares))
 
     def read_gram(self, dtype=np.float64) -> np.ndarray:
         """The whole stored Gram matrix in memory (N² numbers: only for the exact solver at small N).

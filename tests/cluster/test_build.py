@@ -55,7 +55,7 @@ def test_rebuild_computes_only_missing_blocks(ray_local, make_config):
     # Forget three blocks as a crash between writing chunks and recording them would.
     lost = [(0, 1), (2, 4), (3, 3)]
     for i, j in lost:
-        store.manifest[i, j] = -1
+        store.forget_blocks([(i, j)])
         store.gram[store.block_slice(i), store.block_slice(j)] = np.nan
     report = build_gram(store.path, net=config.net, kind="ntk", workers=2, device="cpu")
     assert report.computed == len(lost) and report.skipped == len(store.upper_blocks()) - len(lost)

@@ -32,7 +32,7 @@ def stored(path, K, dtype="float64"):
                             fingerprint="f" * 64, versions={"numpy": np.__version__})
     store.inputs[:] = inputs()
     for i, j in store.upper_blocks():
-        store.write_block(i, j, K[store.block_slice(i), store.block_slice(j)])
+        store.record_blocks([store.write_block(i, j, K[store.block_slice(i), store.block_slice(j)])])
     return store
 
 
@@ -173,7 +173,7 @@ def test_bad_arguments(ray_local, tmp_path, gram):
     with pytest.raises(ValueError, match="X"):
         RayGramOperator(net=NET, mode="matrix_free")
     store = stored(tmp_path / "r.zarr", gram)
-    store.manifest[0, 3] = -1
+    store.forget_blocks([(0, 3)])
     with pytest.raises(ValueError, match="incomplete"):
         RayGramOperator(store, mode="stored")
 
@@ -190,7 +190,7 @@ def test_build_gathers_the_sketch_once_per_block_across_resumes(ray_local, make_
     # A crash after three blocks were written and recorded, before the sketch was asked for / checkpointed.
     K = ntkdist.ntk(store.inputs[:], net=config.net, dtype="float32").astype(np.float64)
     for i, j in [(0, 0), (0, 3), (2, 3)]:
-        store.write_block(i, j, K[store.block_slice(i), store.block_slice(j)])
+        store.record_blocks([store.write_block(i, j, K[store.block_slice(i), store.block_slice(j)])])
     report = build_gram(store.path, net=config.net, kind="ntk", workers=1, device="cpu", sketch_rank=5,
                         sketch_seed=7)
     assert report.computed == 7 and report.skipped == 3
@@ -201,7 +201,7 @@ def test_build_gathers_the_sketch_once_per_block_across_resumes(ray_local, make_
     assert relative_error(sketch["Y"], K @ omega) < 1e-13  # K as stored (float32), products in float64
     # Blocks lost and rebuilt after the sketch took them are not added again; a finished build adds nothing.
     for i, j in [(1, 2), (3, 3)]:
-        store.manifest[i, j] = -1
+        store.forget_blocks([(i, j)])
     again = build_gram(store.path, net=config.net, kind="ntk", workers=1, device="cpu", sketch_rank=5,
                        sketch_seed=7)
     assert again.computed == 2 and again.sketch["added"] == 0

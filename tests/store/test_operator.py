@@ -21,7 +21,7 @@ def stored_ntk(path, *, n=230, dim=5, block=64, dtype="float64", seed=0):
                             fingerprint="f" * 64, versions={"numpy": np.__version__})
     store.inputs[:] = X
     for i, j in store.upper_blocks():
-        store.write_block(i, j, K[store.block_slice(i), store.block_slice(j)])
+        store.record_blocks([store.write_block(i, j, K[store.block_slice(i), store.block_slice(j)])])
     return store, K
 
 
@@ -84,7 +84,7 @@ def test_bound_before_any_product_costs_one_read_pass(tmp_path):
 
 def test_incomplete_store_is_refused(tmp_path):
     store, _ = stored_ntk(tmp_path / "r.zarr", n=100, block=32)
-    store.manifest[1, 2] = -1
+    store.forget_blocks([(1, 2)])
     with pytest.raises(StoreError, match="incomplete"):
         StoredGramOperator(store)
 

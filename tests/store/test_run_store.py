@@ -26,7 +26,7 @@ def symmetric(n, seed=0):
 
 def write_all(store, matrix):
     for i, j in store.upper_blocks():
-        store.write_block(i, j, matrix[store.block_slice(i), store.block_slice(j)])
+        store.record_blocks([store.write_block(i, j, matrix[store.block_slice(i), store.block_slice(j)])])
 
 
 def test_layout_is_plain_zarr_v3(tmp_path):
@@ -47,7 +47,7 @@ def test_layout_is_plain_zarr_v3(tmp_path):
 def test_unwritten_blocks_are_nan_and_listed_missing(tmp_path):
     store = make_store(tmp_path / "r.zarr")
     K = symmetric(10)
-    store.write_block(0, 2, K[0:4, 8:10])
+    store.record_blocks([store.write_block(0, 2, K[0:4, 8:10])])
     assert store.missing_blocks() == [(0, 0), (0, 1), (1, 1), (1, 2), (2, 2)]
     assert np.isnan(store.gram[0:4, 0:4]).all()
     assert np.array_equal(store.gram[8:10, 0:4], K[8:10, 0:4])
@@ -63,7 +63,7 @@ def test_verify_finds_corruption_missing_blocks_and_broken_mirrors(tmp_path):
     assert store.verify() == []
     store.gram[4:8, 8:10] = np.nextafter(K[4:8, 8:10], np.inf)  # one ulp: a bit flip
     store.gram[8:10, 0:4] = 0.0
-    store.manifest[2, 2] = -1
+    store.forget_blocks([(2, 2)])
     problems = store.verify()
     assert "block (1, 2) does not match its checksum" in problems
     assert "block (2, 0) is not the transpose of block (0, 2)" in problems
