@@ -46,7 +46,7 @@ bench: $(STAMP)
 # The eigensolver benchmark measures dask's svd_compressed as a peer: the `bench` extra adds dask.
 BENCH_STAMP := $(VENV)/.bench-stamp
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(BENCH_STAMP)
 
 bench-solvers: $(BENCH_STAMP)

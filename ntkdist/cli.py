@@ -2,7 +2,10 @@
 
     ntkdist run CONFIG.toml [--store PATH] [--overwrite]   run the spectrum flow (embedded Prefect + Ray)
     ntkdist check CONFIG.toml                              validate a configuration and print it resolved
-    ntkdist info STORE [--verify]                          what a run store holds; --verify re-reads every block
+    ntkdist info STORE                                     what a run store holds
+    ntkdist verify STORE [--workers N] [--sample K] [--seed S] [--repair]
+                                                           re-check every block over Ray actors; --repair rebuilds
+                                                           the bad ones
 
 Bad input ends with one paragraph on stderr naming the field and the fix, and exit status 2; no traceback.
 An embedded Prefect server that does not start in time ends the same way, naming the setting to raise, with
@@ -140,15 +143,43 @@ def cmd_info(args) -> int:
     for name in STAGES:
         record = store.stage(name)
         print(f"{name:8s} {'done ' + record['completed'] if record else 'not done'}")
-    if args.verify:
-        problems = store.verify()
-        if problems:
-            print("verify:  FAILED")
-            for p in problems:
-                print(f"  - {p}")
-            return 1
-        print("verify:  every block matches its checksum and its mirror")
     return 0
+
+
+def cmd_verify(args) -> int:
+    """Exit 0 with one line when the store is intact; else 1, naming each bad block (after a repair: its result)."""
+    from .cluster import ray_session, repair_store, verify_store
+    from .cluster.verify import DEFAULT_SAMPLE
+    from .config import Config
+    from .store import RunStore
+
+    store = RunStore.open(args.store)
+    # The store's own config gives the network, kind, width and seed the blocks were built with.
+    config = Config.from_dict(store.config, source=f"{args.store} (its recorded config)")
+    built_with = {"net": config.net, "kind": config.kernel.kind, "width": config.network.width,
+                  "seed": config.network.seed}
+    workers = args.workers or config.cluster.workers
+    sample = DEFAULT_SAMPLE if args.sample is None else args.sample
+    with ray_session(config.cluster.address):
+        report = verify_store(args.store, workers=workers, sample=sample, sample_seed=args.seed, **built_with)
+        if not report.ok and args.repair:
+            _print_bad(report)
+            rebuilt = repair_store(args.store, report.bad_blocks, workers=workers, device=config.cluster.device,
+                                   **built_with)
+            print(f"repair: rebuilt {rebuilt.computed} block{'s' if rebuilt.computed != 1 else ''}")
+            report = verify_store(args.store, workers=workers, sample=sample, sample_seed=args.seed,
+                                  **built_with)
+    if report.ok:
+        print(report.summary())
+        return 0
+    _print_bad(report)
+    return 1
+
+
+def _print_bad(report) -> None:
+    print(report.summary())
+    for bad in report.bad:
+        print(f"  - {bad}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,8 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
     info = sub.add_parser("info", help="describe a run store")
     info.add_argument("store")
-    info.add_argument("--verify", action="store_true", help="re-read every block and check its checksum")
     info.set_defaults(func=cmd_info)
+    verify = sub.add_parser("verify", help="re-check a store's blocks (checksums, mirrors, sampled recomputation)")
+    verify.add_argument("store")
+    verify.add_argument("--workers", type=int, help="Ray actors to check with (default: the store's [cluster] "
+                        "workers)")
+    verify.add_argument("--sample", type=int, help="rows (and the same columns) whose entries are recomputed "
+                        "(default 256, ntkdist.cluster.verify.DEFAULT_SAMPLE)")
+    verify.add_argument("--seed", type=int, default=0, help="seed of the sampled rows (default 0)")
+    verify.add_argument("--repair", action="store_true", help="rebuild the bad blocks, then verify again")
+    verify.set_defaults(func=cmd_verify)
     return parser
 
 

@@ -48,7 +48,7 @@ _FIXED = ("format", "format_version", "created", "n", "dim", "block", "dtype", "
 
 
 def block_checksum(block: np.ndarray) -> int:
-    """CRC-32 of a block's bytes in C order (what the manifest records and `RunStore.verify` recomputes)."""
+    """CRC-32 of a block's bytes in C order (what the manifest records and `ntkdist verify` recomputes)."""
     return zlib.crc32(np.ascontiguousarray(block).tobytes())
 
 
@@ -336,29 +336,6 @@ class RunStore:
             rows = self.block_slice(i)
             out[rows] = np.diagonal(self.gram[rows, rows])
         return out
-
-    # -- integrity ---------------------------------------------------------------------------------------------
-    def verify(self) -> list[str]:
-        """Re-read every finished block and compare with its manifest checksum; returns the problems found.
-
-        Checks that each upper block matches its CRC-32, that its mirror is its exact transpose, and that no
-        value is NaN (the fill of unwritten chunks). An empty list means the stored Gram matrix is intact.
-        """
-        problems = []
-        manifest = self.manifest[:]
-        for i, j in self.upper_blocks():
-            if manifest[i, j] == _NOT_DONE:
-                problems.append(f"block ({i}, {j}) was never written")
-                continue
-            rows, cols = self.block_slice(i), self.block_slice(j)
-            upper = self.gram[rows, cols]
-            if block_checksum(upper) != manifest[i, j]:
-                problems.append(f"block ({i}, {j}) does not match its checksum")
-            elif np.isnan(upper).any():
-                problems.append(f"block ({i}, {j}) holds NaN")
-            if i != j and not np.array_equal(self.gram[cols, rows], upper.T):
-                problems.append(f"block ({j}, {i}) is not the transpose of block ({i}, {j})")
-        return problems
 
     # -- spectrum ----------------------------------------------------------------------------------------------
     def write_spectrum(self, dataset) -> None:
