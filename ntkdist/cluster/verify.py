@@ -199,8 +199,7 @@ def verify_store(path, *, net: MLP, kind: str, width=None, seed: int = 0, worker
 
     start = time.perf_counter()
     store = RunStore.open(path)
-    crcs, squares = store.manifest[:], store.sum_squares[:]  # one snapshot: what the coordinator recorded
-    blocks = [(i, j, int(crcs[i, j]), float(squares[i, j])) for i, j in store.upper_blocks()]
+    blocks = recorded_blocks(store)
     rows = sample_indices(store.n, sample, sample_seed)
     report = VerifyReport(store=str(path), blocks=len(blocks), sampled_entries=_upper_entries(store, rows),
                           comparison=entry_tolerance(store)[2])
@@ -217,6 +216,20 @@ def verify_store(path, *, net: MLP, kind: str, width=None, seed: int = 0, worker
             ray.kill(a)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def recorded_blocks(store: RunStore) -> list[tuple[int, int, int, float]]:
+    """(I, J, CRC-32, Σ K²) of every upper block, from one snapshot of the manifest (−1 and NaN: not recorded)."""
+    crcs, squares = store.manifest[:], store.sum_squares[:]
+    return [(i, j, int(crcs[i, j]), float(squares[i, j])) for i, j in store.upper_blocks()]
+
+
+def verify_in_process(path, *, net: MLP, kind: str, width=None, seed: int = 0, sample: int = DEFAULT_SAMPLE,
+                      sample_seed: int = 0) -> list[BadBlock]:
+    """The checks of `verify_store` in this process, without Ray (a small store, or a test): the bad blocks."""
+    store = RunStore.open(path)
+    verifier = BlockVerifier(str(path), net, kind, width, seed, sample_indices(store.n, sample, sample_seed), 1)
+    return verifier.check(recorded_blocks(store))
 
 
 def _upper_entries(store: RunStore, rows: np.ndarray) -> int:

@@ -16,6 +16,7 @@ import pytest
 import ntkdist
 from ntkdist import pipeline
 from ntkdist.cluster import build_gram, plan_tasks
+from ntkdist.cluster.verify import verify_in_process
 from ntkdist.config import load_config
 from ntkdist.store import RunStore
 
@@ -37,7 +38,7 @@ def test_pool_builds_the_exact_gram_of_the_stored_inputs(ray_local, make_config,
     assert len({w["pid"] for w in report.workers}) == 2 and all(w["threads"] == 1 for w in report.workers)
     expected = ntkdist.ntk(store.inputs[:], net=config.net, dtype=dtype)
     assert np.array_equal(store.gram[:], expected)
-    assert store.verify() == []
+    assert verify_in_process(store.path, net=config.net, kind="ntk") == []
 
 
 def test_nngp_kind_is_built_too(ray_local, make_config):
@@ -59,7 +60,7 @@ def test_rebuild_computes_only_missing_blocks(ray_local, make_config):
         store.gram[store.block_slice(i), store.block_slice(j)] = np.nan
     report = build_gram(store.path, net=config.net, kind="ntk", workers=2, device="cpu")
     assert report.computed == len(lost) and report.skipped == len(store.upper_blocks()) - len(lost)
-    assert np.array_equal(store.gram[:], first) and store.verify() == []
+    assert np.array_equal(store.gram[:], first) and verify_in_process(store.path, net=config.net, kind="ntk") == []
     again = build_gram(store.path, net=config.net, kind="ntk", workers=2, device="cpu")
     assert again.computed == 0
 
@@ -238,8 +239,8 @@ def test_killed_build_resumes_without_recomputing_written_blocks(tmp_path):
     for (i, j), values in snapshot.items():
         assert np.array_equal(store.gram[store.block_slice(i), store.block_slice(j)], values)
         assert (store_path / "gram" / "c" / str(i) / str(j)).stat().st_mtime_ns == chunk_times[(i, j)]
-    assert store.verify() == []
     config = load_config(config_path)
+    assert verify_in_process(store_path, net=config.net, kind="ntk") == []
     assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net))
 
 
@@ -249,4 +250,5 @@ def test_empirical_kernel_of_a_sampled_network_is_built_exactly(ray_local, make_
     store = prepared(config)
     build_gram(store.path, net=config.net, kind="empirical_ntk", workers=2, device="cpu", width=96, seed=5)
     expected = ntkdist.empirical_ntk(store.inputs[:], net=config.net, width=96, seed=5)
-    assert np.array_equal(store.gram[:], expected) and store.verify() == []
+    assert np.array_equal(store.gram[:], expected)
+    assert verify_in_process(store.path, net=config.net, kind="empirical_ntk", width=96, seed=5) == []
