@@ -33,9 +33,10 @@ from .builder import BLOCKS_PER_TASK, BuildReport, build_gram, resources_per_wor
 DEFAULT_SAMPLE = 256
 #: Relative half-ulp of float32 (round to nearest): |fl32(k) − k| ≤ 2⁻²⁴ |k|.
 FLOAT32_ROUNDING = 2.0 ** -24
-#: A store built on GPUs is compared within this relative tolerance (scaled by the largest |k| of the sampled
-#: block): the GPU's panel GEMMs are shaped by the block, so their sums are ordered differently than on the CPU
-#: that verifies; float64 reassociation over a depth-L recursion stays many orders below it.
+#: A store built on GPUs is compared within this tolerance, relative to the largest |k| of the sampled block: the
+#: GPU's panel GEMMs are shaped by the block, so their sums are ordered differently than on the CPU that
+#: verifies. The engines agree to ~1e-15 of √(K_ii K_jj) (README, "Conventions"); 2⁻³⁶ ≈ 1.5e-11 leaves a margin
+#: of 10⁴ for that, and is still 10⁴ below float32 rounding. Not yet measured on a GPU store.
 GPU_RELATIVE_TOLERANCE = 2.0 ** -36
 _NOT_RECORDED = -1
 
