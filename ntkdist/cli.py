@@ -166,7 +166,8 @@ def cmd_verify(args) -> int:
             _print_bad(report)
             rebuilt = repair_store(args.store, report.bad_blocks, workers=workers, device=config.cluster.device,
                                    **built_with)
-            print(f"repair: rebuilt {rebuilt.computed} block{'s' if rebuilt.computed != 1 else ''}")
+            print(f"repair: rebuilt {rebuilt.computed} block{'s' if rebuilt.computed != 1 else ''}; the next "
+                  "`ntkdist run` of this store recomputes its spectrum")
             report = verify_store(args.store, workers=workers, sample=sample, sample_seed=args.seed,
                                   **built_with)
     if report.ok:
@@ -198,14 +199,26 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
     verify = sub.add_parser("verify", help="re-check a store's blocks (checksums, mirrors, sampled recomputation)")
     verify.add_argument("store")
-    verify.add_argument("--workers", type=int, help="Ray actors to check with (default: the store's [cluster] "
+    verify.add_argument("--workers", type=_at_least(1), help="Ray actors to check with (default: the store's [cluster] "
                         "workers)")
-    verify.add_argument("--sample", type=int, help="rows (and the same columns) whose entries are recomputed "
+    verify.add_argument("--sample", type=_at_least(0), help="rows (and the same columns) whose entries are recomputed "
                         "(default 256, ntkdist.cluster.verify.DEFAULT_SAMPLE)")
     verify.add_argument("--seed", type=int, default=0, help="seed of the sampled rows (default 0)")
     verify.add_argument("--repair", action="store_true", help="rebuild the bad blocks, then verify again")
     verify.set_defaults(func=cmd_verify)
     return parser
+
+
+def _at_least(lowest: int):
+    """An argparse type: a whole number ≥ ``lowest`` (argparse then names the option in its error)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < lowest:
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = f"whole number ≥ {lowest}"
+    return parse
 
 
 def main(argv: list[str] | None = None) -> int:

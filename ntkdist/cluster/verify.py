@@ -27,7 +27,7 @@ import numpy as np
 
 from ..kernels import MLP, empirical_gram_block, gram_block, sample_weights
 from ..store import RunStore, block_checksum
-from .builder import BLOCKS_PER_TASK, BuildReport, build_gram, resources_per_worker
+from .builder import BLOCKS_PER_TASK, SKETCH, BuildReport, build_gram, resources_per_worker
 
 #: Sampled rows (and the same columns): SAMPLE² / 2 entries of the upper triangle are recomputed.
 DEFAULT_SAMPLE = 256
@@ -242,6 +242,25 @@ def _upper_entries(store: RunStore, rows: np.ndarray) -> int:
 def repair_store(path, blocks: list[tuple[int, int]], *, net: MLP, kind: str, width=None, seed: int = 0,
                  workers: int = 1, device: str = "cpu") -> BuildReport:
     """Rebuild exactly the given upper blocks: forget them in the manifest, then `build_gram` computes what the
-    manifest misses (those blocks, and any other block never recorded)."""
-    RunStore.open(path, mode="r+").forget_blocks(blocks)
-    return build_gram(path, net=net, kind=kind, workers=workers, device=device, width=width, seed=seed)
+    manifest misses (those blocks, and any other block never recorded).
+
+    What was computed from the bad blocks no longer describes the store, so when a block was rebuilt the records
+    of the solve, compare and report stages are cleared (the next ``ntkdist run`` redoes them) and the ride-along
+    sketch, whose Y summed the bad blocks, is removed.
+    """
+    store = RunStore.open(path, mode="r+")
+    store.forget_blocks(blocks)
+    rebuilt = build_gram(path, net=net, kind=kind, workers=workers, device=device, width=width, seed=seed)
+    if rebuilt.computed:
+        store.clear_stages("solve", "compare", "report")
+        _remove_sketch(store)
+    return rebuilt
+
+
+def _remove_sketch(store: RunStore) -> None:
+    import zarr
+
+    root = zarr.open_group(str(store.path), mode="r+", use_consolidated=False)
+    if SKETCH in root:
+        del root[SKETCH]
+        store._consolidate()  # readers of the root's consolidated metadata must not see the removed group

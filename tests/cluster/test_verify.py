@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import zarr
 
 from ntkdist import pipeline
 from ntkdist.cli import main
@@ -105,11 +106,20 @@ def test_cli_exit_codes_and_a_repair_that_rebuilds_only_the_bad_blocks(ray_local
     out = capsys.readouterr().out
     assert "2 bad blocks" in out and "  - block (0, 1): does not match its CRC-32" in out
     assert "  - block (1, 2): holds NaN" in out
+    store.mark_stage("solve")
+    zarr.open_group(str(store.path / "sketch"), mode="w")  # a ride-along sketch that summed the bad blocks
     assert main(["verify", str(store.path), "--repair"]) == 0
     out = capsys.readouterr().out
-    assert "repair: rebuilt 2 blocks\n" in out and "intact" in out.strip().splitlines()[-1]
+    assert "repair: rebuilt 2 blocks;" in out and "intact" in out.strip().splitlines()[-1]
+    assert store.stage("solve") is None and not (store.path / "sketch").exists()
     assert all(chunk_file(store, i, j).read_bytes() == raw for (i, j), raw in untouched.items())
     assert np.array_equal(store.gram[:], K)
+
+
+def test_cli_refuses_a_negative_sample_naming_the_option(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["verify", "any.zarr", "--sample", "-1"])
+    assert exit_.value.code == 2 and "--sample: invalid whole number ≥ 0 value: '-1'" in capsys.readouterr().err
 
 
 def test_sample_is_seeded_distinct_and_capped_at_n():
