@@ -10,7 +10,7 @@ import zarr
 from ntkdist import pipeline
 from ntkdist.cli import main
 from ntkdist.cluster import build_gram, verify_store
-from ntkdist.cluster.verify import sample_indices
+from ntkdist.cluster.verify import GPU_RELATIVE_TOLERANCE, entry_tolerance, sample_indices, verify_in_process
 from ntkdist.store import RunStore
 
 
@@ -87,6 +87,21 @@ def test_a_float32_store_is_held_to_float32_rounding(ray_local, make_config, wri
     values[2, 2] = np.nextafter(np.nextafter(values[2, 2], np.inf), np.inf)  # two float32 ulps off
     store.record_blocks([store.write_block(0, 0, values)])
     assert verify(store, config, sample=store.n).bad_blocks == [(0, 0)]
+
+
+def test_a_store_built_on_gpus_is_held_to_the_documented_tolerance(make_config, written_store):
+    config = small(make_config)
+    written_store(config)
+    store = RunStore.open(config.store_path, mode="r+")
+    store.mark_stage("build", workers=[{"pid": 1, "note": "gpu 0", "threads": 1}])
+    assert entry_tolerance(store) == (0.0, GPU_RELATIVE_TOLERANCE, "within 2^-36·max|k| (built on GPU)")
+    values = store.gram[16:32, 16:32]
+    scale = np.abs(values).max()
+    values[1, 1] += 0.5 * GPU_RELATIVE_TOLERANCE * scale  # GPU-sized reassociation: accepted
+    values[2, 3] += 2.0 * GPU_RELATIVE_TOLERANCE * scale  # beyond it: caught (in this process, no Ray)
+    store.record_blocks([store.write_block(1, 1, values)])
+    bad = verify_in_process(store.path, net=config.net, kind="ntk", sample=store.n)
+    assert [(b.i, b.j) for b in bad] == [(1, 1)] and bad[0].reasons[0].startswith("1 of 256 sampled entries")
 
 
 @pytest.mark.slow
