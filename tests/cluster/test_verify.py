@@ -33,15 +33,13 @@ def chunk_file(store, i, j):
 ALL_ENTRIES = (40 ** 2 + 2 * 16 ** 2 + 8 ** 2) // 2
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_an_intact_store_verifies_with_every_entry_recomputed(ray_local, make_config, written_store, dtype):
-    config = small(make_config, kernel={"block": 16, "dtype": dtype})
+def test_an_intact_store_verifies_with_every_entry_recomputed(ray_local, make_config, written_store):
+    config = small(make_config)
     written_store(config)
     store = RunStore.open(config.store_path)
     report = verify(store, config, sample=store.n)
     assert report.ok, [str(b) for b in report.bad]
-    assert report.blocks == 6 and report.sampled_entries == ALL_ENTRIES
-    assert report.comparison == ("within float32 rounding 2^-24·|k|" if dtype == "float32" else "exact")
+    assert report.blocks == 6 and report.sampled_entries == ALL_ENTRIES and report.comparison == "exact"
 
 
 @pytest.mark.slow
@@ -86,7 +84,8 @@ def test_a_float32_store_is_held_to_float32_rounding(ray_local, make_config, wri
     values = store.gram[0:16, 0:16]
     values[2, 2] = np.nextafter(np.nextafter(values[2, 2], np.inf), np.inf)  # two float32 ulps off
     store.record_blocks([store.write_block(0, 0, values)])
-    assert verify(store, config, sample=store.n).bad_blocks == [(0, 0)]
+    report = verify(store, config, sample=store.n)  # every other block is within rounding of a fresh evaluation
+    assert report.bad_blocks == [(0, 0)] and report.comparison == "within float32 rounding 2^-24·|k|"
 
 
 def test_a_store_built_on_gpus_is_held_to_the_documented_tolerance(make_config, written_store):
