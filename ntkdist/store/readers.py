@@ -62,6 +62,8 @@ def _nan_unless_finished(values: np.ndarray, *, finished: np.ndarray, block_id=N
 def iter_gram_blocks(path) -> Iterator[tuple[slice, slice, np.ndarray]]:
     """(rows, cols, values) of every upper block (I ≤ J) the manifest records as finished, in block order.
 
+    ``path`` is the run's ``.zarr`` directory (or an open `RunStore`).
+
     ``values`` is ``K[rows, cols]`` as stored (float64 or float32); the lower triangle is the transposes. One
     manifest read at the start decides which blocks are yielded, so a store being built can be iterated too.
     """
