@@ -464,14 +464,16 @@ def _run_pool(tasks: list, recorder: BlockRecorder, report: BuildReport, start_a
                      info["note"], info["threads"])
         pool.run(tasks, recorder.add)
         report.workers = pool.live_infos()
+    except BaseException:
+        recorder.close_after_failure()  # keeps what was written; the build's own error is the one to report
+        raise
+    else:
+        recorder.close()
     finally:
-        try:
-            recorder.close()
-        finally:
-            pool.kill_all()
-            report.seconds = time.perf_counter() - start
-            report.requeued, report.restarts, report.replaced = (
-                pool.counts.requeued, pool.counts.restarts, pool.counts.replaced)
+        pool.kill_all()
+        report.seconds = time.perf_counter() - start
+        report.requeued, report.restarts, report.replaced = (
+            pool.counts.requeued, pool.counts.restarts, pool.counts.replaced)
 
 
 #: Ray restarts a crashed actor (its process killed, its node lost) up to this many times, on any node with room;

@@ -178,6 +178,7 @@ class TaskPool:
         self._probe_due = [(when, slot) for when, slot in self._probe_due if when > now]
         for slot in due:
             if slot.state != "dead":
+                log.debug("probing actor %s", slot.where())
                 self._in_flight[slot.actor.describe.remote()] = (slot, None)
 
     def _on_probe_answer(self, slot: Slot, info: dict) -> None:

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from ..errors import StoreError
 from ..store import BlockRecord, RunStore
 
 log = logging.getLogger("ntkdist.cluster")
@@ -65,7 +66,12 @@ class BlockRecorder:
         """Record the waiting blocks in the manifest, then add them to the sketch."""
         pending, self._pending = self._pending, []
         built = [r for r in pending if r["built"]]
-        self._store.record_blocks(BlockRecord(*r["block"], r["crc32"], r["sum_squares"]) for r in built)
+        try:
+            self._store.record_blocks(BlockRecord(*r["block"], r["crc32"], r["sum_squares"]) for r in built)
+        except OSError as exc:
+            raise StoreError(f"{self._store.path}: recording {len(built)} finished block(s) in the manifest failed: "
+                             f"{type(exc).__name__}: {exc}. Fix it and re-run: blocks recorded before are kept, "
+                             "these are computed again") from exc
         self._last_record = time.monotonic()
         if built:
             log.info("recorded %d block(s); %d/%d built", len(built), self._report.computed, self._total)
@@ -78,7 +84,15 @@ class BlockRecorder:
             self._last_checkpoint = time.monotonic()
 
     def close(self) -> None:
-        """Record what is waiting and checkpoint the sketch (also when the build failed)."""
+        """Record what is waiting and checkpoint the sketch."""
         self.flush()
         if self._sketch is not None:
             self._sketch.checkpoint()
+
+    def close_after_failure(self) -> None:
+        """`close` while the build fails: a failure here (the same full disk, say) is logged, not raised, so the
+        build's own error stays the one reported."""
+        try:
+            self.close()
+        except Exception as exc:  # noqa: BLE001 - any: the error already propagating matters more
+            log.error("could not record the last finished blocks (they will be computed again): %s", exc)
