@@ -474,6 +474,9 @@ def _run_pool(tasks: list, recorder: BlockRecorder, report: BuildReport, start_a
         report.seconds = time.perf_counter() - start
         report.requeued, report.restarts, report.replaced = (
             pool.counts.requeued, pool.counts.restarts, pool.counts.replaced)
+        if report.requeued:
+            log.warning("the pool lost workers: %d block(s) requeued, %d actor restart(s), %d actor(s) replaced",
+                        report.requeued, report.restarts, report.replaced)
 
 
 #: Ray restarts a crashed actor (its process killed, its node lost) up to this many times, on any node with room;

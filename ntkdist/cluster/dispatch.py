@@ -116,11 +116,19 @@ class TaskPool:
             self._fill(queue)
 
     def live_infos(self, timeout: float = 30.0) -> list[dict]:
-        """A fresh `describe()` of every live actor (what each process did), and the last known of the others."""
-        live = [s for s in self.slots if s.state == "live"]
-        infos = get([s.actor.describe.remote() for s in live], timeout=timeout) if live else []
-        for slot, info in zip(live, infos):
-            slot.info = info
+        """A fresh `describe()` of every live actor (what each process did), and the last known of the others,
+        marked ``lost`` (an actor lost at this last moment too: the work is done, so that is no error)."""
+        import ray
+
+        asked = {slot.actor.describe.remote(): slot for slot in self.slots if slot.state == "live"}
+        answered, _ = ray.wait(list(asked), num_returns=len(asked), timeout=timeout) if asked else ([], [])
+        for ref in asked:
+            try:
+                asked[ref].info = get(ref) if ref in answered else asked[ref].info
+            except system_errors():
+                asked[ref].state = "probing"
+            if ref not in answered:
+                asked[ref].state = "probing"
         return [slot.info if slot.state == "live" else {**slot.info, "lost": True} for slot in self.slots]
 
     def kill_all(self) -> None:
