@@ -83,7 +83,8 @@ def _cmdline(pid: int) -> bytes:
 
 
 class KillAfter(RecordingProgress):
-    """Kills the (only) actor's process once ``after`` blocks have arrived, noting what the manifest records."""
+    """Kills the (only) actor's process once ``after`` blocks have arrived and some are recorded (in batches,
+    every 2 s), noting what the manifest records."""
 
     def __init__(self, store: RunStore, after: int):
         super().__init__()
@@ -91,7 +92,7 @@ class KillAfter(RecordingProgress):
 
     def advance(self, blocks: int, entries: int, nbytes: int) -> None:
         self.seen += blocks
-        if self.recorded is None and self.seen >= self.after:
+        if self.recorded is None and self.seen >= self.after and self.store.finished_blocks().any():
             self.recorded, self.seen_at_kill = set(zip(*np.nonzero(self.store.finished_blocks()))), self.seen
             os.kill(_local_actor_pids()[0], signal.SIGKILL)
 

@@ -55,7 +55,7 @@ def cluster():
 @pytest.fixture
 def store_of(make_config):
     """A prepared store of many small blocks (slow enough to be interrupted mid-way with a small N)."""
-    def make(n: int = 600, block: int = 20) -> RunStore:
+    def make(n: int = 400, block: int = 20) -> RunStore:
         config = make_config(data={"n": n, "dim": 3}, kernel={"block": block}, network={"depth": 3})
         pipeline.prepare(config)
         return RunStore.open(config.store_path, mode="r+"), config
@@ -64,8 +64,8 @@ def store_of(make_config):
 
 
 class FaultAfter:
-    """A progress hook that, once ``after`` blocks have arrived, notes what the manifest records and the mtimes of
-    those blocks' chunks, then injects ``fault()``."""
+    """A progress hook that, once ``after`` blocks have arrived and some are recorded, notes what the manifest
+    records and the mtimes of those blocks' chunks, then injects ``fault()``."""
 
     def __init__(self, store: RunStore, after: int, fault):
         self.store, self.after, self.fault = store, after, fault
@@ -76,9 +76,11 @@ class FaultAfter:
 
     def advance(self, blocks: int, entries: int, nbytes: int) -> None:
         self.seen += blocks
-        if self.recorded is None and self.seen >= self.after:
-            self.recorded = {(int(i), int(j)) for i, j in zip(*np.nonzero(self.store.finished_blocks()))}
-            self.seen_at_fault = self.seen
+        if self.recorded is not None or self.seen < self.after:
+            return
+        recorded = {(int(i), int(j)) for i, j in zip(*np.nonzero(self.store.finished_blocks()))}
+        if recorded:  # the driver records in batches (every 2 s): wait for one, so the test can check it is kept
+            self.recorded, self.seen_at_fault = recorded, self.seen
             self.mtimes = {b: _chunk(self.store, *b).stat().st_mtime_ns for b in self.recorded}
             self.fault()
 
@@ -134,7 +136,7 @@ def test_build_finishes_by_itself_when_a_worker_process_is_killed(cluster, store
         victims.append(_actor_pids(cluster)[0])
         os.kill(victims[0], signal.SIGKILL)
 
-    hook = FaultAfter(store, after=60, fault=kill_one_worker)
+    hook = FaultAfter(store, after=40, fault=kill_one_worker)
     report = build_gram(store.path, net=config.net, kind="ntk", workers=NODES * GPUS_PER_NODE, device="auto",
                         per_task=1, progress=hook)
     assert victims and report.requeued >= 1
@@ -145,7 +147,7 @@ def test_build_finishes_by_itself_when_a_worker_process_is_killed(cluster, store
 def test_build_finishes_on_the_remaining_nodes_when_a_node_is_removed(cluster, store_of):
     store, config = store_of()
     node = sorted(cluster.worker_nodes, key=lambda n: n.node_id)[0]
-    hook = FaultAfter(store, after=60, fault=lambda: cluster.remove_node(node, allow_graceful=False))
+    hook = FaultAfter(store, after=40, fault=lambda: cluster.remove_node(node, allow_graceful=False))
     report = build_gram(store.path, net=config.net, kind="ntk", workers=NODES * GPUS_PER_NODE, device="auto",
                         per_task=1, progress=hook)
     assert report.requeued >= 1
