@@ -74,7 +74,7 @@ class GramBlockWorker:
                 "note": self._device_note, "threads": self._threads, "input_reads": dict(self._inputs.reads)}
 
     def build(self, blocks: list[tuple[int, int]]) -> list[dict]:
-        """Compute, write and record the given upper blocks; returns one record per block."""
+        """Compute and write the given upper blocks; returns one record per block (for the driver to record)."""
         records = []
         for i, j in blocks:
             start = time.perf_counter()
