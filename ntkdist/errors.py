@@ -21,3 +21,7 @@ class DataError(UserError):
 
 class StoreError(UserError):
     """A run store is missing, incomplete, corrupt, or belongs to a different configuration."""
+
+
+class ClusterError(UserError):
+    """The Ray cluster cannot run the work: no worker is left that can run it, or a task keeps losing its worker."""

@@ -1,10 +1,11 @@
 """Building a stored Gram matrix with a pool of Ray actors, one per GPU (or per share of the CPUs).
 
 The driver lists the upper blocks (I ≤ J) the manifest does not yet record, groups them into tasks along block
-rows, and hands tasks to idle actors until none are left. Each actor reads the rows it needs from the store's
-``inputs``, computes its blocks with `ntkdist.kernels.gram_block` on CuPy or NumPy, and writes each block and
-its mirror as whole chunks before setting the block's manifest entry. The driver never holds a Gram block, so
-its memory does not grow with N; a re-run skips every block already recorded.
+rows, and hands tasks to idle actors until none are left (`dispatch.TaskPool`, which requeues the tasks of lost
+workers). Each actor reads each row block of the store's ``inputs`` it needs once (`InputBlocks`), computes its
+blocks with `ntkdist.kernels.gram_block` on CuPy or NumPy, and writes each block and its mirror as whole chunks;
+only then does the driver record the block in the manifest, in batches (`recording.BlockRecorder`). The driver
+never holds a Gram block, so its memory does not grow with N; a re-run skips every block already recorded.
 
 Optionally a single-pass Nyström sketch rides along (`build_gram(sketch_rank=r)`): Y = K·Ω for a seeded
 Gaussian Ω (N×r) is gathered as blocks are written. Each upper block contributes K_IJ·Ω_J to Y_I and K_IJᵀ·Ω_I
@@ -17,9 +18,11 @@ back from the store and added.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,16 +30,16 @@ import numpy as np
 
 from ..kernels import MLP, empirical_gram_block, gram_block, sample_weights
 from ..kernels._xp import to_numpy
-from ..errors import ConfigError
-from ..store import BlockRecord, RunStore
+from ..errors import ConfigError, StoreError
+from ..store import RunStore
+from .dispatch import Slot, TaskPool
+from .recording import BlockRecorder
 from .runtime import get
 
 log = logging.getLogger("ntkdist.cluster")
 
 #: Blocks per task: enough to amortise a remote call, few enough to balance the load across actors.
 BLOCKS_PER_TASK = 4
-#: The ride-along sketch is checkpointed at least this often (and when the build ends or fails).
-SKETCH_CHECKPOINT_SECONDS = 30.0
 
 
 class GramBlockWorker:
@@ -55,7 +58,7 @@ class GramBlockWorker:
         self._dtype = self._store.meta["dtype"]
         self._threads = max(1, int(threads))  # the CPUs Ray gave this actor: tile threads of gram_block
         self._xp, self._device_note = _choose_array_module(device)
-        self._row_cache: tuple[int, object] | None = None
+        self._inputs = InputBlocks(self._store, self._xp)
 
     def describe(self) -> dict:
         """Where this worker runs and what it computes with."""
@@ -67,23 +70,16 @@ class GramBlockWorker:
                 gpu_ids = [str(g) for g in ray.get_gpu_ids()]
         except ImportError:  # pragma: no cover - ray is a dependency
             pass
-        return {"pid": os.getpid(), "gpu_ids": gpu_ids, "array_module": self._xp.__name__,
-                "note": self._device_note, "threads": self._threads}
-
-    def _rows(self, index: int):
-        if self._row_cache is not None and self._row_cache[0] == index:
-            return self._row_cache[1]
-        rows = self._xp.asarray(self._store.inputs[self._store.block_slice(index)])
-        self._row_cache = (index, rows)
-        return rows
+        return {"pid": os.getpid(), "node": _node_id(), "gpu_ids": gpu_ids, "array_module": self._xp.__name__,
+                "note": self._device_note, "threads": self._threads, "input_reads": dict(self._inputs.reads)}
 
     def build(self, blocks: list[tuple[int, int]]) -> list[dict]:
-        """Compute, write and record the given upper blocks; returns one record per block."""
+        """Compute and write the given upper blocks; returns one record per block (for the driver to record)."""
         records = []
         for i, j in blocks:
             start = time.perf_counter()
-            rows = self._rows(i)
-            cols = None if i == j else self._xp.asarray(self._store.inputs[self._store.block_slice(j)])
+            rows = self._inputs.rows(i)
+            cols = None if i == j else self._inputs.rows(j)
             if self._sampled is not None:
                 values = empirical_gram_block(rows, cols, params=self._sampled, kind=self._kind[len("empirical_"):],
                                               dtype=self._dtype)
@@ -91,13 +87,22 @@ class GramBlockWorker:
                 values = gram_block(rows, cols, net=self._net, kind=self._kind, dtype=self._dtype,
                                     threads=self._threads)
             values = to_numpy(values)
-            written = self._store.write_block(i, j, values)
+            written = self._write(i, j, values)
             record = {"block": (i, j), "crc32": written.crc32, "sum_squares": written.sum_squares,
                       "seconds": time.perf_counter() - start, "pid": os.getpid(), "built": True}
             if self._sketch is not None:
                 record["sketch"] = self._contributions(i, j, values)
             records.append(record)
         return records
+
+    def _write(self, i: int, j: int, values: np.ndarray):
+        """`RunStore.write_block`, with a failure of the storage itself (a full disk, no permission, a read-only
+        file system, a missing bucket: an OSError, as fsspec reports S3 errors too) told as a `StoreError`."""
+        try:
+            return self._store.write_block(i, j, values)
+        except OSError as exc:
+            raise StoreError(f"{self._store.path}: writing Gram block ({i}, {j}) failed: {type(exc).__name__}: "
+                             f"{exc}. Fix it and re-run: finished blocks are kept") from exc
 
     def sketch_stored(self, blocks: list[tuple[int, int]]) -> list[dict]:
         """Sketch contributions of upper blocks already in the store (read back, not recomputed)."""
@@ -115,6 +120,50 @@ class GramBlockWorker:
         if i == j:
             return values @ omega_i, None
         return values @ sketch_omega_block(seed, j, values.shape[1], rank), values.T @ omega_i
+
+
+#: Bytes of input row blocks an actor keeps (least recently used dropped beyond): all of N = 300k float64 rows
+#: up to d = 447.
+INPUT_CACHE_BYTES = 1 << 30
+
+
+class InputBlocks:
+    """The store's input row blocks as one actor reads them: each read from the store once, then kept (on the
+    actor's device) within `INPUT_CACHE_BYTES`, least recently used dropped first.
+
+    A per-actor cache rather than one object ref of all inputs: the driver never holds the inputs (its memory
+    stays independent of N·d), each actor reads only the rows its blocks need, straight from wherever the store
+    lives (local disk or object storage), and a restarted actor simply reads again. ``reads`` counts the store
+    reads per block (what the tests check: at most one per block while the inputs fit the budget).
+    """
+
+    def __init__(self, store: RunStore, xp, budget: int = INPUT_CACHE_BYTES):
+        self._store, self._xp, self._budget = store, xp, int(budget)
+        self._kept: OrderedDict[int, object] = OrderedDict()
+        self._bytes = 0
+        self.reads: Counter[int] = Counter()
+
+    def rows(self, index: int):
+        if index in self._kept:
+            self._kept.move_to_end(index)
+            return self._kept[index]
+        rows = self._xp.asarray(self._store.inputs[self._store.block_slice(index)])
+        self.reads[index] += 1
+        self._kept[index] = rows
+        self._bytes += rows.nbytes
+        while self._bytes > self._budget and len(self._kept) > 1:
+            _, dropped = self._kept.popitem(last=False)
+            self._bytes -= dropped.nbytes
+        return rows
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except ImportError:  # pragma: no cover - ray is a dependency
+        return None
 
 
 def _choose_array_module(device: str):
@@ -271,6 +320,12 @@ class BuildReport:
     workers: list[dict] = field(default_factory=list)
     #: The ride-along sketch, when asked for: rank, seed, blocks added now, and whether Y = K·Ω is complete.
     sketch: dict | None = None
+    #: The upper blocks this build computed, in the order their results arrived.
+    computed_blocks: list[tuple[int, int]] = field(default_factory=list)
+    #: Blocks put back in the queue because their worker was lost; actors Ray restarted; actors replaced anew.
+    requeued: int = 0
+    restarts: int = 0
+    replaced: int = 0
 
     @property
     def entries_per_second(self) -> float:
@@ -343,7 +398,7 @@ def worker_resources(available: dict, device: str, workers: int, cpus_per_worker
 
 def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "auto",
                cpus_per_worker: float | None = None, per_task: int = BLOCKS_PER_TASK, width=None,
-               seed: int = 0, sketch_rank: int | None = None, sketch_seed: int = 0) -> BuildReport:
+               seed: int = 0, sketch_rank: int | None = None, sketch_seed: int = 0, progress=None) -> BuildReport:
     """Compute every missing upper block of the store's Gram matrix with a pool of Ray actors.
 
     Ray must already be initialised (see `ray_session`). Blocks already in the manifest are skipped, so calling
@@ -355,99 +410,101 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
     Udell & Cevher 2017) at no extra pass over K. Blocks already stored but not in the sketch are read back and
     added; none is added twice (module docstring).
 
+    The pool survives lost workers and nodes (`ntkdist.cluster.dispatch`); finished blocks are recorded in
+    batches, and always before this returns or raises (`ntkdist.cluster.recording`). ``progress``, if given,
+    has ``start(total_blocks, done_blocks)``, ``advance(blocks, entries, nbytes)`` (as results arrive) and
+    ``close()`` (called however the build ends).
+
     Returns
     -------
     BuildReport
-    """
-    import ray
 
+    Raises
+    ------
+    StoreError
+        If a worker cannot write to the store (full disk, no permission, …): fix it and re-run.
+    ClusterError
+        If no worker is left that can run the remaining blocks.
+    """
     store = RunStore.open(store_path, mode="r+")  # the coordinator records finished blocks
     missing = store.missing_blocks()
-    report = BuildReport(skipped=len(store.upper_blocks()) - len(missing))
+    total = len(store.upper_blocks())
+    report = BuildReport(skipped=total - len(missing))
     sketch = None if sketch_rank is None else _SketchAccumulator(store, sketch_rank, sketch_seed)
     unsketched = [] if sketch is None else sketch.unsketched(store.finished_blocks())
-    if not missing and not unsketched:
-        _report_sketch(report, sketch)
-        return report
     tasks = [("build", t) for t in plan_tasks(missing, per_task)]
     tasks += [("sketch_stored", t) for t in plan_tasks(unsketched, per_task)]
-    actors = _start_actors(store_path, net=net, kind=kind, device=device, workers=max(1, min(workers, len(tasks))),
-                           cpus_per_worker=cpus_per_worker, width=width, seed=seed, sketch=sketch)
-    report.workers = get([a.describe.remote() for a in actors])
-    for info in report.workers:
-        log.info("worker pid %s: %s, %s thread(s)", info["pid"], info["note"], info["threads"])
-
-    start = time.perf_counter()
-    queue = list(reversed(tasks))
-    in_flight = {}
-    # Two tasks in flight per actor hide the round trip between finishing one task and receiving the next.
-    def submit(actor):
-        method, blocks = queue.pop()
-        in_flight[getattr(actor, method).remote(blocks)] = actor
-
-    for actor in actors * 2:
-        if queue:
-            submit(actor)
-    total = len(missing)
-    last_checkpoint = time.perf_counter()
+    if progress is not None:
+        progress.start(total, report.skipped)
     try:
-        while in_flight:
-            done, _ = ray.wait(list(in_flight), num_returns=1)
-            ref = done[0]
-            actor = in_flight.pop(ref)
-            records = get(ref)
-            # The coordinator records finished blocks (the workers only write their bytes).
-            store.record_blocks(BlockRecord(*r["block"], r["crc32"], r["sum_squares"]) for r in records if r["built"])
-            if _count_built(report, store, records):
-                log.info("built %d/%d blocks", report.computed, total)
-            if sketch is not None:
-                for r in records:
-                    sketch.add(*r["block"], r["sketch"])
-                if time.perf_counter() - last_checkpoint > SKETCH_CHECKPOINT_SECONDS:
-                    sketch.checkpoint()
-                    last_checkpoint = time.perf_counter()
-            if queue:
-                submit(actor)
+        if tasks:
+            recorder = BlockRecorder(store, report, sketch=sketch, progress=progress, total=len(missing))
+            start_actor = functools.partial(
+                _start_actor, str(store_path), net=net, kind=kind, device=device, width=width, seed=seed, sketch=sketch,
+                resources=resources_per_worker(device, max(1, min(workers, len(tasks))), cpus_per_worker))
+            _run_pool(tasks, recorder, report, start_actor, workers=max(1, min(workers, len(tasks))))
     finally:
-        for ref in in_flight:
-            ray.cancel(ref, force=False)
-        for actor in actors:
-            ray.kill(actor)
-        if sketch is not None:
-            sketch.checkpoint()  # what was added so far; the manifest already records those blocks
-    report.seconds = time.perf_counter() - start
+        if progress is not None:
+            progress.close()
     _report_sketch(report, sketch)
     return report
 
 
-def _start_actors(store_path, *, net: MLP, kind: str, device: str, workers: int, cpus_per_worker, width, seed: int,
-                  sketch) -> list:
-    """``workers`` `GramBlockWorker` actors, each with the resources `resources_per_worker` gives it."""
+def _run_pool(tasks: list, recorder: BlockRecorder, report: BuildReport, start_actor, *, workers: int) -> None:
+    """Start the actors, run the tasks on them, record what they built (also on failure) and stop them."""
+    slots = [Slot(start_actor()) for _ in range(workers)]
+    resources = start_actor.keywords["resources"]
+    pool = TaskPool(slots, start_actor=start_actor, has_room=lambda: _cluster_has_room(resources))
+    start = time.perf_counter()
+    try:
+        report.workers = get([slot.actor.describe.remote() for slot in slots])
+        for slot, info in zip(slots, report.workers):
+            slot.info = info
+            log.info("worker pid %s on node %s: %s, %s thread(s)", info["pid"], str(info["node"])[:12],
+                     info["note"], info["threads"])
+        pool.run(tasks, recorder.add)
+        report.workers = pool.live_infos()
+    except BaseException:
+        recorder.close_after_failure()  # keeps what was written; the build's own error is the one to report
+        raise
+    else:
+        recorder.close()
+    finally:
+        pool.kill_all()
+        report.seconds = time.perf_counter() - start
+        report.requeued, report.restarts, report.replaced = (
+            pool.counts.requeued, pool.counts.restarts, pool.counts.replaced)
+        if report.requeued:
+            log.warning("the pool lost workers: %d block(s) requeued, %d actor restart(s), %d actor(s) replaced",
+                        report.requeued, report.restarts, report.replaced)
+
+
+#: Ray restarts a crashed actor (its process killed, its node lost) up to this many times, on any node with room;
+#: the driver requeues the blocks it lost (`TaskPool`). An actor that died this often is dropped and replaced by
+#: a fresh one while the cluster has room, so a sick node cannot keep a slot forever.
+MAX_RESTARTS = 3
+
+
+def _start_actor(store_path: str, *, net: MLP, kind: str, device: str, width, seed: int, sketch, resources: dict):
+    """One `GramBlockWorker` actor with ``resources``; Ray never retries its tasks (the driver requeues them)."""
     import ray
 
-    resources = resources_per_worker(device, workers, cpus_per_worker)
     threads = max(1, int(resources["num_cpus"]))
-    Actor = ray.remote(GramBlockWorker)
     sketch_args = None if sketch is None else (sketch.rank, sketch.seed)
-    return [Actor.options(**resources).remote(str(store_path), net, kind, device, threads, width, seed, sketch_args)
-            for _ in range(workers)]
+    return ray.remote(GramBlockWorker).options(max_restarts=MAX_RESTARTS, max_task_retries=0, **resources).remote(
+        store_path, net, kind, device, threads, width, seed, sketch_args)
 
 
-def _count_built(report: BuildReport, store: RunStore, records: list) -> int:
-    """Add the blocks a task built (not those it only sketched) to the report; returns how many."""
-    built = [r for r in records if r["built"]]
-    report.computed += len(built)
-    report.entries += sum(_block_entries(store, *r["block"]) for r in built)
-    return len(built)
+def _cluster_has_room(resources: dict) -> bool:
+    """Whether the Ray cluster has the CPUs and GPUs for one more actor of this shape free now."""
+    import ray
+
+    free = ray.available_resources()
+    return (free.get("CPU", 0.0) >= resources.get("num_cpus", 0.0) - 1e-9
+            and free.get("GPU", 0.0) >= resources.get("num_gpus", 0.0) - 1e-9)
 
 
 def _report_sketch(report: BuildReport, sketch) -> None:
     if sketch is not None:
         report.sketch = {"rank": sketch.rank, "seed": sketch.seed, "added": sketch.added,
                          "complete": sketch.complete}
-
-
-def _block_entries(store: RunStore, i: int, j: int) -> int:
-    rows, cols = store.block_slice(i), store.block_slice(j)
-    size = (rows.stop - rows.start) * (cols.stop - cols.start)
-    return size if i == j else 2 * size

@@ -235,7 +235,9 @@ def test_killed_build_resumes_without_recomputing_written_blocks(tmp_path):
                            env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")})
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     store = RunStore.open(store_path)
+    # Recorded blocks are skipped, and only the others computed: none recorded before the kill is computed again.
     assert store.stage("build")["skipped_blocks"] == len(snapshot)
+    assert store.stage("build")["computed_blocks"] == total - len(snapshot)
     for (i, j), values in snapshot.items():
         assert np.array_equal(store.gram[store.block_slice(i), store.block_slice(j)], values)
         assert (store_path / "gram" / "c" / str(i) / str(j)).stat().st_mtime_ns == chunk_times[(i, j)]
