@@ -17,6 +17,7 @@ import ntkdist
 from ntkdist import pipeline
 from ntkdist.cluster import build_gram
 from ntkdist.errors import StoreError
+from ntkdist.cluster.verify import verify_in_process
 from ntkdist.store import RunStore
 
 from .test_build import descendants
@@ -64,7 +65,7 @@ def test_progress_is_reported_and_each_input_block_is_read_once_per_actor(ray_lo
     assert len(reads) == 2 and all(set(r.values()) == {1} for r in reads)
     assert set().union(*reads) == set(range(10))
     assert sorted(report.computed_blocks) == sorted(set(store.upper_blocks()) - set(first))
-    assert np.array_equal(store.gram[:], values) and store.verify() == []
+    assert np.array_equal(store.gram[:], values) and verify_in_process(store.path, net=config.net, kind="ntk") == []
 
 
 def _local_actor_pids() -> list[int]:
@@ -106,7 +107,7 @@ def test_the_only_actor_killed_mid_build_is_restarted_and_finishes_the_build(ray
     recorded = {(int(i), int(j)) for i, j in hook.recorded}
     assert recorded and not recorded & set(report.computed_blocks[hook.seen_at_kill:])
     assert len(set(report.computed_blocks)) == len(report.computed_blocks) == len(store.upper_blocks())
-    assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net)) and store.verify() == []
+    assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net)) and verify_in_process(store.path, net=config.net, kind="ntk") == []
 
 
 def test_unwritable_store_ends_with_a_store_error_and_the_fixed_rerun_resumes(ray_local, make_config):
@@ -124,7 +125,7 @@ def test_unwritable_store_ends_with_a_store_error_and_the_fixed_rerun_resumes(ra
     obstacle.unlink()
     report = build_gram(store.path, net=config.net, kind="ntk", workers=1, device="cpu", per_task=1)
     assert report.skipped == len(recorded) and not recorded & set(report.computed_blocks)
-    assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net)) and store.verify() == []
+    assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net)) and verify_in_process(store.path, net=config.net, kind="ntk") == []
 
 
 @pytest.fixture
@@ -160,4 +161,4 @@ def test_full_disk_ends_with_a_store_error_and_the_rerun_elsewhere_resumes(ray_l
     assert report.skipped == recorded.sum()
     assert not {tuple(b) for b in zip(*np.nonzero(recorded))} & set(report.computed_blocks)
     store = RunStore.open(moved)
-    assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net)) and store.verify() == []
+    assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net)) and verify_in_process(store.path, net=config.net, kind="ntk") == []
