@@ -199,7 +199,7 @@ def build(config: Config) -> dict:
     info = {"computed_blocks": built.computed, "skipped_blocks": built.skipped,
             "seconds": round(built.seconds, 3), "entries_per_second": round(built.entries_per_second),
             "workers": [{k: w[k] for k in ("pid", "note", "threads")} for w in built.workers],
-            "sketch": built.sketch}
+            "sketch": built.sketch, "gram_error_bound": store.record_gram_error_bound()}
     store.mark_stage("build", **info)
     return {"store": str(store.path), "resumed": False, **info}
 
@@ -309,7 +309,7 @@ def operator_for(config: Config, store: RunStore):
         from .linalg import DenseOperator
 
         # In its stored dtype: a float32 matrix keeps its storage error bound (the operator promotes per block).
-        yield DenseOperator(store.read_gram(dtype=store.gram.dtype)), kind
+        yield DenseOperator(store.read_gram(dtype=store.gram.dtype), error_bound=store.gram_error_bound), kind
         return
     from .cluster import RayGramOperator, ray_session
 
@@ -354,7 +354,8 @@ def compare(config: Config) -> dict:
     kind = spectrum.attrs.get("operator", resolved_operator(config, n))
     operator, pass_budget = None, 0
     if kind == "dense":
-        operator, pass_budget = DenseOperator(store.read_gram(dtype=store.gram.dtype)), COMPARE_PASSES
+        operator = DenseOperator(store.read_gram(dtype=store.gram.dtype), error_bound=store.gram_error_bound)
+        pass_budget = COMPARE_PASSES
     elif kind in ("memory", "stored") and n <= COMPARE_STREAM_MAX_N:
         operator, pass_budget = StoredGramOperator(store), COMPARE_PASSES
     optional = {name: float(spectrum[name].values) for name in ("lambda_min", "lambda_min_error")
