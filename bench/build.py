@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from ntkdist.cluster import GramBlockWorker, build_gram, get, plan_tasks, ray_session, resources_per_worker
-from ntkdist.kernels import MLP, gram_block
+from ntkdist.kernels import MLP
 from ntkdist.store import BlockRecord, RunStore
 
 DTYPE = "float32"
@@ -238,8 +238,6 @@ def run(args) -> dict:
                         "workers": args.workers, "repeats": args.repeats, "activation": "relu"},
                "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                            "python": platform.python_version()}}
-    # Compile the kernel once here, so no leg pays numba's compilation (each actor then loads it from the cache).
-    gram_block(X[:64], X[64:128], net=net, kind="ntk", dtype=DTYPE)
     with contextlib.ExitStack() as stack:
         s3_root = None if args.no_s3 else stack.enter_context(loopback_s3())
         skip_s3 = "--no-s3" if s3_root is None else url_support_missing(s3_root)
@@ -247,6 +245,10 @@ def run(args) -> dict:
         # connected to is used as it is).
         stack.enter_context(ray_session("", num_cpus=args.workers))
         stack.callback(shutil.rmtree, scratch, ignore_errors=True)
+        # An untimed build of two block rows first: whatever the first actors pay once (numba compiling the
+        # kernels into its cache, Ray's first worker processes) no leg pays.
+        new_store(scratch / "warm-up.zarr", X[:2 * args.block], args.block)
+        timed_build(scratch / "warm-up.zarr", net, args.workers)
         legs = run_legs(args, X, net, scratch, None if skip_s3 else s3_root)
     for name, runs in legs.items():
         if runs:
