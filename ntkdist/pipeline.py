@@ -167,8 +167,10 @@ def _open_after(config: Config, stage: str) -> RunStore:
 
 # -- build ---------------------------------------------------------------------------------------------------------
 def build(config: Config) -> dict:
-    """Compute the missing Gram blocks on a Ray actor pool (embedded local Ray unless an address is given)."""
-    from .cluster import build_gram, ray_session
+    """Compute the missing Gram blocks on a Ray actor pool (embedded local Ray unless an address is given), with a
+    progress bar on a terminal and a progress artifact inside a Prefect flow run (`ntkdist.cluster.BuildProgress`);
+    record the bound on the float32 storage error (`RunStore.record_gram_error_bound`)."""
+    from .cluster import BuildProgress, build_gram, ray_session
 
     store = _open_after(config, "prepare")
     record = store.stage("build")
@@ -192,7 +194,8 @@ def build(config: Config) -> dict:
         built = build_gram(store.path, net=config.net, kind=config.kernel.kind, workers=cluster.workers,
                            device=cluster.device, cpus_per_worker=cluster.cpus_per_worker,
                            width=config.network.width, seed=config.network.seed,
-                           sketch_rank=sketch_rank, sketch_seed=config.solver.seed)
+                           sketch_rank=sketch_rank, sketch_seed=config.solver.seed,
+                           progress=BuildProgress(f"build {config.run.name}"))
     missing = store.missing_blocks()
     if missing:
         raise RuntimeError(f"build finished with {len(missing)} blocks unrecorded, e.g. {missing[:3]}")
