@@ -7,6 +7,6 @@ from .panel_worker import GramPanelWorker
 from .progress import BuildProgress
 from .runtime import cluster_resources, get, ray_session, start_local_ray
 
-__all__ = ["BuildProgress", "BuildReport", "GramBlockWorker", "GramPanelWorker", "RayGramOperator", "build_gram", "cluster_resources",
-           "get", "plan_tasks", "ray_session", "read_sketch", "resources_per_worker", "sketch_omega", "start_local_ray",
-           "worker_resources"]
+__all__ = ["BuildProgress", "BuildReport", "GramBlockWorker", "GramPanelWorker", "RayGramOperator", "build_gram",
+           "cluster_resources", "get", "plan_tasks", "ray_session", "read_sketch", "resources_per_worker", "sketch_omega",
+           "start_local_ray", "worker_resources"]

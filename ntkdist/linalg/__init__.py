@@ -20,5 +20,6 @@ __all__ = [
     "nystrom_program", "nystrom_spectrum", "slq_program", "smallest_eigenpairs", "spectral_density", "trace",
     "Columns", "DenseOperator", "DensityResult", "Diagonal", "EigenResult", "PassBudgetExhausted", "PassLog",
     "Product", "SymmetricOperator", "as_linear_operator", "certified_errors", "exact_eigenvalues",
-    "float32_storage_error", "float32_storage_error_from_squares", "kato_temple_bound", "residual_bound", "rounding_term", "run_program", "run_programs",
+    "float32_storage_error", "float32_storage_error_from_squares", "kato_temple_bound", "residual_bound",
+    "rounding_term", "run_program", "run_programs",
 ]
