@@ -36,6 +36,7 @@ def test_a_run_reports_every_leg_against_compute_only(ray_local, tmp_path):
         assert len(results[leg]["seconds_all"]) == 1 and results[leg]["entries_per_second"] > 0
         assert results[leg]["megabytes_per_second"] == pytest.approx(results[leg]["entries_per_second"] * 4 / 1e6)
         assert 0 < results[leg]["driver_peak_rss_bytes"] < 64 * 2**30
+        assert results[leg]["wall_seconds"] >= results[leg]["seconds"]
     local = results["local_store"]
     assert local["ratio_to_compute_only"] == pytest.approx(local["seconds"] / results["compute_only"]["seconds"])
     assert set(local["acceptance"]) == {"ratio_at_most_1.30", "driver_peak_under_1.5GB"}

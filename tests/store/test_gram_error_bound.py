@@ -85,3 +85,16 @@ def test_the_spectrum_carries_the_recorded_bound(ray_local, make_config, method)
     values, errors = spectrum["eigenvalue"].values, spectrum["eigenvalue_error"].values
     exact = np.linalg.eigvalsh(ntkdist.ntk(store.inputs[:], net=config.net))[::-1][:len(values)]
     assert np.all(errors >= bound) and np.all(np.abs(exact - values) <= errors)
+
+
+@pytest.mark.slow
+def test_ray_operator_reports_the_recorded_bound_without_reading_the_panels(ray_local, make_config, written_store):
+    from ntkdist.cluster import RayGramOperator
+
+    config = make_config(data={"n": 200, "dim": 3}, kernel={"block": 64, "dtype": "float32"})
+    store, _ = _float32_store(config, written_store)
+    bound = store.record_gram_error_bound()
+    with RayGramOperator(store, mode="stored", workers=1, device="cpu") as operator:
+        assert operator.error_bound == bound
+        operator.matmat(np.ones((200, 2)))
+        assert operator.error_bound == bound and operator.read_passes == 0 and operator._sum_squares is None
