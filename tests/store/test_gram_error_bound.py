@@ -52,7 +52,7 @@ def test_operators_use_the_recorded_bound_without_a_read(make_config, written_st
     assert operator.error_bound == bound and operator.read_passes == 0
 
 
-def test_a_forgotten_block_drops_the_bound_and_float64_records_zero(make_config, written_store):
+def test_a_forgotten_block_drops_the_bound_and_float64_records_zero(make_config, written_store, tmp_path):
     config = make_config(data={"n": 200, "dim": 3}, kernel={"block": 64, "dtype": "float32"})
     store, _ = _float32_store(config, written_store)
     store.record_gram_error_bound()
@@ -61,7 +61,7 @@ def test_a_forgotten_block_drops_the_bound_and_float64_records_zero(make_config,
     with pytest.raises(ntkdist.errors.StoreError, match="incomplete"):
         store.record_gram_error_bound()
 
-    config64 = make_config(run={"store": str(config.store_path.with_name("f64.zarr"))}, kernel={"block": 64})
+    config64 = make_config(run={"store": str(tmp_path / "f64.zarr")}, kernel={"block": 64})
     store64, _ = _float32_store(config64, written_store)
     assert store64.record_gram_error_bound() == 0.0 and store64.gram_error_bound == 0.0
 
