@@ -15,7 +15,7 @@ NT_PYTHON ?= $(PYTHON)
 NT_STAMP := $(NT_VENV)/.installed-stamp
 NT_PINS  := jax==0.4.26 jaxlib==0.4.26 numpy==1.26.4 scipy==1.12.0 ml_dtypes==0.5.4 opt_einsum==3.4.0 frozendict==2.5.1
 
-.PHONY: demo test bench bench-peer bench-solvers install clean-venv
+.PHONY: demo test bench bench-peer bench-solvers bench-build install clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ $(BENCH_STAMP): $(STAMP)
 
 bench-solvers: $(BENCH_STAMP)
 	$(BIN)/python -m bench.solvers dense --n 20000 --dim 16 --json bench/results/solvers-dense-20000-16.json
+
+# The build with and without its store (local disk, loopback S3 through moto_server, in the test extra).
+bench-build: $(STAMP)
+	$(BIN)/python -m bench.build --n 50000 --dim 64 --depth 3 --repeats 3 --json bench/results/build-50000.json
 
 bench-peer: $(NT_STAMP)
 	$(NT_VENV)/bin/python bench/neural_tangents_reference.py speed 8000 64 2 5

@@ -167,8 +167,10 @@ def _open_after(config: Config, stage: str) -> RunStore:
 
 # -- build ---------------------------------------------------------------------------------------------------------
 def build(config: Config) -> dict:
-    """Compute the missing Gram blocks on a Ray actor pool (embedded local Ray unless an address is given)."""
-    from .cluster import build_gram, ray_session
+    """Compute the missing Gram blocks on a Ray actor pool (embedded local Ray unless an address is given), with a
+    progress bar on a terminal and a progress artifact inside a Prefect flow run (`ntkdist.cluster.BuildProgress`);
+    record the bound on the float32 storage error (`RunStore.record_gram_error_bound`)."""
+    from .cluster import BuildProgress, build_gram, ray_session
 
     store = _open_after(config, "prepare")
     record = store.stage("build")
@@ -192,14 +194,15 @@ def build(config: Config) -> dict:
         built = build_gram(store.path, net=config.net, kind=config.kernel.kind, workers=cluster.workers,
                            device=cluster.device, cpus_per_worker=cluster.cpus_per_worker,
                            width=config.network.width, seed=config.network.seed,
-                           sketch_rank=sketch_rank, sketch_seed=config.solver.seed)
+                           sketch_rank=sketch_rank, sketch_seed=config.solver.seed,
+                           progress=BuildProgress(f"build {config.run.name}"))
     missing = store.missing_blocks()
     if missing:
         raise RuntimeError(f"build finished with {len(missing)} blocks unrecorded, e.g. {missing[:3]}")
     info = {"computed_blocks": built.computed, "skipped_blocks": built.skipped,
             "seconds": round(built.seconds, 3), "entries_per_second": round(built.entries_per_second),
             "workers": [{k: w[k] for k in ("pid", "note", "threads")} for w in built.workers],
-            "sketch": built.sketch}
+            "sketch": built.sketch, "gram_error_bound": store.record_gram_error_bound()}
     store.mark_stage("build", **info)
     return {"store": str(store.path), "resumed": False, **info}
 
@@ -309,7 +312,7 @@ def operator_for(config: Config, store: RunStore):
         from .linalg import DenseOperator
 
         # In its stored dtype: a float32 matrix keeps its storage error bound (the operator promotes per block).
-        yield DenseOperator(store.read_gram(dtype=store.gram.dtype)), kind
+        yield DenseOperator(store.read_gram(dtype=store.gram.dtype), error_bound=store.gram_error_bound), kind
         return
     from .cluster import RayGramOperator, ray_session
 
@@ -354,7 +357,8 @@ def compare(config: Config) -> dict:
     kind = spectrum.attrs.get("operator", resolved_operator(config, n))
     operator, pass_budget = None, 0
     if kind == "dense":
-        operator, pass_budget = DenseOperator(store.read_gram(dtype=store.gram.dtype)), COMPARE_PASSES
+        operator = DenseOperator(store.read_gram(dtype=store.gram.dtype), error_bound=store.gram_error_bound)
+        pass_budget = COMPARE_PASSES
     elif kind in ("memory", "stored") and n <= COMPARE_STREAM_MAX_N:
         operator, pass_budget = StoredGramOperator(store), COMPARE_PASSES
     optional = {name: float(spectrum[name].values) for name in ("lambda_min", "lambda_min_error")

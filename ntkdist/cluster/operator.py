@@ -203,6 +203,8 @@ class RayGramOperator:
         self.pass_seconds: list[float] = []
         self._sum_squares: float | None = None
         self._diagonal: np.ndarray | None = None
+        # A float32 store records its bound when its build ends: no pass gathers ‖K₃₂‖_F then.
+        self._recorded_bound = store.gram_error_bound if use_gram else None
 
     # -- protocol ----------------------------------------------------------------------------------------------
     @property
@@ -220,9 +222,12 @@ class RayGramOperator:
     @property
     def error_bound(self) -> float:
         """0 for float64 (a float64 store, or K recomputed in float64); `float32_storage_error` of ‖K₃₂‖_F for a
-        float32 store (‖K₃₂‖_F from the memory load or the first product; else one read pass, in read_passes)."""
+        float32 store: the bound the store recorded at the end of its build (`RunStore.record_gram_error_bound`),
+        else from ‖K₃₂‖_F (the memory load or the first product; else one read pass, in read_passes)."""
         if self._dtype == np.float64:
             return 0.0
+        if self._recorded_bound is not None:
+            return self._recorded_bound
         return float32_storage_error(self.frobenius_norm)
 
     @property
@@ -247,7 +252,7 @@ class RayGramOperator:
                 get([actor.panel_job.remote(i) for actor, jobs in zip(actors, self.jobs_of) for i in jobs])
             else:
                 get([actor.product.remote() for actor in actors])
-                if self._sum_squares is None and self._dtype != np.float64:
+                if self._sum_squares is None and self._dtype != np.float64 and self._recorded_bound is None:
                     self._sum_squares = self._fold_sums(get([a.sum_squares.remote() for a in actors]))
             out = self._gather_rows(b)
         finally:

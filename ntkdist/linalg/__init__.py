@@ -6,7 +6,8 @@ several of them can share each pass over K.
 
 from .certify import certified_errors, kato_temple_bound, residual_bound, rounding_term
 from .exact import exact_eigenvalues
-from .operator import DenseOperator, SymmetricOperator, as_linear_operator, float32_storage_error
+from .operator import (DenseOperator, SymmetricOperator, as_linear_operator, float32_storage_error,
+                       float32_storage_error_from_squares)
 from .passes import (Columns, DensityResult, Diagonal, EigenResult, PassBudgetExhausted, PassLog, Product,
                      run_program, run_programs)
 from .density import density_from_eigenvalues, slq_program, spectral_density
@@ -19,5 +20,6 @@ __all__ = [
     "nystrom_program", "nystrom_spectrum", "slq_program", "smallest_eigenpairs", "spectral_density", "trace",
     "Columns", "DenseOperator", "DensityResult", "Diagonal", "EigenResult", "PassBudgetExhausted", "PassLog",
     "Product", "SymmetricOperator", "as_linear_operator", "certified_errors", "exact_eigenvalues",
-    "float32_storage_error", "kato_temple_bound", "residual_bound", "rounding_term", "run_program", "run_programs",
+    "float32_storage_error", "float32_storage_error_from_squares", "kato_temple_bound", "residual_bound",
+    "rounding_term", "run_program", "run_programs",
 ]

@@ -17,6 +17,7 @@ What a solver may ask of an operator, and what each costs at scale:
 
 from __future__ import annotations
 
+import math
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -65,6 +66,39 @@ def float32_storage_error(frobenius_norm: float) -> float:
     return u * float(frobenius_norm) / (1.0 - u)
 
 
+#: Unit roundoff of float64 (2⁻⁵³), the precision of the sums of squares a store records.
+FLOAT64_UNIT_ROUNDOFF = 2.0 ** -53
+#: The largest absolute error of rounding a real to float32 below its normal range (half the smallest subnormal).
+FLOAT32_UNDERFLOW_ERROR = 2.0 ** -150
+
+
+def float32_storage_error_from_squares(sum_squares: float, entries: int) -> float:
+    """Rigorous bound on ‖K₃₂ − K‖₂ from Σ fl(K_ij)² summed in float64 over ``entries`` stored values (docs/theory.md
+    §9.3): what a float32 store records once its build is done, from the manifest's per-block sums.
+
+    `float32_storage_error` needs ‖K₃₂‖_F; this one also accounts for how the sum of squares was computed. The
+    square of a float32 number is exact in float64 (48 significant bits ≤ 53). A float64 sum of n non-negative
+    terms, in any order, is within γ_{n−1} = (n−1)ε/(1 − (n−1)ε) of the true sum (Higham, *Accuracy and Stability
+    of Numerical Algorithms*, 2nd ed., §4.2; ε = 2⁻⁵³); the per-block sums, their sum over the upper blocks and
+    ``2·upper − diagonal`` stay within 4nε of it (for 4nε ≤ ½), so the true Σ K₃₂² ≤ ``sum_squares``/(1 − 4(n + 4)ε),
+    the extra 4 covering the few roundings of this formula itself. Values below
+    float32's normal range round with an absolute error up to 2⁻¹⁵⁰ instead of u·|K_ij|, adding at most
+    √n·2⁻¹⁵⁰ to ‖E‖_F.
+
+    Raises
+    ------
+    ValueError
+        If ``entries`` is so large that 4nε > ½ (over 10¹⁵ entries), or ``sum_squares`` is negative or NaN.
+    """
+    n = int(entries)
+    slack = 4 * (n + 4) * FLOAT64_UNIT_ROUNDOFF
+    if slack > 0.5 or not sum_squares >= 0:
+        raise ValueError(f"sum_squares={sum_squares!r}, entries={entries!r}: need a non-negative sum over at most "
+                         f"{1 / (8 * FLOAT64_UNIT_ROUNDOFF):.3g} entries")
+    frobenius = math.sqrt(float(sum_squares) / (1.0 - slack))
+    return float32_storage_error(frobenius) + math.sqrt(n) * FLOAT32_UNDERFLOW_ERROR
+
+
 def as_linear_operator(operator: SymmetricOperator) -> scipy.sparse.linalg.LinearOperator:
     """The operator as a `scipy.sparse.linalg.LinearOperator` (float64, symmetric), for scipy's solvers."""
     n = operator.shape[0]
@@ -82,10 +116,11 @@ class DenseOperator:
     """A symmetric matrix held in memory (NumPy, or CuPy on a GPU: products come back as NumPy float64).
 
     ``error_bound`` is 0 for float64 (the matrix *is* the one asked about) and the float32 storage bound for a
-    float32 matrix (`float32_storage_error`).
+    float32 matrix (`float32_storage_error`), unless the caller knows a bound already (``error_bound``: the one a
+    float32 run store recorded, so every operator of that store reports the same).
     """
 
-    def __init__(self, matrix):
+    def __init__(self, matrix, *, error_bound: float | None = None):
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
             raise ValueError(f"matrix: expected a square 2-D array, got shape {matrix.shape}")
         if matrix.dtype not in (np.float64, np.float32):
@@ -93,7 +128,7 @@ class DenseOperator:
         self.matrix = matrix
         self._passes = 0
         self._diagonal: np.ndarray | None = None
-        self._error_bound: float | None = None
+        self._error_bound: float | None = None if error_bound is None else float(error_bound)
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -31,10 +31,11 @@ class StoredGramOperator:
 
     Notes
     -----
-    ``error_bound`` is 0 for a float64 store. For a float32 store it is `float32_storage_error` of ‖K₃₂‖_F, and
-    ‖K₃₂‖_F (with the diagonal) is gathered during the first product's streamed read, at no extra cost. If
-    ``error_bound`` is asked for before any product, one read pass computes it; that read is counted in
-    ``read_passes``, not in ``passes`` (which counts products only).
+    ``error_bound`` is 0 for a float64 store. For a float32 store it is the bound the store recorded at the end
+    of its build (`RunStore.record_gram_error_bound`, from the manifest's sums of squares). A store without one
+    (built before the bound was recorded) gets `float32_storage_error` of ‖K₃₂‖_F, gathered with the diagonal
+    during the first product's streamed read; if ``error_bound`` is asked for before any product, one read pass
+    computes it, counted in ``read_passes``, not in ``passes`` (which counts products only).
 
     Raises
     ------
@@ -59,6 +60,7 @@ class StoredGramOperator:
         self.read_passes = 0
         self._sum_squares: float | None = None
         self._diagonal: np.ndarray | None = None
+        self._recorded_bound = store.gram_error_bound
 
     # -- protocol ----------------------------------------------------------------------------------------------
     @property
@@ -85,6 +87,8 @@ class StoredGramOperator:
     def error_bound(self) -> float:
         if self.dtype == np.float64:
             return 0.0
+        if self._recorded_bound is not None:
+            return self._recorded_bound
         return float32_storage_error(self.frobenius_norm)
 
     def matmat(self, V: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 Layout (see ``storage/README.md`` for the reader's view)::
 
     <run>.zarr/
-      zarr.json          group attrs["ntkdist"]: format, config, fingerprint, versions, stage records
+      zarr.json          group attrs["ntkdist"]: format, config, fingerprint, versions, stage records,
+                         gram_error_bound (‖K_stored − K‖₂ ≤ it; 0 for float64) once the build is done
       inputs             (N, d) float64, chunks (block, d)
       gram               (N, N) float64|float32, chunks (block, block), fill NaN; the full symmetric matrix
       manifest/blocks    (nb, nb) int64, one chunk, fill −1; CRC-32 of each finished upper block I ≤ J
@@ -33,6 +34,7 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
+from ..linalg.operator import float32_storage_error_from_squares
 
 FORMAT = "ntkdist-run"
 FORMAT_VERSION = 2
@@ -41,6 +43,8 @@ GRAM = "gram"
 MANIFEST = "manifest/blocks"
 SUM_SQUARES = "manifest/sum_squares"
 SPECTRUM = "spectrum"
+#: Key of the ``ntkdist`` group attrs that holds the bound on ‖K_stored − K‖₂ (`RunStore.record_gram_error_bound`).
+GRAM_ERROR_BOUND = "gram_error_bound"
 STAGES = ("prepare", "build", "solve", "compare", "report")
 _NOT_DONE = -1
 #: Attributes written once, when the store is created, and never changed (an overwrite makes a new store).
@@ -300,10 +304,17 @@ class RunStore:
         self.manifest[:] = crcs
 
     def forget_blocks(self, blocks: Iterable[tuple[int, int]]) -> None:
-        """Mark upper blocks as not written (so the next build recomputes them; how a bad block is repaired)."""
+        """Mark upper blocks as not written (so the next build recomputes them; how a bad block is repaired).
+
+        The recorded `gram_error_bound` goes too: it speaks of the complete matrix, and the build records it anew.
+        """
         crcs = self.manifest[:]
         for i, j in blocks:
             crcs[i, j] = _NOT_DONE
+        meta = self.meta
+        if GRAM_ERROR_BOUND in meta:
+            del meta[GRAM_ERROR_BOUND]
+            self._write_meta(meta)  # before the manifest: a crash in between leaves no bound on a changed matrix
         self.manifest[:] = crcs
 
     def stored_sum_squares(self) -> float:
@@ -313,6 +324,36 @@ class RunStore:
         if not np.isfinite(squares[upper]).all() or (self.manifest[:][upper] == _NOT_DONE).any():
             return float("nan")
         return float(2 * squares[upper].sum() - np.trace(squares))
+
+    @property
+    def gram_error_bound(self) -> float | None:
+        """The recorded bound on ‖K_stored − K‖₂ (`record_gram_error_bound`), or None when none is recorded."""
+        bound = self.meta.get(GRAM_ERROR_BOUND)
+        return None if bound is None else float(bound)
+
+    def record_gram_error_bound(self) -> float:
+        """Record and return a rigorous bound on ‖K_stored − K‖₂ of the complete Gram matrix, K being the float64
+        values the workers computed: 0 for a float64 store; for float32, `float32_storage_error_from_squares` of
+        the manifest's Σ K_ij² as stored (docs/theory.md §9.3), so no block is read again. Solvers add it to every
+        eigenvalue error; readers find it in the group attrs as ``ntkdist.gram_error_bound``.
+
+        Raises
+        ------
+        StoreError
+            If a block is not recorded in the manifest yet (the bound speaks of the whole matrix).
+        """
+        if self.dtype == "float64":
+            bound = 0.0
+        else:
+            squares = self.stored_sum_squares()
+            if not np.isfinite(squares):
+                raise StoreError(f"{self.path}: the Gram matrix is incomplete or holds non-finite values; finish the "
+                                 "build (re-run the same configuration) before recording its float32 error bound")
+            bound = float32_storage_error_from_squares(squares, self.n * self.n)
+        meta = self.meta
+        meta[GRAM_ERROR_BOUND] = bound
+        self._write_meta(meta)
+        return bound
 
     def read_gram(self, dtype=np.float64) -> np.ndarray:
         """The whole stored Gram matrix in memory (N² numbers: only for the exact solver at small N).
