@@ -202,7 +202,9 @@ def build(config: Config) -> dict:
     info = {"computed_blocks": built.computed, "skipped_blocks": built.skipped,
             "seconds": round(built.seconds, 3), "entries_per_second": round(built.entries_per_second),
             "workers": [{k: w[k] for k in ("pid", "note", "threads")} for w in built.workers],
-            "sketch": built.sketch, "gram_error_bound": store.record_gram_error_bound()}
+            "sketch": built.sketch, "gram_error_bound": store.record_gram_error_bound(),
+            # What the pool survived: blocks requeued after a lost worker, actors Ray restarted, actors replaced.
+            "faults": {"requeued": built.requeued, "restarts": built.restarts, "replaced": built.replaced}}
     store.mark_stage("build", **info)
     return {"store": str(store.path), "resumed": False, **info}
 
