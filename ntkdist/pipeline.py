@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from . import datasets
-from .config import Config, check_solver_size
+from .config import Config, check_solver_size, storage_root
 from .errors import DataError, StoreError
-from .store import RunStore
+from .store import RunStore, store_exists
 
 log = logging.getLogger("ntkdist.pipeline")
 
@@ -110,8 +110,8 @@ def _physical_memory() -> int:
 
 def _existing_store(config: Config, fingerprint: str, overwrite: bool) -> RunStore | None:
     """The store already at the run's path if it may be resumed; None if there is none or it will be replaced."""
-    path = config.store_path
-    if overwrite or not path.exists():
+    path = config.store_location
+    if overwrite or not store_exists(path):
         return None
     store = RunStore.open(path, mode="r+")
     if store.fingerprint != fingerprint:
@@ -133,14 +133,14 @@ def prepare(config: Config, *, overwrite: bool = False, data_digest: str | None 
         data_digest = preflight(config, overwrite=overwrite)
     dataset = load_dataset(config)
     fingerprint = config.kernel_fingerprint(data_digest)
-    path = config.store_path
+    path = config.store_location
     block = min(config.kernel.block, dataset.n)
 
     store = _existing_store(config, fingerprint, overwrite)
     if store is not None:
         if store.stage("prepare") is not None:
             log.info("resuming %s", path)
-            return {"store": str(path), "resumed": True, "n": store.n, "dim": store.dim}
+            return {"store": path, "resumed": True, "n": store.n, "dim": store.dim}
         overwrite = True  # a prepare that never finished: nothing in it is worth keeping
 
     store = RunStore.create(
@@ -154,13 +154,13 @@ def prepare(config: Config, *, overwrite: bool = False, data_digest: str | None 
         row += len(chunk)
     store.mark_stage("prepare", data=dataset.description, data_sha256=data_digest,
                      seconds=round(time.perf_counter() - start, 3))
-    return {"store": str(path), "resumed": False, "n": dataset.n, "dim": dataset.dim}
+    return {"store": path, "resumed": False, "n": dataset.n, "dim": dataset.dim}
 
 
 def _open_after(config: Config, stage: str) -> RunStore:
-    store = RunStore.open(config.store_path, mode="r+")
+    store = RunStore.open(config.store_location, mode="r+")
     if store.stage(stage) is None:
-        raise StoreError(f"{config.store_path}: the {stage} stage has not finished; run the whole flow "
+        raise StoreError(f"{config.store_location}: the {stage} stage has not finished; run the whole flow "
                          "(`ntkdist run CONFIG.toml`) so it completes first")
     return store
 
@@ -177,19 +177,19 @@ def build(config: Config) -> dict:
         store.clear_stages("build", "solve", "compare", "report")
         record = None
     if record is not None:
-        return {"store": str(store.path), "resumed": True, **record}
+        return {"store": str(store.location), "resumed": True, **record}
     if config.solver.operator == "matrix_free":
         # The solve recomputes every panel from the inputs on each pass: nothing to build or store.
         info = {"matrix_free": True, "computed_blocks": 0, "skipped_blocks": 0, "seconds": 0.0}
         store.mark_stage("build", **info)
-        return {"store": str(store.path), "resumed": False, **info}
+        return {"store": str(store.location), "resumed": False, **info}
     cluster = config.cluster
     embedded_cpus = None
     if not cluster.address:
         embedded_cpus = max(os.cpu_count() or 1, 1)
     sketch_rank = _ride_along_sketch_rank(config, store.n)
     with ray_session(cluster.address, num_cpus=embedded_cpus):
-        built = build_gram(store.path, net=config.net, kind=config.kernel.kind, workers=cluster.workers,
+        built = build_gram(store.location, net=config.net, kind=config.kernel.kind, workers=cluster.workers,
                            device=cluster.device, cpus_per_worker=cluster.cpus_per_worker,
                            width=config.network.width, seed=config.network.seed,
                            sketch_rank=sketch_rank, sketch_seed=config.solver.seed)
@@ -201,7 +201,7 @@ def build(config: Config) -> dict:
             "workers": [{k: w[k] for k in ("pid", "note", "threads")} for w in built.workers],
             "sketch": built.sketch}
     store.mark_stage("build", **info)
-    return {"store": str(store.path), "resumed": False, **info}
+    return {"store": str(store.location), "resumed": False, **info}
 
 
 def _ride_along_sketch_rank(config: Config, n: int) -> int | None:
@@ -220,7 +220,7 @@ def _gathered_top(config: Config, store: RunStore, operator_error: float):
     from .linalg.nystrom import DEFAULT_TEST_VECTORS, nystrom_from_gathered_sketch
 
     rank = _ride_along_sketch_rank(config, store.n)
-    sketch = read_sketch(store.path) if rank is not None else None
+    sketch = read_sketch(store) if rank is not None else None
     if sketch is None or not sketch["complete"] or sketch["rank"] != rank or sketch["seed"] != config.solver.seed:
         return None
     return nystrom_from_gathered_sketch(sketch["omega"], sketch["Y"], config.solver.resolved_k(store.n),
@@ -243,7 +243,7 @@ def solve(config: Config) -> dict:
     store = _open_after(config, "build")
     record = store.stage("solve")
     if record is not None and record.get("solver") == config.solver.model_dump(mode="json"):
-        return {"store": str(store.path), "resumed": True, **record}
+        return {"store": str(store.location), "resumed": True, **record}
     store.clear_stages("solve", "compare", "report")
     store.delete_spectrum()
     start = time.perf_counter()
@@ -281,7 +281,7 @@ def solve(config: Config) -> dict:
             "modes": len(values), "passes": solution.passes, "seconds_per_pass": round(solution.seconds_per_pass, 4),
             "seconds": seconds, "lambda_max": float(values[0]), "lambda_min": solution.lambda_min}
     store.mark_stage("solve", **info)
-    return {"store": str(store.path), "resumed": False, **info}
+    return {"store": str(store.location), "resumed": False, **info}
 
 
 #: Bins of the stored spectral density.
@@ -315,7 +315,7 @@ def operator_for(config: Config, store: RunStore):
 
     cluster = config.cluster
     with ray_session(cluster.address, num_cpus=None if cluster.address else max(os.cpu_count() or 1, 1)):
-        with RayGramOperator(store.path, mode=kind, net=config.net, kind=config.kernel.kind,
+        with RayGramOperator(store.location, mode=kind, net=config.net, kind=config.kernel.kind,
                              workers=cluster.workers, device=cluster.device, cpus_per_worker=cluster.cpus_per_worker,
                              memory_budget=int(cluster.memory_budget_gb * 2**30)) as operator:
             yield operator, kind
@@ -345,7 +345,7 @@ def compare(config: Config) -> dict:
     store = _open_after(config, "solve")
     record = store.stage("compare")
     if record is not None:
-        return {"store": str(store.path), "resumed": True, **record}
+        return {"store": str(store.location), "resumed": True, **record}
     store.clear_stages("compare", "report")
     start = time.perf_counter()
     spectrum = store.read_spectrum().load()
@@ -374,7 +374,7 @@ def compare(config: Config) -> dict:
             "eigendecompositions": result.eigendecompositions, "passes": result.passes,
             "pass_budget": result.pass_budget, "seconds": seconds}
     store.mark_stage("compare", **info)
-    return {"store": str(store.path), "resumed": False, **info}
+    return {"store": str(store.location), "resumed": False, **info}
 
 
 def _write_theory(store: RunStore, spectrum, result) -> None:
@@ -386,8 +386,13 @@ def _write_theory(store: RunStore, spectrum, result) -> None:
 
 # -- report --------------------------------------------------------------------------------------------------------
 def report_paths(config: Config) -> dict[str, Path]:
-    """Where the report of a run goes: beside the store, named after it."""
-    base = config.store_path.with_suffix("")
+    """Where the report of a run goes: beside a local store, named after it; for a store in object storage, under
+    the local storage root (``$NTKDIST_STORAGE/runs``), named after the URL's last part (storage/README.md)."""
+    location = config.store_location
+    if "://" in location:
+        base = storage_root().resolve() / "runs" / Path(location.rsplit("/", 1)[-1]).with_suffix("")
+    else:
+        base = Path(location).with_suffix("")
     return {"plot": base.with_name(base.name + ".spectrum.png"), "summary": base.with_name(base.name + ".summary.md")}
 
 
@@ -403,7 +408,7 @@ def report(config: Config) -> dict:
     text = summary_markdown(config, store, spectrum, paths)
     paths["summary"].write_text(text)
     store.mark_stage("report", plot=str(paths["plot"]), summary=str(paths["summary"]))
-    return {"store": str(store.path), "plot": str(paths["plot"]), "summary": str(paths["summary"]),
+    return {"store": str(store.location), "plot": str(paths["plot"]), "summary": str(paths["summary"]),
             "markdown": text}
 
 

@@ -29,9 +29,71 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def start_moto_server(extra_env: dict | None = None):
+    """Start moto's S3-compatible server on a free loopback port; returns (process, endpoint URL) once it answers."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = Path(sys.executable).with_name("moto_server")
+    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, **(extra_env or {})})
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+            return process, endpoint
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"moto_server did not start on {endpoint}")
+            time.sleep(0.1)
+
+
+#: The dummy credentials of the loopback S3 server (what `s3_server` puts in the environment).
+S3_TEST_SECRET = "ntkdist-test-secret-never-stored"
+
+
 @pytest.fixture(scope="session")
-def ray_local():
-    """A real embedded Ray instance with 2 CPUs and no GPUs, shared by the whole session."""
+def s3_server():
+    """A real S3-compatible server (moto) on loopback for the whole session, with one bucket ``ntkdist-test``.
+
+    Dummy credentials and ``AWS_ENDPOINT_URL`` go into ``os.environ`` before anything else starts, so the Ray
+    workers started after it (`ray_local` depends on this fixture) reach the same server. Yields the endpoint.
+    """
+    import s3fs
+
+    process, endpoint = start_moto_server()
+    os.environ.update({"AWS_ACCESS_KEY_ID": "ntkdist-test-key", "AWS_SECRET_ACCESS_KEY": S3_TEST_SECRET,
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint})
+    s3fs.S3FileSystem(endpoint_url=endpoint).mkdir("ntkdist-test")
+    yield endpoint
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_location(s3_server, request):
+    """A fresh ``s3://ntkdist-test/<unique prefix>/run.zarr`` on the loopback server, one per test."""
+    import uuid
+
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:40]
+    return f"s3://ntkdist-test/{name}-{uuid.uuid4().hex[:8]}/run.zarr"
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_server):
+    """A real embedded Ray instance with 2 CPUs and no GPUs, shared by the whole session (started after the
+    loopback S3 server, so that its workers inherit the server's endpoint and dummy credentials)."""
     import ray
 
     from ntkdist.cluster import start_local_ray
@@ -80,7 +142,7 @@ def written_store():
         from ntkdist.store import RunStore
 
         pipeline.prepare(config)
-        store = RunStore.open(config.store_path, mode="r+")
+        store = RunStore.open(config.store_location, mode="r+")
         K = ntkdist.ntk(store.inputs[:], net=config.net)
         for i, j in store.upper_blocks():
             store.record_blocks([store.write_block(i, j, K[store.block_slice(i), store.block_slice(j)])])

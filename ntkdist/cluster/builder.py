@@ -21,7 +21,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -161,17 +160,14 @@ def sketch_omega(n: int, block: int, rank: int, seed: int) -> np.ndarray:
                            for b, start in enumerate(range(0, n, block))] or [np.empty((0, rank))])
 
 
-def read_sketch(store_path) -> dict | None:
+def read_sketch(store: RunStore) -> dict | None:
     """The committed ride-along sketch of a store: {"Y", "omega", "rank", "seed", "block", "complete"}, or None.
 
     ``complete`` is True when every upper block has been added (Y = K·Ω of the whole stored K).
     """
-    import zarr
-
-    path = Path(store_path) / SKETCH
-    if not (path / "zarr.json").is_file():
+    group = store.open_subgroup(SKETCH)
+    if group is None:
         return None
-    group = zarr.open_group(str(path), mode="r", use_consolidated=False)
     info = group.attrs.asdict().get("ntkdist_sketch")
     if not info or info.get("current") is None:
         return None
@@ -193,8 +189,6 @@ class _SketchAccumulator:
     """
 
     def __init__(self, store: RunStore, rank: int, seed: int):
-        import zarr
-
         if int(rank) < 1:
             raise ValueError(f"sketch_rank: must be ≥ 1, got {rank!r}")
         self.n, self.block, self.nb = store.n, store.block, store.n_blocks
@@ -203,13 +197,10 @@ class _SketchAccumulator:
         wanted = {"n": self.n, "block": self.block, "rank": self.rank, "seed": self.seed,
                   "omega": ("block b of Ω = numpy.random.default_rng(SeedSequence([seed, b]))"
                             ".standard_normal((rows_b, rank))")}
-        path = store.path / SKETCH
-        info = None
-        if (path / "zarr.json").is_file():
-            self._group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
-            info = self._group.attrs.asdict().get("ntkdist_sketch")
+        self._group = store.open_subgroup(SKETCH, mode="r+")
+        info = None if self._group is None else self._group.attrs.asdict().get("ntkdist_sketch")
         if info is None or any(info.get(k) != v for k, v in wanted.items()):
-            self._group = zarr.open_group(str(path), mode="w", zarr_format=3)
+            self._group = store.open_subgroup(SKETCH, mode="w")
             for slot in (0, 1):
                 self._group.create_array(f"Y{slot}", shape=(self.n, self.rank), chunks=(self.block, self.rank),
                                          dtype="float64", fill_value=0.0)

@@ -1,0 +1,96 @@
+"""Where a run store lives: a local directory or an object-store URL (``s3://bucket/prefix/run.zarr``).
+
+Object storage goes through zarr's own `zarr.storage.FsspecStore` over s3fs, the path that plain
+``zarr.open_array("s3://…")``, ``dask.array.from_zarr`` and ``xarray.open_zarr`` take too, so ntkdist and the
+readers downstream share one code path and one credential chain. Credentials and the endpoint come only from the
+standard environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``,
+``AWS_DEFAULT_REGION``, …) and the usual config files (``~/.aws/credentials``, ``~/.aws/config``); nothing here
+writes them anywhere (see ``storage/README.md``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import zarr
+from zarr.core.sync import sync
+
+from ..errors import StoreError
+
+#: URL schemes a run store may live under (local paths need none).
+URL_SCHEMES = ("s3",)
+_CREDENTIALS_FIX = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for a server other "
+                    "than AWS) in the environment, or a profile in ~/.aws/credentials")
+
+
+def normalize_location(location) -> str:
+    """An absolute local path, or the URL as given (without a trailing slash).
+
+    Raises
+    ------
+    StoreError
+        For a URL whose scheme is not one of `URL_SCHEMES`.
+    """
+    text = str(location)
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        if scheme not in URL_SCHEMES:
+            raise StoreError(f"store {text}: {scheme}:// is not supported; use a local path or an s3:// URL")
+        return text.rstrip("/")
+    return str(Path(text).expanduser().resolve())
+
+
+def is_remote(location: str) -> bool:
+    """True for an object-store URL, False for a local path."""
+    return "://" in location
+
+
+def _storage_options() -> dict:
+    # botocore honours AWS_ENDPOINT_URL by itself; passing it on as well keys fsspec's cache of filesystems by the
+    # endpoint, so a process that talks to two servers in turn never reuses the first one's client.
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    return {"endpoint_url": endpoint} if endpoint else {}
+
+
+def zarr_store(location: str, *, read_only: bool = False) -> zarr.abc.store.Store:
+    """The zarr store object for a location (a `LocalStore`, or an `FsspecStore` for a URL)."""
+    if is_remote(location):
+        return zarr.storage.FsspecStore.from_url(location, storage_options=_storage_options(), read_only=read_only)
+    return zarr.storage.LocalStore(location, read_only=read_only)
+
+
+def store_exists(location: str) -> bool:
+    """Whether anything is stored at the location (a local path that exists, or any object under the URL).
+
+    Raises
+    ------
+    StoreError
+        When the object store refuses: a missing bucket, or missing or wrong credentials.
+    """
+    if not is_remote(location):
+        return Path(location).exists()
+    with storage_errors(location):
+        return not sync(zarr_store(location, read_only=True).is_empty(""))
+
+
+class storage_errors:
+    """Turn the object store's refusals (no bucket, no or bad credentials) into a `StoreError` naming the URL."""
+
+    def __init__(self, location: str):
+        self.location = location
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if error is None or isinstance(error, StoreError) or not is_remote(self.location):
+            return False
+        bucket = self.location.split("://", 1)[1].split("/", 1)[0]
+        if isinstance(error, FileNotFoundError):
+            raise StoreError(f"store {self.location}: the bucket {bucket!r} does not exist (or is not visible "
+                             "with these credentials); create it, or choose another [run] store") from error
+        if isinstance(error, PermissionError) or type(error).__name__ in ("NoCredentialsError", "ClientError"):
+            raise StoreError(f"store {self.location}: access denied ({type(error).__name__}); "
+                             f"{_CREDENTIALS_FIX}") from error
+        return False
