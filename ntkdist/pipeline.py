@@ -14,6 +14,7 @@ unfinished block). The Prefect flow in ``flows/spectrum.py`` calls these functio
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import platform
@@ -26,7 +27,7 @@ import numpy as np
 from . import datasets
 from .config import Config, check_solver_size, storage_root
 from .errors import DataError, StoreError
-from .store import RunStore, store_exists
+from .store import Lease, RunStore, store_exists
 
 log = logging.getLogger("ntkdist.pipeline")
 
@@ -108,6 +109,17 @@ def _physical_memory() -> int:
         return 0
 
 
+def _holds_the_lease(stage):
+    """Run a stage that writes while holding the run store's writer lease (`ntkdist.store.lease`): a second
+    writer of the same store is refused naming this one; the lease is given back when the stage ends."""
+    @functools.wraps(stage)
+    def run(config: Config, *args, **kwargs):
+        with Lease(config.store_location):
+            return stage(config, *args, **kwargs)
+
+    return run
+
+
 def _existing_store(config: Config, fingerprint: str, overwrite: bool) -> RunStore | None:
     """The store already at the run's path if it may be resumed; None if there is none or it will be replaced."""
     path = config.store_location
@@ -122,6 +134,7 @@ def _existing_store(config: Config, fingerprint: str, overwrite: bool) -> RunSto
     return store
 
 
+@_holds_the_lease
 def prepare(config: Config, *, overwrite: bool = False, data_digest: str | None = None) -> dict:
     """Validate the data and create the run store with its inputs, or check and reuse an existing one.
 
@@ -166,6 +179,7 @@ def _open_after(config: Config, stage: str) -> RunStore:
 
 
 # -- build ---------------------------------------------------------------------------------------------------------
+@_holds_the_lease
 def build(config: Config) -> dict:
     """Compute the missing Gram blocks on a Ray actor pool (embedded local Ray unless an address is given)."""
     from .cluster import build_gram, ray_session
@@ -229,6 +243,7 @@ def _gathered_top(config: Config, store: RunStore, operator_error: float):
 
 
 # -- solve ---------------------------------------------------------------------------------------------------------
+@_holds_the_lease
 def solve(config: Config) -> dict:
     """The spectrum of the Gram matrix through an operator, written as the ``spectrum`` group (xarray).
 
@@ -328,6 +343,7 @@ COMPARE_PASSES = 8
 COMPARE_STREAM_MAX_N = 60_000
 
 
+@_holds_the_lease
 def compare(config: Config) -> dict:
     """Hold the computed spectrum against every theoretical prediction that applies (``theory_*`` variables).
 
@@ -396,6 +412,7 @@ def report_paths(config: Config) -> dict[str, Path]:
     return {"plot": base.with_name(base.name + ".spectrum.png"), "summary": base.with_name(base.name + ".summary.md")}
 
 
+@_holds_the_lease
 def report(config: Config) -> dict:
     """Plot the spectrum (log-log) with the theory overlaid and write a markdown summary beside the store."""
     from .figures import plot_spectrum, summary_markdown

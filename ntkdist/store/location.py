@@ -11,6 +11,7 @@ writes them anywhere (see ``storage/README.md``).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import zarr
@@ -18,6 +19,8 @@ from zarr.core.sync import sync
 
 from ..errors import StoreError
 
+#: The writer's lease object at the root of a store (`ntkdist.store.lease`).
+LEASE = "lease.json"
 #: URL schemes a run store may live under (local paths need none).
 URL_SCHEMES = ("s3",)
 _CREDENTIALS_FIX = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_ENDPOINT_URL for a server other "
@@ -53,6 +56,13 @@ def _storage_options() -> dict:
     return {"endpoint_url": endpoint} if endpoint else {}
 
 
+def object_filesystem():
+    """The (cached) synchronous s3fs filesystem, for the few objects ntkdist handles outside zarr (the lease)."""
+    import fsspec
+
+    return fsspec.filesystem("s3", **_storage_options())
+
+
 def zarr_store(location: str, *, read_only: bool = False) -> zarr.abc.store.Store:
     """The zarr store object for a location (a `LocalStore`, or an `FsspecStore` for a URL)."""
     if is_remote(location):
@@ -61,7 +71,8 @@ def zarr_store(location: str, *, read_only: bool = False) -> zarr.abc.store.Stor
 
 
 def store_exists(location: str) -> bool:
-    """Whether anything is stored at the location (a local path that exists, or any object under the URL).
+    """Whether anything is stored at the location (a local path that exists, or any object under the URL) besides
+    a writer's lease (``lease.json``: a writer takes it before it creates the store).
 
     Raises
     ------
@@ -69,9 +80,33 @@ def store_exists(location: str) -> bool:
         When the object store refuses: a missing bucket, or missing or wrong credentials.
     """
     if not is_remote(location):
-        return Path(location).exists()
+        path = Path(location)
+        return path.exists() and (not path.is_dir() or any(entry.name != LEASE for entry in path.iterdir()))
     with storage_errors(location):
-        return not sync(zarr_store(location, read_only=True).is_empty(""))
+        store = zarr_store(location, read_only=True)
+        # is_empty first: it raises for a missing bucket, where a listing would just be empty.
+        return not sync(store.is_empty("")) and any(entry != LEASE for entry in sync(_list_dir(store)))
+
+
+async def _list_dir(store) -> list[str]:
+    return [entry async for entry in store.list_dir("")]
+
+
+def clear_keeping_lease(location: str) -> None:
+    """Delete everything at the location except the writer's lease (how ``--overwrite`` replaces a store while
+    its writer keeps holding it)."""
+    if not is_remote(location):
+        path = Path(location)
+        for entry in path.iterdir() if path.is_dir() else ():
+            if entry.name != LEASE:
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        return
+    with storage_errors(location):
+        store = zarr_store(location)
+        for entry in sync(_list_dir(store)):
+            if entry != LEASE:
+                sync(store.delete_dir(entry))  # a prefix: everything below it
+                sync(store.delete(entry))  # an object of that name (zarr.json)
 
 
 class storage_errors:

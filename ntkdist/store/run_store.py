@@ -34,7 +34,8 @@ import zarr
 from zarr.core.sync import sync
 
 from ..errors import StoreError
-from .location import is_remote, normalize_location, storage_errors, store_exists, zarr_store
+from .lease import Lease
+from .location import LEASE, clear_keeping_lease, is_remote, normalize_location, storage_errors, store_exists, zarr_store
 
 FORMAT = "ntkdist-run"
 FORMAT_VERSION = 2
@@ -73,6 +74,8 @@ def _quiet_consolidation():
     """Silence zarr's note that consolidated metadata is outside the v3 spec (we rely on zarr-python's support)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        # The writer's lease (lease.json) is an object of ours beside the hierarchy, not a zarr node.
+        warnings.filterwarnings("ignore", message=f"Object at {LEASE} is not recognized")
         yield
 
 
@@ -107,8 +110,9 @@ class RunStore:
                              "or pass --overwrite")
         if not is_remote(location):
             Path(location).parent.mkdir(parents=True, exist_ok=True)
+        clear_keeping_lease(location)  # the writer that replaces a store keeps its lease
         with storage_errors(location):
-            group = zarr.open_group(zarr_store(location), mode="w", zarr_format=3)
+            group = zarr.open_group(zarr_store(location), mode="a", zarr_format=3)
         nb = -(-n // block)
         group.create_array(INPUTS, shape=(n, dim), chunks=(min(block, n), dim), dtype="float64")
         group.create_array(GRAM, shape=(n, n), chunks=(min(block, n),) * 2, dtype=dtype, fill_value=np.nan,
@@ -160,6 +164,14 @@ class RunStore:
                 "re-run it with this version of ntkdist"
             )
         return cls(group, location)
+
+    def lease(self, **timing) -> Lease:
+        """The writer's lease of this store, to hold while writing: ``with store.lease(): ...``.
+
+        Raises `StoreError` on entry if another live writer holds it (see `ntkdist.store.lease`); ``timing``:
+        ``heartbeat_seconds``, ``stale_after``.
+        """
+        return Lease(self.location, **timing)
 
     # -- metadata ----------------------------------------------------------------------------------------------
     @property
