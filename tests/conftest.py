@@ -29,38 +29,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def start_moto_server(extra_env: dict | None = None):
-    """Start moto's S3-compatible server on a free loopback port; returns (process, endpoint URL) once it answers."""
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-    from pathlib import Path
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = Path(sys.executable).with_name("moto_server")
-    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env={**os.environ, **(extra_env or {})})
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-            return process, endpoint
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"moto_server did not start on {endpoint}")
-            time.sleep(0.1)
-
-
-#: The dummy credentials of the loopback S3 server (what `s3_server` puts in the environment).
-S3_TEST_SECRET = "ntkdist-test-secret-never-stored"
-
-
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3-compatible server (moto) on loopback for the whole session, with one bucket ``ntkdist-test``.
@@ -69,6 +37,8 @@ def s3_server():
     workers started after it (`ray_local` depends on this fixture) reach the same server. Yields the endpoint.
     """
     import s3fs
+
+    from .helpers import S3_TEST_SECRET, start_moto_server
 
     process, endpoint = start_moto_server()
     os.environ.update({"AWS_ACCESS_KEY_ID": "ntkdist-test-key", "AWS_SECRET_ACCESS_KEY": S3_TEST_SECRET,

@@ -19,7 +19,7 @@ from ntkdist.errors import StoreError
 from ntkdist.store import RunStore
 from ntkdist.store.lease import Lease
 
-from .test_run_store import make_store, symmetric, write_all
+from ..helpers import make_store, symmetric, write_all
 
 REPO = Path(__file__).resolve().parents[2]
 HOLD = """

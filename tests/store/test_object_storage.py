@@ -13,8 +13,7 @@ import zarr
 from ntkdist.errors import StoreError
 from ntkdist.store import RunStore, block_checksum, open_spectrum
 
-from ..conftest import S3_TEST_SECRET, start_moto_server
-from .test_run_store import make_store, symmetric, write_all
+from ..helpers import S3_TEST_SECRET, make_store, start_moto_server, symmetric, write_all
 
 
 def test_s3_store_round_trip(s3_location):
