@@ -4,7 +4,7 @@ Every key is checked before anything is computed or written: an unknown key, a w
 value raises `ConfigError` with one paragraph naming the key (``[data] n``) and the fix. Relative paths are
 resolved against the current working directory.
 
-    [run]      name, store (default: $NTKDIST_STORAGE or ./storage, then runs/<name>.zarr)
+    [run]      name, store (a local path or an s3:// URL; default: $NTKDIST_STORAGE or ./storage, then runs/<name>.zarr)
     [data]     source = "sphere" | "gaussian" | "npy", n, dim, seed, path (npy), radius (sphere)
     [network]  depth, activation, weight_var, bias_var, width and seed (finite-width kinds)
     [kernel]   kind = "ntk" | "nngp" | "empirical_ntk" | "empirical_nngp", dtype = "float64" | "float32", block

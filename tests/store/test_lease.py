@@ -24,8 +24,8 @@ from ..helpers import make_store, symmetric, write_all
 REPO = Path(__file__).resolve().parents[2]
 HOLD = """
 import sys, time
-from ntkdist.store import RunStore
-with RunStore.open(sys.argv[1], mode="r+").lease():
+from ntkdist.store import Lease
+with Lease(sys.argv[1]):
     print("held", flush=True)
     time.sleep(600)
 """
@@ -58,6 +58,30 @@ def test_second_writer_is_refused_naming_the_first_and_a_dead_ones_lease_is_take
     assert held["pid"] == os.getpid() and held["token"] == lease.record["token"]
     lease.release()
     assert not (tmp_path / "r.zarr" / "lease.json").exists()
+
+
+def test_every_writing_stage_holds_the_lease(make_config):
+    from ntkdist import pipeline
+
+    config = make_config(data={"n": 20, "dim": 3}, kernel={"block": 8})
+    other = holder_process(config.store_location)  # another run of the same store, before this one prepares it
+    try:
+        with pytest.raises(StoreError, match=rf"another writer holds.*pid {other.pid}"):
+            pipeline.prepare(config)
+        assert os.listdir(config.store_location) == ["lease.json"]  # nothing of this run was written
+    finally:
+        other.send_signal(signal.SIGKILL)
+        other.wait()
+    with pytest.warns(UserWarning, match="no longer exists"):
+        assert not pipeline.prepare(config)["resumed"]
+    assert not Path(config.store_location, "lease.json").exists()  # given back when the stage ended
+    other = holder_process(config.store_location)
+    try:
+        with pytest.raises(StoreError, match=rf"another writer holds.*pid {other.pid}"):
+            pipeline.build(config)
+    finally:
+        other.send_signal(signal.SIGKILL)
+        other.wait()
 
 
 def test_lease_with_an_old_heartbeat_is_stale_and_a_live_one_is_renewed(tmp_path):
