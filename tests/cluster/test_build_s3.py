@@ -40,4 +40,4 @@ def test_whole_run_on_s3_writes_its_report_under_the_local_storage_root(ray_loca
     np.testing.assert_allclose(values, np.linalg.eigvalsh(K)[::-1], rtol=1e-10)
     assert results["report"]["plot"] == str(tmp_path / "storage" / "runs" / "run.spectrum.png")
     assert (tmp_path / "storage" / "runs" / "run.summary.md").read_text().count(s3_location) >= 1
-    assert pipeline.run_all(config)["build"]["resumed"]  # a re-run finds the S3 store and resumes
+    assert pipeline.prepare(config)["resumed"] and pipeline.build(config)["resumed"]  # a re-run finds it and resumes
