@@ -6,7 +6,7 @@ is stale, and is taken over with a warning, when its heartbeat is older than ``s
 was taken on this host by a process that no longer exists (a killed run is resumed at once on the same machine).
 Readers never look at it.
 
-Taking the lease is an exclusive create: ``O_CREAT | O_EXCL`` on a local disk, a conditional put
+Taking the lease is an exclusive create: a hard link of the written record on a local disk, a conditional put
 (``If-None-Match: *``) on object storage, and on both the lease is read back and its random token compared, so of
 two writers that race only one goes on. The race that remains: two writers that both find the same stale lease
 both delete it, and the second delete can remove the first writer's fresh lease just before the second creates
@@ -59,6 +59,20 @@ class _LeaseFile:
         if not path.parent.exists():
             path.parent.mkdir(parents=True)
             self.made_directory = True  # removed again with the lease if the writer leaves nothing in it
+        partial = Path(f"{self.key}.{secrets.token_hex(4)}.partial")
+        partial.write_bytes(data)
+        try:
+            os.link(partial, path)  # exclusive and whole: fails if a lease exists, never shows a half-written one
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: an exclusive create, written just after
+            return self._create_exclusive(path, data)
+        finally:
+            partial.unlink()
+        return True
+
+    @staticmethod
+    def _create_exclusive(path: Path, data: bytes) -> bool:
         try:
             descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
