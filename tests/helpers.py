@@ -161,6 +161,19 @@ def assert_every_bound_holds(table: list[dict], *, inconclusive: tuple[str, ...]
 S3_TEST_SECRET = "ntkdist-test-secret-never-stored"
 
 
+def assert_holds_no_secret(location: str, endpoint: str) -> int:
+    """Read back every object of a store in the loopback S3 server and check none contains the credentials;
+    returns how many objects were read."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint)
+    keys = fs.find(location)
+    for key in keys:
+        body = fs.cat_file(key)
+        assert S3_TEST_SECRET.encode() not in body and os.environ["AWS_ACCESS_KEY_ID"].encode() not in body, key
+    return len(keys)
+
+
 def make_store(path, n=10, dim=3, block=4, dtype="float64"):
     return RunStore.create(path, n=n, dim=dim, block=block, dtype=dtype, config={"run": {"name": "x"}},
                            fingerprint="f" * 64, versions={"numpy": np.__version__})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,8 @@ import ntkdist
 from ntkdist import pipeline
 from ntkdist.cluster import build_gram, read_sketch, sketch_omega
 from ntkdist.store import RunStore
+
+from ..helpers import S3_TEST_SECRET, assert_holds_no_secret
 
 
 def test_build_into_s3_equals_the_dense_ntk(ray_local, make_config, s3_location):
@@ -29,7 +33,8 @@ def test_build_into_s3_equals_the_dense_ntk(ray_local, make_config, s3_location)
 
 @pytest.mark.slow
 def test_whole_run_on_s3_writes_its_report_under_the_local_storage_root(ray_local, make_config, s3_location,
-                                                                         tmp_path, monkeypatch):
+                                                                         s3_server, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG, logger="ntkdist")
     monkeypatch.setenv("NTKDIST_STORAGE", str(tmp_path / "storage"))
     config = make_config(run={"store": s3_location}, data={"n": 150, "dim": 3}, kernel={"block": 64})
     results = pipeline.run_all(config)
@@ -41,3 +46,6 @@ def test_whole_run_on_s3_writes_its_report_under_the_local_storage_root(ray_loca
     assert results["report"]["plot"] == str(tmp_path / "storage" / "runs" / "run.spectrum.png")
     assert (tmp_path / "storage" / "runs" / "run.summary.md").read_text().count(s3_location) >= 1
     assert pipeline.prepare(config)["resumed"] and pipeline.build(config)["resumed"]  # a re-run finds it and resumes
+    # No credential in any object (attrs, stage records, spectrum, sketch) nor in ntkdist's log.
+    assert assert_holds_no_secret(s3_location, s3_server) > 20
+    assert S3_TEST_SECRET not in caplog.text
