@@ -5,11 +5,11 @@
 
 For each chunk size (1024, 2048, 4096) one off-diagonal float32 block of the depth-3 ReLU NTK of standard Gaussian
 points in R^64 (`ntkdist.kernels.gram_block`, as a worker computes it) is written as one zarr chunk and read back,
-with no compression, zstd (zarr's default codec) and blosc with byte shuffle (zstd, and the faster lz4), on local disk and on a moto S3
-server on loopback. Reported: write and read MB/s (of the uncompressed bytes; the best of ``--repeat`` runs) and
-the compression ratio (uncompressed bytes over stored bytes). Also the latency of a small object on each backend,
-the fixed cost per object that larger objects (zarr v3 shards) would amortise. storage/README.md records the
-numbers and the choices they led to.
+with no compression, zstd (zarr's default codec) and blosc with byte shuffle (zstd, and the faster lz4), on local
+disk and on a moto S3 server on loopback. Reported: write and read MB/s (of the uncompressed bytes; the best of
+``--repeat`` runs) and the compression ratio (uncompressed bytes over stored bytes). Also the latency of a small
+object on each backend, the fixed cost per object that larger objects (zarr v3 shards) would amortise.
+storage/README.md records the numbers and the choices they led to.
 """
 
 from __future__ import annotations
@@ -57,8 +57,9 @@ def time_chunk(location: str, block: np.ndarray, codecs, repeat: int) -> dict:
     assert np.array_equal(back, block)
     stored = int(sync(_chunk_size(array)))
     megabytes = block.nbytes / 1e6
-    return {"chunk": size, "write_mb_s": round(megabytes / min(writes), 1), "read_mb_s": round(megabytes / min(reads), 1),
-            "ratio": round(block.nbytes / stored, 3), "stored_mb": round(stored / 1e6, 2)}
+    return {"chunk": size, "write_mb_s": round(megabytes / min(writes), 1),
+            "read_mb_s": round(megabytes / min(reads), 1), "ratio": round(block.nbytes / stored, 3),
+            "stored_mb": round(stored / 1e6, 2)}
 
 
 async def _chunk_size(array: zarr.Array) -> int:
@@ -93,8 +94,8 @@ def start_s3() -> tuple[object, str]:
     from tests.helpers import start_moto_server
 
     process, endpoint = start_moto_server()
-    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_ENDPOINT_URL": endpoint})
+    os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint})
     s3fs.S3FileSystem(endpoint_url=endpoint).mkdir("layout-bench")
     return process, "s3://layout-bench/run"
 

@@ -12,5 +12,6 @@ from .operator import StoredGramOperator
 from .spectrum import export_netcdf, spectrum_dataset
 from .theory_variables import theory_dataset, theory_variables
 
-__all__ = ["FORMAT_VERSION", "Lease", "STAGES", "BlockRecord", "RunStore", "StoredGramOperator", "block_checksum", "export_netcdf",
-           "is_remote", "open_gram", "open_inputs", "open_spectrum", "spectrum_dataset", "store_exists", "theory_dataset", "theory_variables"]
+__all__ = ["FORMAT_VERSION", "STAGES", "BlockRecord", "Lease", "RunStore", "StoredGramOperator", "block_checksum",
+           "export_netcdf", "is_remote", "open_gram", "open_inputs", "open_spectrum", "spectrum_dataset",
+           "store_exists", "theory_dataset", "theory_variables"]

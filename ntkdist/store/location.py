@@ -10,6 +10,7 @@ writes them anywhere (see ``storage/README.md``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -109,23 +110,21 @@ def clear_keeping_lease(location: str) -> None:
                 sync(store.delete(entry))  # an object of that name (zarr.json)
 
 
-class storage_errors:
+@contextlib.contextmanager
+def storage_errors(location: str):
     """Turn the object store's refusals (no bucket, no or bad credentials) into a `StoreError` naming the URL."""
-
-    def __init__(self, location: str):
-        self.location = location
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        if error is None or isinstance(error, StoreError) or not is_remote(self.location):
-            return False
-        bucket = self.location.split("://", 1)[1].split("/", 1)[0]
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as error:
+        if not is_remote(location):
+            raise
+        bucket = location.split("://", 1)[1].split("/", 1)[0]
         if isinstance(error, FileNotFoundError):
-            raise StoreError(f"store {self.location}: the bucket {bucket!r} does not exist (or is not visible "
-                             "with these credentials); create it, or choose another [run] store") from error
+            raise StoreError(f"store {location}: the bucket {bucket!r} does not exist (or is not visible with "
+                             "these credentials); create it, or choose another [run] store") from error
         if isinstance(error, PermissionError) or type(error).__name__ in ("NoCredentialsError", "ClientError"):
-            raise StoreError(f"store {self.location}: access denied ({type(error).__name__}); "
+            raise StoreError(f"store {location}: access denied ({type(error).__name__}); "
                              f"{_CREDENTIALS_FIX}") from error
-        return False
+        raise

@@ -46,8 +46,8 @@ class StoredGramOperator:
         missing = store.missing_blocks()
         if missing:
             raise StoreError(
-                f"{store.location}: the Gram matrix is incomplete ({len(missing)} of {len(store.upper_blocks())} blocks "
-                "missing); finish the build (re-run the same configuration) before solving from the store")
+                f"{store.location}: the Gram matrix is incomplete ({len(missing)} of {len(store.upper_blocks())} "
+                "blocks missing); finish the build (re-run the same configuration) before solving from the store")
         rows = store.block if rows_per_read is None else int(rows_per_read)
         if rows < 1:
             raise ValueError(f"rows_per_read: must be ≥ 1, got {rows_per_read!r}")

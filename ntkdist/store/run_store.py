@@ -35,7 +35,8 @@ from zarr.core.sync import sync
 
 from ..errors import StoreError
 from .lease import Lease
-from .location import LEASE, clear_keeping_lease, is_remote, normalize_location, storage_errors, store_exists, zarr_store
+from .location import (LEASE, clear_keeping_lease, is_remote, normalize_location, storage_errors, store_exists,
+                       zarr_store)
 
 FORMAT = "ntkdist-run"
 FORMAT_VERSION = 2
@@ -197,7 +198,8 @@ class RunStore:
             buffer = sync(store.get(key, prototype=default_buffer_prototype()))
             raw = None if buffer is None else buffer.to_bytes()
         if raw is None:
-            raise StoreError(f"{self.location}: the run store has gone (no zarr.json); run the flow again to recreate it")
+            raise StoreError(f"{self.location}: the run store has gone (no zarr.json); run the flow again to "
+                             "recreate it")
         return json.loads(raw)["attributes"]["ntkdist"]
 
     @property
