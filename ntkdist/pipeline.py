@@ -4,11 +4,13 @@
     build    Ray actor pool ─► gram blocks + manifest
     solve    eigenvalues ─► spectrum (xarray)
     compare  ntkdist.theory predictions for the same network and data ─► theory_* variables of the spectrum
-    report   PNG + markdown beside the store
+    report   PNG + markdown beside the store (under the local storage root for a store in object storage)
 
 Each stage records itself in the store when its last write is done and is skipped when the store already
 records it, so a crashed or killed run resumes at the first unfinished stage (and, inside build, at the first
-unfinished block). The Prefect flow in ``flows/spectrum.py`` calls these functions, one per task.
+unfinished block). A stage that writes holds the store's writer lease (`ntkdist.store.Lease`), so a second run of
+the same store is refused while one is writing. The Prefect flow in ``flows/spectrum.py`` calls these functions,
+one per task.
 """
 
 from __future__ import annotations
@@ -121,14 +123,15 @@ def _holds_the_lease(stage):
 
 
 def _existing_store(config: Config, fingerprint: str, overwrite: bool) -> RunStore | None:
-    """The store already at the run's path if it may be resumed; None if there is none or it will be replaced."""
-    path = config.store_location
-    if overwrite or not store_exists(path):
+    """The store already at the run's location if it may be resumed; None if there is none or it will be
+    replaced."""
+    location = config.store_location
+    if overwrite or not store_exists(location):
         return None
-    store = RunStore.open(path, mode="r+")
+    store = RunStore.open(location, mode="r+")
     if store.fingerprint != fingerprint:
         raise StoreError(
-            f"[run] store: {path} holds a run of a different data set, network or kernel; give this run "
+            f"[run] store: {location} holds a run of a different data set, network or kernel; give this run "
             "another [run] name or store, or pass --overwrite to replace it"
         )
     return store
@@ -146,18 +149,18 @@ def prepare(config: Config, *, overwrite: bool = False, data_digest: str | None 
         data_digest = preflight(config, overwrite=overwrite)
     dataset = load_dataset(config)
     fingerprint = config.kernel_fingerprint(data_digest)
-    path = config.store_location
+    location = config.store_location
     block = min(config.kernel.block, dataset.n)
 
     store = _existing_store(config, fingerprint, overwrite)
     if store is not None:
         if store.stage("prepare") is not None:
-            log.info("resuming %s", path)
-            return {"store": path, "resumed": True, "n": store.n, "dim": store.dim}
+            log.info("resuming %s", location)
+            return {"store": location, "resumed": True, "n": store.n, "dim": store.dim}
         overwrite = True  # a prepare that never finished: nothing in it is worth keeping
 
     store = RunStore.create(
-        path, n=dataset.n, dim=dataset.dim, block=block, dtype=config.kernel.dtype,
+        location, n=dataset.n, dim=dataset.dim, block=block, dtype=config.kernel.dtype,
         config=config.to_dict(), fingerprint=fingerprint, versions=package_versions(), overwrite=overwrite,
     )
     row = 0
@@ -167,7 +170,7 @@ def prepare(config: Config, *, overwrite: bool = False, data_digest: str | None 
         row += len(chunk)
     store.mark_stage("prepare", data=dataset.description, data_sha256=data_digest,
                      seconds=round(time.perf_counter() - start, 3))
-    return {"store": path, "resumed": False, "n": dataset.n, "dim": dataset.dim}
+    return {"store": location, "resumed": False, "n": dataset.n, "dim": dataset.dim}
 
 
 def _open_after(config: Config, stage: str) -> RunStore:
@@ -191,12 +194,12 @@ def build(config: Config) -> dict:
         store.clear_stages("build", "solve", "compare", "report")
         record = None
     if record is not None:
-        return {"store": str(store.location), "resumed": True, **record}
+        return {"store": store.location, "resumed": True, **record}
     if config.solver.operator == "matrix_free":
         # The solve recomputes every panel from the inputs on each pass: nothing to build or store.
         info = {"matrix_free": True, "computed_blocks": 0, "skipped_blocks": 0, "seconds": 0.0}
         store.mark_stage("build", **info)
-        return {"store": str(store.location), "resumed": False, **info}
+        return {"store": store.location, "resumed": False, **info}
     cluster = config.cluster
     embedded_cpus = None
     if not cluster.address:
@@ -215,7 +218,7 @@ def build(config: Config) -> dict:
             "workers": [{k: w[k] for k in ("pid", "note", "threads")} for w in built.workers],
             "sketch": built.sketch}
     store.mark_stage("build", **info)
-    return {"store": str(store.location), "resumed": False, **info}
+    return {"store": store.location, "resumed": False, **info}
 
 
 def _ride_along_sketch_rank(config: Config, n: int) -> int | None:
@@ -258,7 +261,7 @@ def solve(config: Config) -> dict:
     store = _open_after(config, "build")
     record = store.stage("solve")
     if record is not None and record.get("solver") == config.solver.model_dump(mode="json"):
-        return {"store": str(store.location), "resumed": True, **record}
+        return {"store": store.location, "resumed": True, **record}
     store.clear_stages("solve", "compare", "report")
     store.delete_spectrum()
     start = time.perf_counter()
@@ -296,7 +299,7 @@ def solve(config: Config) -> dict:
             "modes": len(values), "passes": solution.passes, "seconds_per_pass": round(solution.seconds_per_pass, 4),
             "seconds": seconds, "lambda_max": float(values[0]), "lambda_min": solution.lambda_min}
     store.mark_stage("solve", **info)
-    return {"store": str(store.location), "resumed": False, **info}
+    return {"store": store.location, "resumed": False, **info}
 
 
 #: Bins of the stored spectral density.
@@ -361,7 +364,7 @@ def compare(config: Config) -> dict:
     store = _open_after(config, "solve")
     record = store.stage("compare")
     if record is not None:
-        return {"store": str(store.location), "resumed": True, **record}
+        return {"store": store.location, "resumed": True, **record}
     store.clear_stages("compare", "report")
     start = time.perf_counter()
     spectrum = store.read_spectrum().load()
@@ -390,7 +393,7 @@ def compare(config: Config) -> dict:
             "eigendecompositions": result.eigendecompositions, "passes": result.passes,
             "pass_budget": result.pass_budget, "seconds": seconds}
     store.mark_stage("compare", **info)
-    return {"store": str(store.location), "resumed": False, **info}
+    return {"store": store.location, "resumed": False, **info}
 
 
 def _write_theory(store: RunStore, spectrum, result) -> None:
@@ -425,7 +428,7 @@ def report(config: Config) -> dict:
     text = summary_markdown(config, store, spectrum, paths)
     paths["summary"].write_text(text)
     store.mark_stage("report", plot=str(paths["plot"]), summary=str(paths["summary"]))
-    return {"store": str(store.location), "plot": str(paths["plot"]), "summary": str(paths["summary"]),
+    return {"store": store.location, "plot": str(paths["plot"]), "summary": str(paths["summary"]),
             "markdown": text}
 
 
