@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import StoreError
-from .location import LEASE, is_remote, object_filesystem, storage_errors
+from .location import LEASE, is_remote, normalize_location, object_filesystem, storage_errors
 
 log = logging.getLogger("ntkdist.store")
 
@@ -115,6 +115,13 @@ def _now() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container user without a name
+        return f"uid {os.getuid()}"
+
+
 def _describe(holder: dict) -> str:
     return (f"{holder.get('user', '?')}@{holder.get('host', '?')} pid {holder.get('pid', '?')}, "
             f"since {holder.get('started', '?')}, last heartbeat {holder.get('heartbeat', '?')}")
@@ -149,14 +156,14 @@ class Lease:
 
     def __init__(self, location: str, *, heartbeat_seconds: float = HEARTBEAT_SECONDS,
                  stale_after: float = STALE_AFTER_SECONDS):
-        self.location = location
+        self.location = location = normalize_location(location)
         self._file = _LeaseFile(location)
         self._heartbeat_seconds = heartbeat_seconds
         self._stale_after = stale_after
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         started = _now().isoformat(timespec="seconds")
-        self.record = {"user": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
+        self.record = {"user": _user(), "host": socket.gethostname(), "pid": os.getpid(),
                        "started": started, "heartbeat": started, "token": secrets.token_hex(16)}
 
     def acquire(self) -> "Lease":
