@@ -75,14 +75,14 @@ class ComputeOnlyWorker(GramBlockWorker):
         self._store = _DiscardingStore(self._store)
 
 
-def compute_only(store_path: str, net: MLP, workers: int) -> float:
+def compute_only(location: str, net: MLP, workers: int) -> float:
     """Seconds for a pool of `ComputeOnlyWorker` actors to compute every upper block (actors started first)."""
     import ray
 
-    store = RunStore.open(store_path)
+    store = RunStore.open(location)
     resources = resources_per_worker("cpu", workers, None)
     Actor = ray.remote(ComputeOnlyWorker)
-    actors = [Actor.options(**resources).remote(store_path, net, "ntk", "cpu", max(1, int(resources["num_cpus"])))
+    actors = [Actor.options(**resources).remote(location, net, "ntk", "cpu", max(1, int(resources["num_cpus"])))
               for _ in range(workers)]
     get([a.describe.remote() for a in actors])
     queue = list(reversed(plan_tasks(store.upper_blocks())))

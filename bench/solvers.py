@@ -137,12 +137,12 @@ def arpack_top(K, k, tol):
     return np.sort(scipy.sparse.linalg.eigsh(K, k=k, which="LA", tol=tol, return_eigenvectors=False))[::-1]
 
 
-def dask_top(store_path, k, passes, oversample, seed):
+def dask_top(gram_location, k, passes, oversample, seed):
     """``svd_compressed`` over the zarr store; each power iteration reads K twice (K·Q and Kᵀ·Q)."""
     import dask
     import dask.array as da
 
-    A = da.from_zarr(str(store_path))
+    A = da.from_zarr(str(gram_location))
     # Passes of svd_compressed: one for the sketch, two per power iteration, one for the final projection.
     power = max(0, (passes - 2) // 2)
     with dask.config.set(scheduler="threads"):
@@ -195,7 +195,7 @@ def build_store(workdir: Path, n: int, dim: int, seed: int):
     pipeline.prepare(config)
     start = time.perf_counter()
     pipeline.build(config)
-    return RunStore.open(config.store_path), time.perf_counter() - start
+    return RunStore.open(config.store_location), time.perf_counter() - start
 
 
 def dense_case(n: int, dim: int, *, k: int, tol: float, seed: int, quick: bool, max_passes: int,
@@ -208,7 +208,7 @@ def dense_case(n: int, dim: int, *, k: int, tol: float, seed: int, quick: bool, 
     workdir = Path(tempfile.mkdtemp(prefix="ntkdist-bench-"))
     try:
         store, out["build_seconds"] = build_store(workdir, n, dim, seed)
-        store_path = store.path / "gram"
+        gram_location = f"{store.location}/gram"
         K = store.read_gram()
 
         options = {} if max_basis is None else {"max_basis": max_basis}
@@ -237,7 +237,7 @@ def dense_case(n: int, dim: int, *, k: int, tol: float, seed: int, quick: bool, 
         out["arpack_eigsh"] = {"seconds": seconds, "max_rel_error": float(relative_errors(arpack, reference).max())}
 
         block = int(ours.info.get("block", k + 50))
-        (dask_values, dask_passes), seconds = timed(dask_top, store_path, k, ours.passes, block - k, seed)
+        (dask_values, dask_passes), seconds = timed(dask_top, gram_location, k, ours.passes, block - k, seed)
         out["dask_svd_compressed"] = {"seconds": seconds, "passes": dask_passes,
                                       "max_rel_error": float(relative_errors(dask_values, reference).max()),
                                       "rel_error_k": float(relative_errors(dask_values, reference)[-1])}

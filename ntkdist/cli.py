@@ -126,7 +126,7 @@ def cmd_run(args) -> int:
 def cmd_check(args) -> int:
     config = _load(args.config, None)
     print(json.dumps(config.to_dict(), indent=2))
-    print(f"store: {config.store_path}")
+    print(f"store: {config.store_location}")
     return 0
 
 
@@ -136,7 +136,7 @@ def cmd_info(args) -> int:
     store = RunStore.open(args.store)
     meta = store.meta
     done = int(store.finished_blocks().sum())
-    print(f"store:   {store.path}")
+    print(f"store:   {store.location}")
     print(f"inputs:  {meta['n']} × {meta['dim']} float64")
     print(f"gram:    {meta['n']} × {meta['n']} {meta['dtype']}, blocks of {meta['block']}, "
           f"{done}/{len(store.upper_blocks())} upper blocks written")

@@ -4,7 +4,7 @@ Every key is checked before anything is computed or written: an unknown key, a w
 value raises `ConfigError` with one paragraph naming the key (``[data] n``) and the fix. Relative paths are
 resolved against the current working directory.
 
-    [run]      name, store (default: $NTKDIST_STORAGE or ./storage, then runs/<name>.zarr)
+    [run]      name, store (a local path or an s3:// URL; default: $NTKDIST_STORAGE or ./storage, then runs/<name>.zarr)
     [data]     source = "sphere" | "gaussian" | "npy", n, dim, seed, path (npy), radius (sphere)
     [network]  depth, activation, weight_var, bias_var, width and seed (finite-width kinds)
     [kernel]   kind = "ntk" | "nngp" | "empirical_ntk" | "empirical_nngp", dtype = "float64" | "float32", block
@@ -40,13 +40,32 @@ MAX_BLOCK = 16_384
 DEFAULT_BLOCK = 2048
 
 
+def storage_root() -> Path:
+    """The local root of run stores and reports: ``$NTKDIST_STORAGE``, else ``./storage``."""
+    return Path(os.environ.get("NTKDIST_STORAGE", "storage")).expanduser()
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+#: Object-store URL schemes a ``[run] store`` may use (the store's own list: ``ntkdist.store.location``).
+STORE_URL_SCHEMES = ("s3",)
 
 
 class RunSection(_Section):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     store: str | None = None
+
+    @field_validator("store")
+    @classmethod
+    def _local_path_or_s3_url(cls, store: str | None) -> str | None:
+        if store is not None and "://" in store:
+            scheme, rest = store.split("://", 1)
+            if scheme not in STORE_URL_SCHEMES or not rest.split("/", 1)[0]:
+                raise ValueError(f"{store!r} is neither a local path nor an s3://bucket/prefix URL; give a "
+                                 "directory such as storage/runs/demo.zarr or s3://bucket/runs/demo.zarr")
+        return store
 
 
 class DataSection(_Section):
@@ -231,12 +250,13 @@ class Config(_Section):
         )
 
     @property
-    def store_path(self) -> Path:
-        """Where the run's zarr group lives (absolute)."""
+    def store_location(self) -> str:
+        """Where the run's zarr group lives: an absolute local path, or the ``s3://`` URL as given."""
+        if self.run.store and "://" in self.run.store:
+            return self.run.store.rstrip("/")
         if self.run.store:
-            return Path(self.run.store).expanduser().resolve()
-        root = Path(os.environ.get("NTKDIST_STORAGE", "storage")).expanduser()
-        return (root / "runs" / f"{self.run.name}.zarr").resolve()
+            return str(Path(self.run.store).expanduser().resolve())
+        return str((storage_root() / "runs" / f"{self.run.name}.zarr").resolve())
 
     @property
     def data_path(self) -> Path | None:

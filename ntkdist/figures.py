@@ -160,5 +160,5 @@ def summary_markdown(config, store, spectrum, paths: dict) -> str:
     for name in ("prepare", "build", "solve", "compare"):
         if name in stages and "seconds" in stages[name]:
             lines.append(f"| {name} | {stages[name]['seconds']} |")
-    lines += ["", f"- store: `{store.path}`", f"- plot: `{paths['plot']}`", ""]
+    lines += ["", f"- store: `{store.location}`", f"- plot: `{paths['plot']}`", ""]
     return "\n".join(lines)

@@ -4,16 +4,19 @@
     build    Ray actor pool ─► gram blocks + manifest
     solve    eigenvalues ─► spectrum (xarray)
     compare  ntkdist.theory predictions for the same network and data ─► theory_* variables of the spectrum
-    report   PNG + markdown beside the store
+    report   PNG + markdown beside the store (under the local storage root for a store in object storage)
 
 Each stage records itself in the store when its last write is done and is skipped when the store already
 records it, so a crashed or killed run resumes at the first unfinished stage (and, inside build, at the first
-unfinished block). The Prefect flow in ``flows/spectrum.py`` calls these functions, one per task.
+unfinished block). A stage that writes holds the store's writer lease (`ntkdist.store.Lease`), so a second run of
+the same store is refused while one is writing. The Prefect flow in ``flows/spectrum.py`` calls these functions,
+one per task.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import platform
@@ -24,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from . import datasets
-from .config import Config, check_solver_size
+from .config import Config, check_solver_size, storage_root
 from .errors import DataError, StoreError
-from .store import RunStore
+from .store import Lease, RunStore, store_exists
 
 log = logging.getLogger("ntkdist.pipeline")
 
@@ -108,20 +111,33 @@ def _physical_memory() -> int:
         return 0
 
 
+def _holds_the_lease(stage):
+    """Run a stage that writes while holding the run store's writer lease (`ntkdist.store.lease`): a second
+    writer of the same store is refused naming this one; the lease is given back when the stage ends."""
+    @functools.wraps(stage)
+    def run(config: Config, *args, **kwargs):
+        with Lease(config.store_location):
+            return stage(config, *args, **kwargs)
+
+    return run
+
+
 def _existing_store(config: Config, fingerprint: str, overwrite: bool) -> RunStore | None:
-    """The store already at the run's path if it may be resumed; None if there is none or it will be replaced."""
-    path = config.store_path
-    if overwrite or not path.exists():
+    """The store already at the run's location if it may be resumed; None if there is none or it will be
+    replaced."""
+    location = config.store_location
+    if overwrite or not store_exists(location):
         return None
-    store = RunStore.open(path, mode="r+")
+    store = RunStore.open(location, mode="r+")
     if store.fingerprint != fingerprint:
         raise StoreError(
-            f"[run] store: {path} holds a run of a different data set, network or kernel; give this run "
+            f"[run] store: {location} holds a run of a different data set, network or kernel; give this run "
             "another [run] name or store, or pass --overwrite to replace it"
         )
     return store
 
 
+@_holds_the_lease
 def prepare(config: Config, *, overwrite: bool = False, data_digest: str | None = None) -> dict:
     """Validate the data and create the run store with its inputs, or check and reuse an existing one.
 
@@ -133,18 +149,18 @@ def prepare(config: Config, *, overwrite: bool = False, data_digest: str | None 
         data_digest = preflight(config, overwrite=overwrite)
     dataset = load_dataset(config)
     fingerprint = config.kernel_fingerprint(data_digest)
-    path = config.store_path
+    location = config.store_location
     block = min(config.kernel.block, dataset.n)
 
     store = _existing_store(config, fingerprint, overwrite)
     if store is not None:
         if store.stage("prepare") is not None:
-            log.info("resuming %s", path)
-            return {"store": str(path), "resumed": True, "n": store.n, "dim": store.dim}
+            log.info("resuming %s", location)
+            return {"store": location, "resumed": True, "n": store.n, "dim": store.dim}
         overwrite = True  # a prepare that never finished: nothing in it is worth keeping
 
     store = RunStore.create(
-        path, n=dataset.n, dim=dataset.dim, block=block, dtype=config.kernel.dtype,
+        location, n=dataset.n, dim=dataset.dim, block=block, dtype=config.kernel.dtype,
         config=config.to_dict(), fingerprint=fingerprint, versions=package_versions(), overwrite=overwrite,
     )
     row = 0
@@ -154,18 +170,19 @@ def prepare(config: Config, *, overwrite: bool = False, data_digest: str | None 
         row += len(chunk)
     store.mark_stage("prepare", data=dataset.description, data_sha256=data_digest,
                      seconds=round(time.perf_counter() - start, 3))
-    return {"store": str(path), "resumed": False, "n": dataset.n, "dim": dataset.dim}
+    return {"store": location, "resumed": False, "n": dataset.n, "dim": dataset.dim}
 
 
 def _open_after(config: Config, stage: str) -> RunStore:
-    store = RunStore.open(config.store_path, mode="r+")
+    store = RunStore.open(config.store_location, mode="r+")
     if store.stage(stage) is None:
-        raise StoreError(f"{config.store_path}: the {stage} stage has not finished; run the whole flow "
+        raise StoreError(f"{config.store_location}: the {stage} stage has not finished; run the whole flow "
                          "(`ntkdist run CONFIG.toml`) so it completes first")
     return store
 
 
 # -- build ---------------------------------------------------------------------------------------------------------
+@_holds_the_lease
 def build(config: Config) -> dict:
     """Compute the missing Gram blocks on a Ray actor pool (embedded local Ray unless an address is given), with a
     progress bar on a terminal and a progress artifact inside a Prefect flow run (`ntkdist.cluster.BuildProgress`);
@@ -179,19 +196,19 @@ def build(config: Config) -> dict:
         store.clear_stages("build", "solve", "compare", "report")
         record = None
     if record is not None:
-        return {"store": str(store.path), "resumed": True, **record}
+        return {"store": store.location, "resumed": True, **record}
     if config.solver.operator == "matrix_free":
         # The solve recomputes every panel from the inputs on each pass: nothing to build or store.
         info = {"matrix_free": True, "computed_blocks": 0, "skipped_blocks": 0, "seconds": 0.0}
         store.mark_stage("build", **info)
-        return {"store": str(store.path), "resumed": False, **info}
+        return {"store": store.location, "resumed": False, **info}
     cluster = config.cluster
     embedded_cpus = None
     if not cluster.address:
         embedded_cpus = max(os.cpu_count() or 1, 1)
     sketch_rank = _ride_along_sketch_rank(config, store.n)
     with ray_session(cluster.address, num_cpus=embedded_cpus):
-        built = build_gram(store.path, net=config.net, kind=config.kernel.kind, workers=cluster.workers,
+        built = build_gram(store.location, net=config.net, kind=config.kernel.kind, workers=cluster.workers,
                            device=cluster.device, cpus_per_worker=cluster.cpus_per_worker,
                            width=config.network.width, seed=config.network.seed,
                            sketch_rank=sketch_rank, sketch_seed=config.solver.seed,
@@ -206,7 +223,7 @@ def build(config: Config) -> dict:
             # What the pool survived: blocks requeued after a lost worker, actors Ray restarted, actors replaced.
             "faults": {"requeued": built.requeued, "restarts": built.restarts, "replaced": built.replaced}}
     store.mark_stage("build", **info)
-    return {"store": str(store.path), "resumed": False, **info}
+    return {"store": store.location, "resumed": False, **info}
 
 
 def _ride_along_sketch_rank(config: Config, n: int) -> int | None:
@@ -225,7 +242,7 @@ def _gathered_top(config: Config, store: RunStore, operator_error: float):
     from .linalg.nystrom import DEFAULT_TEST_VECTORS, nystrom_from_gathered_sketch
 
     rank = _ride_along_sketch_rank(config, store.n)
-    sketch = read_sketch(store.path) if rank is not None else None
+    sketch = read_sketch(store) if rank is not None else None
     if sketch is None or not sketch["complete"] or sketch["rank"] != rank or sketch["seed"] != config.solver.seed:
         return None
     return nystrom_from_gathered_sketch(sketch["omega"], sketch["Y"], config.solver.resolved_k(store.n),
@@ -234,6 +251,7 @@ def _gathered_top(config: Config, store: RunStore, operator_error: float):
 
 
 # -- solve ---------------------------------------------------------------------------------------------------------
+@_holds_the_lease
 def solve(config: Config) -> dict:
     """The spectrum of the Gram matrix through an operator, written as the ``spectrum`` group (xarray).
 
@@ -248,7 +266,7 @@ def solve(config: Config) -> dict:
     store = _open_after(config, "build")
     record = store.stage("solve")
     if record is not None and record.get("solver") == config.solver.model_dump(mode="json"):
-        return {"store": str(store.path), "resumed": True, **record}
+        return {"store": store.location, "resumed": True, **record}
     store.clear_stages("solve", "compare", "report")
     store.delete_spectrum()
     start = time.perf_counter()
@@ -286,7 +304,7 @@ def solve(config: Config) -> dict:
             "modes": len(values), "passes": solution.passes, "seconds_per_pass": round(solution.seconds_per_pass, 4),
             "seconds": seconds, "lambda_max": float(values[0]), "lambda_min": solution.lambda_min}
     store.mark_stage("solve", **info)
-    return {"store": str(store.path), "resumed": False, **info}
+    return {"store": store.location, "resumed": False, **info}
 
 
 #: Bins of the stored spectral density.
@@ -320,7 +338,7 @@ def operator_for(config: Config, store: RunStore):
 
     cluster = config.cluster
     with ray_session(cluster.address, num_cpus=None if cluster.address else max(os.cpu_count() or 1, 1)):
-        with RayGramOperator(store.path, mode=kind, net=config.net, kind=config.kernel.kind,
+        with RayGramOperator(store.location, mode=kind, net=config.net, kind=config.kernel.kind,
                              workers=cluster.workers, device=cluster.device, cpus_per_worker=cluster.cpus_per_worker,
                              memory_budget=int(cluster.memory_budget_gb * 2**30)) as operator:
             yield operator, kind
@@ -333,6 +351,7 @@ COMPARE_PASSES = 8
 COMPARE_STREAM_MAX_N = 60_000
 
 
+@_holds_the_lease
 def compare(config: Config) -> dict:
     """Hold the computed spectrum against every theoretical prediction that applies (``theory_*`` variables).
 
@@ -350,7 +369,7 @@ def compare(config: Config) -> dict:
     store = _open_after(config, "solve")
     record = store.stage("compare")
     if record is not None:
-        return {"store": str(store.path), "resumed": True, **record}
+        return {"store": store.location, "resumed": True, **record}
     store.clear_stages("compare", "report")
     start = time.perf_counter()
     spectrum = store.read_spectrum().load()
@@ -380,7 +399,7 @@ def compare(config: Config) -> dict:
             "eigendecompositions": result.eigendecompositions, "passes": result.passes,
             "pass_budget": result.pass_budget, "seconds": seconds}
     store.mark_stage("compare", **info)
-    return {"store": str(store.path), "resumed": False, **info}
+    return {"store": store.location, "resumed": False, **info}
 
 
 def _write_theory(store: RunStore, spectrum, result) -> None:
@@ -392,11 +411,17 @@ def _write_theory(store: RunStore, spectrum, result) -> None:
 
 # -- report --------------------------------------------------------------------------------------------------------
 def report_paths(config: Config) -> dict[str, Path]:
-    """Where the report of a run goes: beside the store, named after it."""
-    base = config.store_path.with_suffix("")
+    """Where the report of a run goes: beside a local store, named after it; for a store in object storage, under
+    the local storage root (``$NTKDIST_STORAGE/runs``), named after the URL's last part (storage/README.md)."""
+    location = config.store_location
+    if "://" in location:
+        base = storage_root().resolve() / "runs" / Path(location.rsplit("/", 1)[-1]).with_suffix("")
+    else:
+        base = Path(location).with_suffix("")
     return {"plot": base.with_name(base.name + ".spectrum.png"), "summary": base.with_name(base.name + ".summary.md")}
 
 
+@_holds_the_lease
 def report(config: Config) -> dict:
     """Plot the spectrum (log-log) with the theory overlaid and write a markdown summary beside the store."""
     from .figures import plot_spectrum, summary_markdown
@@ -409,7 +434,7 @@ def report(config: Config) -> dict:
     text = summary_markdown(config, store, spectrum, paths)
     paths["summary"].write_text(text)
     store.mark_stage("report", plot=str(paths["plot"]), summary=str(paths["summary"]))
-    return {"store": str(store.path), "plot": str(paths["plot"]), "summary": str(paths["summary"]),
+    return {"store": store.location, "plot": str(paths["plot"]), "summary": str(paths["summary"]),
             "markdown": text}
 
 

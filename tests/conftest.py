@@ -30,8 +30,40 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """A real embedded Ray instance with 2 CPUs and no GPUs, shared by the whole session."""
+def s3_server():
+    """A real S3-compatible server (moto) on loopback for the whole session, with one bucket ``ntkdist-test``.
+
+    Dummy credentials and ``AWS_ENDPOINT_URL`` go into ``os.environ`` before anything else starts, so the Ray
+    workers started after it (`ray_local` depends on this fixture) reach the same server. Yields the endpoint.
+    """
+    import s3fs
+
+    from .helpers import S3_TEST_SECRET, start_moto_server
+
+    process, endpoint = start_moto_server()
+    os.environ.update({"AWS_ACCESS_KEY_ID": "ntkdist-test-key", "AWS_SECRET_ACCESS_KEY": S3_TEST_SECRET,
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint})
+    s3fs.S3FileSystem(endpoint_url=endpoint).mkdir("ntkdist-test")
+    yield endpoint
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_location(s3_server, request):
+    """A fresh ``s3://ntkdist-test/<unique prefix>/run.zarr`` on the loopback server, one per test."""
+    import uuid
+
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:40]
+    return f"s3://ntkdist-test/{name}-{uuid.uuid4().hex[:8]}/run.zarr"
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_server):
+    """A real embedded Ray instance with 2 CPUs and no GPUs, shared by the whole session (started after the
+    loopback S3 server, so that its workers inherit the server's endpoint and dummy credentials)."""
     import ray
 
     from ntkdist.cluster import start_local_ray
@@ -80,7 +112,7 @@ def written_store():
         from ntkdist.store import RunStore
 
         pipeline.prepare(config)
-        store = RunStore.open(config.store_path, mode="r+")
+        store = RunStore.open(config.store_location, mode="r+")
         K = ntkdist.ntk(store.inputs[:], net=config.net)
         for i, j in store.upper_blocks():
             store.record_blocks([store.write_block(i, j, K[store.block_slice(i), store.block_slice(j)])])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 
 import mpmath as mp
 import numpy as np
 
 from ntkdist.kernels.activations import Activation, PairMoments
+from ntkdist.store import RunStore
 
 
 # ============================================================================ kernels: references and comparisons
@@ -152,3 +154,66 @@ def assert_every_bound_holds(table: list[dict], *, inconclusive: tuple[str, ...]
             assert row["holds"] in (True, None), row
         else:
             assert row["holds"] is True, row
+
+
+# ============================================================================ run stores and object storage
+#: The dummy secret key the loopback S3 server gets (`s3_server`); no object of a store may contain it.
+S3_TEST_SECRET = "ntkdist-test-secret-never-stored"
+
+
+def assert_holds_no_secret(location: str, endpoint: str) -> int:
+    """Read back every object of a store in the loopback S3 server and check none contains the credentials;
+    returns how many objects were read."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint)
+    keys = fs.find(location)
+    for key in keys:
+        body = fs.cat_file(key)
+        assert S3_TEST_SECRET.encode() not in body and os.environ["AWS_ACCESS_KEY_ID"].encode() not in body, key
+    return len(keys)
+
+
+def make_store(path, n=10, dim=3, block=4, dtype="float64"):
+    return RunStore.create(path, n=n, dim=dim, block=block, dtype=dtype, config={"run": {"name": "x"}},
+                           fingerprint="f" * 64, versions={"numpy": np.__version__})
+
+
+def symmetric(n, seed=0):
+    a = np.random.default_rng(seed).standard_normal((n, n))
+    return a + a.T
+
+
+def write_all(store, matrix):
+    for i, j in store.upper_blocks():
+        store.record_blocks([store.write_block(i, j, matrix[store.block_slice(i), store.block_slice(j)])])
+
+
+
+def start_moto_server(extra_env: dict | None = None):
+    """Start moto's S3-compatible server on a free loopback port; returns (process, endpoint URL) once it answers."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = Path(sys.executable).with_name("moto_server")
+    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, **(extra_env or {})})
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+            return process, endpoint
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"moto_server did not start on {endpoint}")
+            time.sleep(0.1)
+

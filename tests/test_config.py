@@ -18,7 +18,7 @@ def test_demo_config_is_the_documented_default_job():
     config = load_config(REPO / "examples" / "demo.toml")
     assert (config.data.source, config.data.n, config.data.dim) == ("sphere", 4000, 3)
     assert (config.network.activation, config.network.depth) == ("relu", 2)
-    assert config.store_path == (Path.cwd() / "storage" / "runs" / "demo.zarr").resolve()
+    assert config.store_location == str((Path.cwd() / "storage" / "runs" / "demo.zarr").resolve())
 
 
 def test_readme_example_config_validates():
@@ -32,7 +32,16 @@ def test_storage_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("NTKDIST_STORAGE", str(tmp_path))
     config = Config.from_dict({"run": {"name": "x"}, "data": {"source": "gaussian", "n": 5, "dim": 2},
                                "network": {"depth": 1}})
-    assert config.store_path == tmp_path / "runs" / "x.zarr"
+    assert config.store_location == str(tmp_path / "runs" / "x.zarr")
+
+
+def test_store_is_a_local_path_or_an_s3_url():
+    base = {"data": {"source": "gaussian", "n": 5, "dim": 2}, "network": {"depth": 1}}
+    config = Config.from_dict({"run": {"name": "x", "store": "s3://bucket/runs/x.zarr/"}, **base})
+    assert config.store_location == "s3://bucket/runs/x.zarr"
+    for bad in ("gs://bucket/x.zarr", "s3:///x.zarr"):
+        with pytest.raises(ConfigError, match=r"\[run\] store.*s3://bucket"):
+            Config.from_dict({"run": {"name": "x", "store": bad}, **base})
 
 
 def test_fingerprint_changes_with_what_determines_the_gram_only():

@@ -24,7 +24,6 @@ import os
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -45,9 +44,9 @@ BLOCKS_PER_TASK = 4
 class GramBlockWorker:
     """Computes and writes Gram blocks of one run store (runs as a Ray actor; plain class for in-process use)."""
 
-    def __init__(self, store_path: str, net: MLP, kind: str, device: str, threads: int, width=None, seed: int = 0,
+    def __init__(self, location: str, net: MLP, kind: str, device: str, threads: int, width=None, seed: int = 0,
                  sketch: tuple[int, int] | None = None):
-        self._store = RunStore.open(store_path, mode="r+")
+        self._store = RunStore.open(location, mode="r+")
         self._sketch = sketch  # (rank, seed) of the ride-along Nyström sketch, or None
         # The driver's own MLP object travels by Ray's serialisation (so user-defined activations work too).
         self._net = net
@@ -101,7 +100,7 @@ class GramBlockWorker:
         try:
             return self._store.write_block(i, j, values)
         except OSError as exc:
-            raise StoreError(f"{self._store.path}: writing Gram block ({i}, {j}) failed: {type(exc).__name__}: "
+            raise StoreError(f"{self._store.location}: writing Gram block ({i}, {j}) failed: {type(exc).__name__}: "
                              f"{exc}. Fix it and re-run: finished blocks are kept") from exc
 
     def sketch_stored(self, blocks: list[tuple[int, int]]) -> list[dict]:
@@ -210,17 +209,14 @@ def sketch_omega(n: int, block: int, rank: int, seed: int) -> np.ndarray:
                            for b, start in enumerate(range(0, n, block))] or [np.empty((0, rank))])
 
 
-def read_sketch(store_path) -> dict | None:
+def read_sketch(store: RunStore) -> dict | None:
     """The committed ride-along sketch of a store: {"Y", "omega", "rank", "seed", "block", "complete"}, or None.
 
     ``complete`` is True when every upper block has been added (Y = K·Ω of the whole stored K).
     """
-    import zarr
-
-    path = Path(store_path) / SKETCH
-    if not (path / "zarr.json").is_file():
+    group = store.open_subgroup(SKETCH)
+    if group is None:
         return None
-    group = zarr.open_group(str(path), mode="r", use_consolidated=False)
     info = group.attrs.asdict().get("ntkdist_sketch")
     if not info or info.get("current") is None:
         return None
@@ -242,8 +238,6 @@ class _SketchAccumulator:
     """
 
     def __init__(self, store: RunStore, rank: int, seed: int):
-        import zarr
-
         if int(rank) < 1:
             raise ValueError(f"sketch_rank: must be ≥ 1, got {rank!r}")
         self.n, self.block, self.nb = store.n, store.block, store.n_blocks
@@ -252,13 +246,10 @@ class _SketchAccumulator:
         wanted = {"n": self.n, "block": self.block, "rank": self.rank, "seed": self.seed,
                   "omega": ("block b of Ω = numpy.random.default_rng(SeedSequence([seed, b]))"
                             ".standard_normal((rows_b, rank))")}
-        path = store.path / SKETCH
-        info = None
-        if (path / "zarr.json").is_file():
-            self._group = zarr.open_group(str(path), mode="r+", use_consolidated=False)
-            info = self._group.attrs.asdict().get("ntkdist_sketch")
+        self._group = store.open_subgroup(SKETCH, mode="r+")
+        info = None if self._group is None else self._group.attrs.asdict().get("ntkdist_sketch")
         if info is None or any(info.get(k) != v for k, v in wanted.items()):
-            self._group = zarr.open_group(str(path), mode="w", zarr_format=3)
+            self._group = store.open_subgroup(SKETCH, mode="w")
             for slot in (0, 1):
                 self._group.create_array(f"Y{slot}", shape=(self.n, self.rank), chunks=(self.block, self.rank),
                                          dtype="float64", fill_value=0.0)
@@ -396,7 +387,7 @@ def worker_resources(available: dict, device: str, workers: int, cpus_per_worker
     return {"num_cpus": share}
 
 
-def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "auto",
+def build_gram(location, *, net: MLP, kind: str, workers: int, device: str = "auto",
                cpus_per_worker: float | None = None, per_task: int = BLOCKS_PER_TASK, width=None,
                seed: int = 0, sketch_rank: int | None = None, sketch_seed: int = 0, progress=None) -> BuildReport:
     """Compute every missing upper block of the store's Gram matrix with a pool of Ray actors.
@@ -426,7 +417,7 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
     ClusterError
         If no worker is left that can run the remaining blocks.
     """
-    store = RunStore.open(store_path, mode="r+")  # the coordinator records finished blocks
+    store = RunStore.open(location, mode="r+")  # the coordinator records finished blocks
     missing = store.missing_blocks()
     total = len(store.upper_blocks())
     report = BuildReport(skipped=total - len(missing))
@@ -440,7 +431,7 @@ def build_gram(store_path, *, net: MLP, kind: str, workers: int, device: str = "
         if tasks:
             recorder = BlockRecorder(store, report, sketch=sketch, progress=progress, total=len(missing))
             start_actor = functools.partial(
-                _start_actor, str(store_path), net=net, kind=kind, device=device, width=width, seed=seed, sketch=sketch,
+                _start_actor, str(location), net=net, kind=kind, device=device, width=width, seed=seed, sketch=sketch,
                 resources=resources_per_worker(device, max(1, min(workers, len(tasks))), cpus_per_worker))
             _run_pool(tasks, recorder, report, start_actor, workers=max(1, min(workers, len(tasks))))
     finally:
@@ -485,14 +476,14 @@ def _run_pool(tasks: list, recorder: BlockRecorder, report: BuildReport, start_a
 MAX_RESTARTS = 3
 
 
-def _start_actor(store_path: str, *, net: MLP, kind: str, device: str, width, seed: int, sketch, resources: dict):
+def _start_actor(location: str, *, net: MLP, kind: str, device: str, width, seed: int, sketch, resources: dict):
     """One `GramBlockWorker` actor with ``resources``; Ray never retries its tasks (the driver requeues them)."""
     import ray
 
     threads = max(1, int(resources["num_cpus"]))
     sketch_args = None if sketch is None else (sketch.rank, sketch.seed)
     return ray.remote(GramBlockWorker).options(max_restarts=MAX_RESTARTS, max_task_retries=0, **resources).remote(
-        store_path, net, kind, device, threads, width, seed, sketch_args)
+        location, net, kind, device, threads, width, seed, sketch_args)
 
 
 def _cluster_has_room(resources: dict) -> bool:

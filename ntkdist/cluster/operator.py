@@ -150,7 +150,7 @@ class RayGramOperator:
         if use_gram:
             missing = store.missing_blocks()
             if missing:
-                raise ValueError(f"store: the Gram matrix of {store.path} is incomplete ({len(missing)} blocks "
+                raise ValueError(f"store: the Gram matrix of {store.location} is incomplete ({len(missing)} blocks "
                                  "missing); finish the build, or use mode=\"matrix_free\"")
             n = store.n
             self._dtype = np.dtype(store.gram.dtype)
@@ -185,7 +185,7 @@ class RayGramOperator:
         self.jobs_of = snake_deal(nb, workers)
         self._actors = [
             Actor.options(**resources).remote(
-                n=n, block=block, panels=panels, mode=mode, store_path=None if store is None else str(store.path),
+                n=n, block=block, panels=panels, mode=mode, store_location=None if store is None else store.location,
                 use_gram=use_gram, X=X_ref, net=net, kind=kind, device=device, threads=threads,
                 memory_budget=int(memory_budget))
             for panels in self.panels_of

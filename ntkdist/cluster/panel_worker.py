@@ -28,7 +28,7 @@ class GramPanelWorker:
     Runs as a Ray actor; a plain class for in-process use.
     """
 
-    def __init__(self, *, n: int, block: int, panels: list[int], mode: str, store_path: str | None, use_gram: bool,
+    def __init__(self, *, n: int, block: int, panels: list[int], mode: str, store_location: str | None, use_gram: bool,
                  X, net: MLP | None, kind: str, device: str, threads: int, memory_budget: int):
         self._xp, self._device_note = _choose_array_module(device)
         self._threads = 1 if self._xp is not np else max(1, int(threads))
@@ -36,7 +36,7 @@ class GramPanelWorker:
         self._slices = panel_slices(n, block)
         self._panels = list(panels)
         self._net, self._kind = net, kind
-        self._store = RunStore.open(store_path) if store_path else None
+        self._store = RunStore.open(store_location) if store_location else None
         self._gram = self._store.gram if use_gram else None
         self._X = None
         if self._gram is None:

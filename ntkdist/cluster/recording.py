@@ -69,7 +69,7 @@ class BlockRecorder:
         try:
             self._store.record_blocks(BlockRecord(*r["block"], r["crc32"], r["sum_squares"]) for r in built)
         except OSError as exc:
-            raise StoreError(f"{self._store.path}: recording {len(built)} finished block(s) in the manifest failed: "
+            raise StoreError(f"{self._store.location}: recording {len(built)} finished block(s) in the manifest failed: "
                              f"{type(exc).__name__}: {exc}. Fix it and re-run: blocks recorded before are kept, "
                              "these are computed again") from exc
         self._last_record = time.monotonic()

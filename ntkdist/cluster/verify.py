@@ -105,8 +105,8 @@ def entry_tolerance(store: RunStore) -> tuple[float, float, str]:
 class BlockVerifier:
     """Checks blocks of one run store (runs as a Ray actor; a plain class for in-process use)."""
 
-    def __init__(self, store_path: str, net: MLP, kind: str, width, seed: int, sample: np.ndarray, threads: int):
-        self._store = RunStore.open(store_path)
+    def __init__(self, location: str, net: MLP, kind: str, width, seed: int, sample: np.ndarray, threads: int):
+        self._store = RunStore.open(location)
         self._net, self._kind, self._threads = net, kind, max(1, int(threads))
         # Empirical kinds: the same network the builder drew from the seed (`GramBlockWorker`).
         self._sampled = (sample_weights(net, dim=self._store.dim, width=width, seed=seed)
@@ -253,14 +253,5 @@ def repair_store(path, blocks: list[tuple[int, int]], *, net: MLP, kind: str, wi
     rebuilt = build_gram(path, net=net, kind=kind, workers=workers, device=device, width=width, seed=seed)
     if rebuilt.computed:
         store.clear_stages("solve", "compare", "report")
-        _remove_sketch(store)
+        store.delete_subgroup(SKETCH)
     return rebuilt
-
-
-def _remove_sketch(store: RunStore) -> None:
-    import zarr
-
-    root = zarr.open_group(str(store.path), mode="r+", use_consolidated=False)
-    if SKETCH in root:
-        del root[SKETCH]
-        store._consolidate()  # readers of the root's consolidated metadata must not see the removed group

@@ -5,11 +5,13 @@ Never imported by the math rooms (kernels, theory, linalg).
 """
 
 from .run_store import FORMAT_VERSION, STAGES, BlockRecord, RunStore, block_checksum
+from .lease import Lease
+from .location import is_remote, store_exists
 from .readers import iter_gram_blocks, open_gram, open_inputs, open_spectrum
 from .operator import StoredGramOperator
 from .spectrum import export_netcdf, spectrum_dataset
 from .theory_variables import theory_dataset, theory_variables
 
-__all__ = ["FORMAT_VERSION", "STAGES", "BlockRecord", "RunStore", "StoredGramOperator", "block_checksum",
-           "export_netcdf", "iter_gram_blocks", "open_gram", "open_inputs", "open_spectrum", "spectrum_dataset",
-           "theory_dataset", "theory_variables"]
+__all__ = ["FORMAT_VERSION", "STAGES", "BlockRecord", "Lease", "RunStore", "StoredGramOperator", "block_checksum",
+           "export_netcdf", "is_remote", "iter_gram_blocks", "open_gram", "open_inputs", "open_spectrum", "spectrum_dataset",
+           "store_exists", "theory_dataset", "theory_variables"]

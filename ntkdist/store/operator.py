@@ -47,8 +47,8 @@ class StoredGramOperator:
         missing = store.missing_blocks()
         if missing:
             raise StoreError(
-                f"{store.path}: the Gram matrix is incomplete ({len(missing)} of {len(store.upper_blocks())} blocks "
-                "missing); finish the build (re-run the same configuration) before solving from the store")
+                f"{store.location}: the Gram matrix is incomplete ({len(missing)} of {len(store.upper_blocks())} "
+                "blocks missing); finish the build (re-run the same configuration) before solving from the store")
         rows = store.block if rows_per_read is None else int(rows_per_read)
         if rows < 1:
             raise ValueError(f"rows_per_read: must be ≥ 1, got {rows_per_read!r}")
@@ -141,5 +141,5 @@ class StoredGramOperator:
         return out
 
     def __repr__(self) -> str:
-        return (f"StoredGramOperator({self.store.path}, N={self._n}, dtype={self.dtype}, "
+        return (f"StoredGramOperator({self.store.location}, N={self._n}, dtype={self.dtype}, "
                 f"rows_per_read={self.rows_per_read}, passes={self._passes})")

@@ -32,9 +32,13 @@ from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 
 from ..errors import StoreError
 from ..linalg.operator import float32_storage_error_from_squares
+from .lease import Lease
+from .location import (LEASE, clear_keeping_lease, is_remote, normalize_location, storage_errors, store_exists,
+                       zarr_store)
 
 FORMAT = "ntkdist-run"
 FORMAT_VERSION = 2
@@ -47,6 +51,10 @@ SPECTRUM = "spectrum"
 GRAM_ERROR_BOUND = "gram_error_bound"
 STAGES = ("prepare", "build", "solve", "compare", "report")
 _NOT_DONE = -1
+#: Codecs of ``gram`` chunks: none, since NTK values are smooth floats that zstd barely shrinks while it costs
+#: write and read time (measured by ``bench/layout.py``, numbers in storage/README.md). Small arrays keep zarr's
+#: default (zstd).
+GRAM_COMPRESSORS = None
 #: Attributes written once, when the store is created, and never changed (an overwrite makes a new store).
 _FIXED = ("format", "format_version", "created", "n", "dim", "block", "dtype", "fingerprint", "config", "versions")
 
@@ -71,6 +79,8 @@ def _quiet_consolidation():
     """Silence zarr's note that consolidated metadata is outside the v3 spec (we rely on zarr-python's support)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        # The writer's lease (lease.json) is an object of ours beside the hierarchy, not a zarr node.
+        warnings.filterwarnings("ignore", message=f"Object at {LEASE} is not recognized")
         yield
 
 
@@ -81,31 +91,37 @@ def _now() -> str:
 class RunStore:
     """Access to one run's store. Create with `RunStore.create`, open with `RunStore.open`."""
 
-    def __init__(self, group: zarr.Group, path: Path):
+    def __init__(self, group: zarr.Group, location: str):
         self._group = group
-        self.path = path
+        #: Where the store lives: an absolute local path or an object-store URL.
+        self.location = location
         # What never changes is read once; the stage records are read from storage on every call (`meta`).
         self._fixed = {key: value for key, value in self._read_meta().items() if key in _FIXED}
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, path, *, n: int, dim: int, block: int, dtype: str, config: dict, fingerprint: str,
+    def create(cls, location, *, n: int, dim: int, block: int, dtype: str, config: dict, fingerprint: str,
                versions: dict, overwrite: bool = False) -> "RunStore":
         """Create an empty run store (inputs, gram, manifest) and record the configuration.
 
         Raises
         ------
         StoreError
-            If something already exists at ``path`` and ``overwrite`` is False.
+            If something already exists at ``location`` and ``overwrite`` is False, or the object store refuses.
         """
-        path = Path(path)
-        if path.exists() and not overwrite:
-            raise StoreError(f"[run] store: {path} already exists; remove it, choose another store, or pass --overwrite")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        group = zarr.open_group(str(path), mode="w", zarr_format=3)
+        location = normalize_location(location)
+        if store_exists(location) and not overwrite:
+            raise StoreError(f"[run] store: {location} already exists; remove it, choose another store, "
+                             "or pass --overwrite")
+        if not is_remote(location):
+            Path(location).parent.mkdir(parents=True, exist_ok=True)
+        clear_keeping_lease(location)  # the writer that replaces a store keeps its lease
+        with storage_errors(location):
+            group = zarr.open_group(zarr_store(location), mode="a", zarr_format=3)
         nb = -(-n // block)
         group.create_array(INPUTS, shape=(n, dim), chunks=(min(block, n), dim), dtype="float64")
-        group.create_array(GRAM, shape=(n, n), chunks=(min(block, n),) * 2, dtype=dtype, fill_value=np.nan)
+        group.create_array(GRAM, shape=(n, n), chunks=(min(block, n),) * 2, dtype=dtype, fill_value=np.nan,
+                           compressors=GRAM_COMPRESSORS)
         # One chunk each: the coordinator rewrites them whole, a batch of blocks at a time (`record_blocks`).
         group.create_array(MANIFEST, shape=(nb, nb), chunks=(nb, nb), dtype="int64", fill_value=_NOT_DONE)
         group.create_array(SUM_SQUARES, shape=(nb, nb), chunks=(nb, nb), dtype="float64", fill_value=np.nan)
@@ -124,32 +140,43 @@ class RunStore:
                 "stages": {},
             }
         })
-        store = cls(group, path)
+        store = cls(group, location)
         store._consolidate()
         return store
 
     @classmethod
-    def open(cls, path, mode: str = "r") -> "RunStore":
+    def open(cls, location, mode: str = "r") -> "RunStore":
         """Open an existing run store (``mode`` "r" or "r+").
 
         Raises
         ------
         StoreError
-            If there is no ntkdist run store at ``path``.
+            If there is no ntkdist run store at ``location``, or the object store refuses.
         """
-        path = Path(path)
-        if not (path / "zarr.json").is_file():
-            raise StoreError(f"{path}: no run store here; run `ntkdist run CONFIG.toml` to create one")
-        group = zarr.open_group(str(path), mode=mode)
+        location = normalize_location(location)
+        with storage_errors(location):
+            store = zarr_store(location, read_only=mode == "r")
+            if not sync(store.exists("zarr.json")):
+                store_exists(location)  # a missing bucket or refused credentials say so, rather than "no store"
+                raise StoreError(f"{location}: no run store here; run `ntkdist run CONFIG.toml` to create one")
+            group = zarr.open_group(store, mode=mode)
         meta = group.attrs.asdict().get("ntkdist", {})
         if meta.get("format") != FORMAT:
-            raise StoreError(f"{path}: a zarr group, but not an ntkdist run store (no ntkdist attrs)")
+            raise StoreError(f"{location}: a zarr group, but not an ntkdist run store (no ntkdist attrs)")
         if meta.get("format_version") != FORMAT_VERSION:
             raise StoreError(
-                f"{path}: store format version {meta.get('format_version')} is not {FORMAT_VERSION}; "
+                f"{location}: store format version {meta.get('format_version')} is not {FORMAT_VERSION}; "
                 "re-run it with this version of ntkdist"
             )
-        return cls(group, path)
+        return cls(group, location)
+
+    def lease(self, **timing) -> Lease:
+        """The writer's lease of this store, to hold while writing: ``with store.lease(): ...``.
+
+        Raises `StoreError` on entry if another live writer holds it (see `ntkdist.store.lease`); ``timing``:
+        ``heartbeat_seconds``, ``stale_after``.
+        """
+        return Lease(self.location, **timing)
 
     # -- metadata ----------------------------------------------------------------------------------------------
     @property
@@ -175,7 +202,8 @@ class RunStore:
             buffer = sync(store.get(key, prototype=default_buffer_prototype()))
             raw = None if buffer is None else buffer.to_bytes()
         if raw is None:
-            raise StoreError(f"{self.path}: the run store has gone (no zarr.json); run the flow again to recreate it")
+            raise StoreError(f"{self.location}: the run store has gone (no zarr.json); run the flow again to "
+                             "recreate it")
         return json.loads(raw)["attributes"]["ntkdist"]
 
     @property
@@ -233,7 +261,15 @@ class RunStore:
         # xarray opens ``spectrum`` through the root's consolidated metadata; a root that changed since its
         # last consolidation would send it to a slow fallback with a warning, so re-consolidate on each change.
         with _quiet_consolidation():
-            zarr.consolidate_metadata(str(self.path), zarr_format=3)
+            zarr.consolidate_metadata(self._group.store, zarr_format=3)
+
+    def open_subgroup(self, name: str, mode: str = "r") -> zarr.Group | None:
+        """A group below the root (such as the ride-along ``sketch``), or None if ``mode`` is "r"/"r+" and there is
+        none; mode "w" creates it afresh. Opened without consolidated metadata, so it sees its writes at once."""
+        store = self._group.store
+        if mode != "w" and not sync(store.exists(f"{name}/zarr.json")):
+            return None
+        return zarr.open_group(store, path=name, mode=mode, zarr_format=3, use_consolidated=False)
 
     # -- arrays ------------------------------------------------------------------------------------------------
     @cached_property
@@ -367,7 +403,7 @@ class RunStore:
             rows = self.block_slice(i)
             out[rows] = self.gram[rows, :]
         if np.isnan(out[:, :1]).any() or np.isnan(np.diagonal(out)).any():
-            raise StoreError(f"{self.path}: the Gram matrix has unwritten blocks; re-run the build to finish it")
+            raise StoreError(f"{self.location}: the Gram matrix has unwritten blocks; re-run the build to finish it")
         return out
 
     def diagonal(self) -> np.ndarray:
@@ -383,13 +419,19 @@ class RunStore:
         """Write (replace) the ``spectrum`` group from an xarray Dataset, with consolidated metadata so that
         ``xarray.open_zarr(store, group="spectrum")`` opens it without a fallback warning."""
         with _quiet_consolidation():
-            dataset.to_zarr(str(self.path), group=SPECTRUM, mode="w", zarr_format=3, consolidated=True)
+            dataset.to_zarr(self._group.store, group=SPECTRUM, mode="w", zarr_format=3, consolidated=True)
 
     def delete_spectrum(self) -> None:
         """Remove the ``spectrum`` group (before a solve is redone, so a crash cannot leave the old or a half-written
         spectrum behind looking current)."""
-        if SPECTRUM in self._group:
-            del self._group[SPECTRUM]
+        self.delete_subgroup(SPECTRUM)
+
+    def delete_subgroup(self, name: str) -> None:
+        """Remove a group below the root (``spectrum``, the ride-along ``sketch``) if it is there, and re-consolidate
+        so that readers of the root's consolidated metadata no longer see it."""
+        root = zarr.open_group(self._group.store, mode="r+", zarr_format=3, use_consolidated=False)
+        if name in root:
+            del root[name]
             self._consolidate()
 
     def add_to_spectrum(self, additions, *, replace_prefix: str) -> None:
@@ -407,11 +449,11 @@ class RunStore:
             self.write_spectrum(xr.merge([additions, current.drop_vars(stale)], combine_attrs="override"))
             return
         with _quiet_consolidation():
-            additions.to_zarr(str(self.path), group=SPECTRUM, mode="a", zarr_format=3, consolidated=True)
+            additions.to_zarr(self._group.store, group=SPECTRUM, mode="a", zarr_format=3, consolidated=True)
 
     def read_spectrum(self):
         import xarray as xr
 
         if SPECTRUM not in self._group:
-            raise StoreError(f"{self.path}: has no spectrum yet; run the solve stage (`ntkdist run`) first")
-        return xr.open_zarr(str(self.path), group=SPECTRUM)
+            raise StoreError(f"{self.location}: has no spectrum yet; run the solve stage (`ntkdist run`) first")
+        return xr.open_zarr(self._group.store, group=SPECTRUM)

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def prepared(config):
     pipeline.prepare(config)
-    return RunStore.open(config.store_path, mode="r+")
+    return RunStore.open(config.store_location, mode="r+")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -33,35 +33,35 @@ def test_pool_builds_the_exact_gram_of_the_stored_inputs(ray_local, make_config,
     config = make_config(data={"n": 450, "dim": 5, "source": "gaussian"}, kernel={"block": 100, "dtype": dtype},
                          network={"depth": 3, "bias_var": 0.2})
     store = prepared(config)
-    report = build_gram(store.path, net=config.net, kind="ntk", workers=2, device="cpu")
+    report = build_gram(store.location, net=config.net, kind="ntk", workers=2, device="cpu")
     assert report.computed == 15 and report.skipped == 0
     assert len({w["pid"] for w in report.workers}) == 2 and all(w["threads"] == 1 for w in report.workers)
     expected = ntkdist.ntk(store.inputs[:], net=config.net, dtype=dtype)
     assert np.array_equal(store.gram[:], expected)
-    assert verify_in_process(store.path, net=config.net, kind="ntk") == []
+    assert verify_in_process(store.location, net=config.net, kind="ntk") == []
 
 
 def test_nngp_kind_is_built_too(ray_local, make_config):
     config = make_config(kernel={"kind": "nngp", "block": 64}, network={"activation": "erf"})
     store = prepared(config)
-    build_gram(store.path, net=config.net, kind="nngp", workers=2, device="cpu")
+    build_gram(store.location, net=config.net, kind="nngp", workers=2, device="cpu")
     assert np.array_equal(store.gram[:], ntkdist.nngp(store.inputs[:], net=config.net))
 
 
 def test_rebuild_computes_only_missing_blocks(ray_local, make_config):
     config = make_config(kernel={"block": 64})
     store = prepared(config)
-    build_gram(store.path, net=config.net, kind="ntk", workers=2, device="cpu")
+    build_gram(store.location, net=config.net, kind="ntk", workers=2, device="cpu")
     first = store.gram[:]
     # Forget three blocks as a crash between writing chunks and recording them would.
     lost = [(0, 1), (2, 4), (3, 3)]
     for i, j in lost:
         store.forget_blocks([(i, j)])
         store.gram[store.block_slice(i), store.block_slice(j)] = np.nan
-    report = build_gram(store.path, net=config.net, kind="ntk", workers=2, device="cpu")
+    report = build_gram(store.location, net=config.net, kind="ntk", workers=2, device="cpu")
     assert report.computed == len(lost) and report.skipped == len(store.upper_blocks()) - len(lost)
-    assert np.array_equal(store.gram[:], first) and verify_in_process(store.path, net=config.net, kind="ntk") == []
-    again = build_gram(store.path, net=config.net, kind="ntk", workers=2, device="cpu")
+    assert np.array_equal(store.gram[:], first) and verify_in_process(store.location, net=config.net, kind="ntk") == []
+    again = build_gram(store.location, net=config.net, kind="ntk", workers=2, device="cpu")
     assert again.computed == 0
 
 
@@ -159,8 +159,8 @@ def test_gpu_workers_are_placed_one_per_logical_gpu(tmp_path):
                                     "network": {{"depth": 2}}, "kernel": {{"block": 50}},
                                     "cluster": {{"workers": 2, "device": "auto"}}}})
         pipeline.prepare(config)
-        report = build_gram(config.store_path, net=config.net, kind="ntk", workers=2, device="auto")
-        store = RunStore.open(config.store_path)
+        report = build_gram(config.store_location, net=config.net, kind="ntk", workers=2, device="auto")
+        store = RunStore.open(config.store_location)
         exact = bool(np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net)))
         print(json.dumps({{"workers": report.workers, "exact": exact}}))
     """)
@@ -180,11 +180,11 @@ def test_killed_build_resumes_without_recomputing_written_blocks(tmp_path):
     """SIGKILL the whole run (driver, Ray and its actors) mid-build; a re-run keeps every recorded block's bytes
     and finishes the rest."""
     config_path = tmp_path / "kill.toml"
-    store_path = tmp_path / "kill.zarr"
+    kill_store = tmp_path / "kill.zarr"
     config_path.write_text(textwrap.dedent(f"""
         [run]
         name = "kill"
-        store = "{store_path}"
+        store = "{kill_store}"
         [data]
         source = "sphere"
         n = 1500
@@ -213,7 +213,7 @@ def test_killed_build_resumes_without_recomputing_written_blocks(tmp_path):
         while time.time() < deadline:
             time.sleep(0.05)
             try:
-                done = int(RunStore.open(store_path).finished_blocks().sum())
+                done = int(RunStore.open(kill_store).finished_blocks().sum())
             except Exception:  # the store is being created
                 continue
             if done >= 20:
@@ -221,28 +221,28 @@ def test_killed_build_resumes_without_recomputing_written_blocks(tmp_path):
     finally:
         kill_tree(proc.pid)
         proc.wait(timeout=60)
-    store = RunStore.open(store_path)
+    store = RunStore.open(kill_store)
     recorded = store.finished_blocks()
     assert 20 <= recorded.sum() < total, "the build was not interrupted mid-way"
     assert store.stage("build") is None
     snapshot = {(i, j): store.gram[store.block_slice(i), store.block_slice(j)]
                 for i, j in zip(*np.nonzero(recorded))}
-    chunk_times = {(i, j): (store_path / "gram" / "c" / str(i) / str(j)).stat().st_mtime_ns
+    chunk_times = {(i, j): (kill_store / "gram" / "c" / str(i) / str(j)).stat().st_mtime_ns
                    for i, j in snapshot}
 
     rerun = subprocess.run([sys.executable, "-m", "ntkdist.cli", "run", str(config_path)], cwd=REPO,
                            capture_output=True, text=True, timeout=400,
                            env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")})
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    store = RunStore.open(store_path)
+    store = RunStore.open(kill_store)
     # Recorded blocks are skipped, and only the others computed: none recorded before the kill is computed again.
     assert store.stage("build")["skipped_blocks"] == len(snapshot)
     assert store.stage("build")["computed_blocks"] == total - len(snapshot)
     for (i, j), values in snapshot.items():
         assert np.array_equal(store.gram[store.block_slice(i), store.block_slice(j)], values)
-        assert (store_path / "gram" / "c" / str(i) / str(j)).stat().st_mtime_ns == chunk_times[(i, j)]
+        assert (kill_store / "gram" / "c" / str(i) / str(j)).stat().st_mtime_ns == chunk_times[(i, j)]
     config = load_config(config_path)
-    assert verify_in_process(store_path, net=config.net, kind="ntk") == []
+    assert verify_in_process(kill_store, net=config.net, kind="ntk") == []
     assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net))
 
 
@@ -250,7 +250,7 @@ def test_empirical_kernel_of_a_sampled_network_is_built_exactly(ray_local, make_
     config = make_config(data={"n": 200, "dim": 4}, kernel={"kind": "empirical_ntk", "block": 64},
                          network={"depth": 2, "width": 96, "seed": 5, "bias_var": 0.1})
     store = prepared(config)
-    build_gram(store.path, net=config.net, kind="empirical_ntk", workers=2, device="cpu", width=96, seed=5)
+    build_gram(store.location, net=config.net, kind="empirical_ntk", workers=2, device="cpu", width=96, seed=5)
     expected = ntkdist.empirical_ntk(store.inputs[:], net=config.net, width=96, seed=5)
     assert np.array_equal(store.gram[:], expected)
-    assert verify_in_process(store.path, net=config.net, kind="empirical_ntk", width=96, seed=5) == []
+    assert verify_in_process(store.location, net=config.net, kind="empirical_ntk", width=96, seed=5) == []

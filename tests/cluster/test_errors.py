@@ -58,7 +58,7 @@ def test_preflight_refuses_a_cluster_that_cannot_host_the_workers(ray_local, mak
     with pytest.raises(ConfigError) as caught:
         pipeline.preflight(config)
     assert needle in str(caught.value)
-    assert not config.store_path.exists()
+    assert not Path(config.store_location).exists()
 
 
 def test_preflight_checks_the_workers_that_will_run(ray_local, make_config):
@@ -73,7 +73,7 @@ def test_build_refuses_an_impossible_cluster_before_any_block(ray_local, make_co
     bad = make_config(data={"n": 300}, kernel={"block": 100}, cluster={"device": "gpu"})
     with pytest.raises(ConfigError, match=r"\[cluster\] device"):
         pipeline.build(bad)
-    store = RunStore.open(good.store_path)
+    store = RunStore.open(good.store_location)
     assert store.finished_blocks().sum() == 0 and store.stage("build") is None
 
 
@@ -151,7 +151,7 @@ def test_gpu_device_without_cupy_stops_the_build_with_a_config_error(tmp_path):
                                     "cluster": {{"workers": 1, "device": "gpu"}}}})
         pipeline.prepare(config)
         try:
-            build_gram(config.store_path, net=config.net, kind="ntk", workers=1, device="gpu")
+            build_gram(config.store_location, net=config.net, kind="ntk", workers=1, device="gpu")
         except Exception as exc:
             print(json.dumps({{"type": type(exc).__name__, "message": str(exc)}}))
     """)

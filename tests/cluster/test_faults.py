@@ -26,7 +26,7 @@ from .test_build import descendants
 def prepared(make_config, n: int, block: int):
     config = make_config(data={"n": n, "dim": 3}, kernel={"block": block})
     pipeline.prepare(config)
-    return RunStore.open(config.store_path, mode="r+"), config
+    return RunStore.open(config.store_location, mode="r+"), config
 
 
 class RecordingProgress:
@@ -50,7 +50,7 @@ def test_progress_is_reported_and_each_input_block_is_read_once_per_actor(ray_lo
     store.record_blocks([store.write_block(i, j, values[store.block_slice(i), store.block_slice(j)])
                          for i, j in first])
     progress = RecordingProgress()
-    report = build_gram(store.path, net=config.net, kind="ntk", workers=2, device="cpu", per_task=2,
+    report = build_gram(store.location, net=config.net, kind="ntk", workers=2, device="cpu", per_task=2,
                         progress=progress)
 
     total = 10 * 11 // 2
@@ -65,7 +65,7 @@ def test_progress_is_reported_and_each_input_block_is_read_once_per_actor(ray_lo
     assert len(reads) == 2 and all(set(r.values()) == {1} for r in reads)
     assert set().union(*reads) == set(range(10))
     assert sorted(report.computed_blocks) == sorted(set(store.upper_blocks()) - set(first))
-    assert np.array_equal(store.gram[:], values) and verify_in_process(store.path, net=config.net, kind="ntk") == []
+    assert np.array_equal(store.gram[:], values) and verify_in_process(store.location, net=config.net, kind="ntk") == []
 
 
 def _local_actor_pids() -> list[int]:
@@ -102,30 +102,30 @@ class KillAfter(RecordingProgress):
 def test_the_only_actor_killed_mid_build_is_restarted_and_finishes_the_build(ray_local, make_config):
     store, config = prepared(make_config, 300, 20)
     hook = KillAfter(store, after=20)
-    report = build_gram(store.path, net=config.net, kind="ntk", workers=1, device="cpu", per_task=1, progress=hook)
+    report = build_gram(store.location, net=config.net, kind="ntk", workers=1, device="cpu", per_task=1, progress=hook)
     assert report.restarts == 1 and report.requeued >= 1 and report.replaced == 0
     recorded = {(int(i), int(j)) for i, j in hook.recorded}
     assert recorded and not recorded & set(report.computed_blocks[hook.seen_at_kill:])
     assert len(set(report.computed_blocks)) == len(report.computed_blocks) == len(store.upper_blocks())
-    assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net)) and verify_in_process(store.path, net=config.net, kind="ntk") == []
+    assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net)) and verify_in_process(store.location, net=config.net, kind="ntk") == []
 
 
 def test_unwritable_store_ends_with_a_store_error_and_the_fixed_rerun_resumes(ray_local, make_config):
     store, config = prepared(make_config, 200, 50)
-    obstacle = Path(store.path) / "gram" / "c" / "3"  # a plain file where zarr needs the directory of row 3
+    obstacle = Path(store.location) / "gram" / "c" / "3"  # a plain file where zarr needs the directory of row 3
     obstacle.parent.mkdir(parents=True, exist_ok=True)
     obstacle.write_text("not a directory")
     with pytest.raises(StoreError, match=r"writing Gram block \(\d, 3\) failed.*Fix it and re-run: finished "
                                          r"blocks are kept") as caught:
-        build_gram(store.path, net=config.net, kind="ntk", workers=1, device="cpu", per_task=1)
-    assert str(store.path) in str(caught.value)
+        build_gram(store.location, net=config.net, kind="ntk", workers=1, device="cpu", per_task=1)
+    assert str(store.location) in str(caught.value)
     recorded = {(int(i), int(j)) for i, j in zip(*np.nonzero(store.finished_blocks()))}
     assert recorded and all(3 not in block for block in recorded)
 
     obstacle.unlink()
-    report = build_gram(store.path, net=config.net, kind="ntk", workers=1, device="cpu", per_task=1)
+    report = build_gram(store.location, net=config.net, kind="ntk", workers=1, device="cpu", per_task=1)
     assert report.skipped == len(recorded) and not recorded & set(report.computed_blocks)
-    assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net)) and verify_in_process(store.path, net=config.net, kind="ntk") == []
+    assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net)) and verify_in_process(store.location, net=config.net, kind="ntk") == []
 
 
 @pytest.fixture
@@ -151,14 +151,14 @@ def test_full_disk_ends_with_a_store_error_and_the_rerun_elsewhere_resumes(ray_l
                          run={"store": str(tiny_disk / "run.zarr")})
     pipeline.prepare(config)
     with pytest.raises(StoreError, match="No space left on device.*Fix it and re-run"):
-        build_gram(config.store_path, net=config.net, kind="ntk", workers=1, device="cpu", per_task=1)
-    recorded = RunStore.open(config.store_path).finished_blocks()  # the last batch may not fit on the disk either
+        build_gram(config.store_location, net=config.net, kind="ntk", workers=1, device="cpu", per_task=1)
+    recorded = RunStore.open(config.store_location).finished_blocks()  # the last batch may not fit on the disk either
     assert recorded.sum() < 12 * 13 // 2
 
     moved = tiny_disk.parent / "roomy.zarr"
-    shutil.copytree(config.store_path, moved)
+    shutil.copytree(config.store_location, moved)
     report = build_gram(moved, net=config.net, kind="ntk", workers=1, device="cpu", per_task=1)
     assert report.skipped == recorded.sum()
     assert not {tuple(b) for b in zip(*np.nonzero(recorded))} & set(report.computed_blocks)
     store = RunStore.open(moved)
-    assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net)) and verify_in_process(store.path, net=config.net, kind="ntk") == []
+    assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net)) and verify_in_process(store.location, net=config.net, kind="ntk") == []

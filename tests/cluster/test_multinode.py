@@ -59,7 +59,7 @@ def store_of(make_config):
     def make(n: int = 400, block: int = 20) -> RunStore:
         config = make_config(data={"n": n, "dim": 3}, kernel={"block": block}, network={"depth": 3})
         pipeline.prepare(config)
-        return RunStore.open(config.store_path, mode="r+"), config
+        return RunStore.open(config.store_location, mode="r+"), config
 
     return make
 
@@ -90,7 +90,7 @@ class FaultAfter:
 
 
 def _chunk(store: RunStore, i: int, j: int) -> Path:
-    return Path(store.path) / "gram" / "c" / str(i) / str(j)
+    return Path(store.location) / "gram" / "c" / str(i) / str(j)
 
 
 def _actor_pids(nodes) -> list[int]:
@@ -115,13 +115,13 @@ def assert_finished_exactly_without_recomputing(store: RunStore, config, report,
     assert not hook.recorded & set(after), "a block recorded before the fault was computed again"
     assert len(set(report.computed_blocks)) == len(report.computed_blocks) == len(store.upper_blocks())
     assert all(_chunk(store, *b).stat().st_mtime_ns == t for b, t in hook.mtimes.items())
-    assert verify_in_process(store.path, net=config.net, kind="ntk") == []
+    assert verify_in_process(store.location, net=config.net, kind="ntk") == []
     assert np.array_equal(store.gram[:], ntkdist.ntk(store.inputs[:], net=config.net))
 
 
 def test_one_actor_lands_per_logical_gpu_across_nodes(cluster, store_of):
     store, config = store_of(n=120, block=20)
-    report = build_gram(store.path, net=config.net, kind="ntk", workers=NODES * GPUS_PER_NODE, device="auto")
+    report = build_gram(store.location, net=config.net, kind="ntk", workers=NODES * GPUS_PER_NODE, device="auto")
     places = {(w["node"], w["gpu_ids"][0]) for w in report.workers if len(w["gpu_ids"]) == 1}
     assert len(places) == NODES * GPUS_PER_NODE == len(report.workers)
     assert len({node for node, _ in places}) == NODES
@@ -138,7 +138,7 @@ def test_build_finishes_by_itself_when_a_worker_process_is_killed(cluster, store
         os.kill(victims[0], signal.SIGKILL)
 
     hook = FaultAfter(store, after=40, fault=kill_one_worker)
-    report = build_gram(store.path, net=config.net, kind="ntk", workers=NODES * GPUS_PER_NODE, device="auto",
+    report = build_gram(store.location, net=config.net, kind="ntk", workers=NODES * GPUS_PER_NODE, device="auto",
                         per_task=1, progress=hook)
     assert victims and report.requeued >= 1
     assert all(w["pid"] != victims[0] for w in report.workers if not w.get("lost"))
@@ -149,7 +149,7 @@ def test_build_finishes_on_the_remaining_nodes_when_a_node_is_removed(cluster, s
     store, config = store_of()
     node = sorted(cluster.worker_nodes, key=lambda n: n.node_id)[0]
     hook = FaultAfter(store, after=40, fault=lambda: cluster.remove_node(node, allow_graceful=False))
-    report = build_gram(store.path, net=config.net, kind="ntk", workers=NODES * GPUS_PER_NODE, device="auto",
+    report = build_gram(store.location, net=config.net, kind="ntk", workers=NODES * GPUS_PER_NODE, device="auto",
                         per_task=1, progress=hook)
     assert report.requeued >= 1
     survivors = [w for w in report.workers if not w.get("lost")]

@@ -112,7 +112,7 @@ def test_matrix_free_from_X_needs_no_gram_store(ray_local, gram):
 
 def test_memory_from_X_over_budget_recomputes(gram):
     # The actor class in this process (no Ray): its memory check and its matrix-free fallback.
-    kwargs = dict(n=N, block=128, panels=[0, 2], mode="memory", store_path=None, use_gram=False, X=inputs(),
+    kwargs = dict(n=N, block=128, panels=[0, 2], mode="memory", store_location=None, use_gram=False, X=inputs(),
                   net=NET, kind="ntk", device="cpu", threads=1)
     worker = GramPanelWorker(**kwargs, memory_budget=(128 + 44) * N * 8 - 1)
     assert worker.mode == "matrix_free" and "recomputing" in worker.reason
@@ -186,29 +186,29 @@ def test_build_gathers_the_sketch_once_per_block_across_resumes(ray_local, make_
     config = make_config(data={"n": 200, "dim": 4, "source": "gaussian"}, kernel={"block": 64, "dtype": "float32"},
                          network={"depth": 3})
     pipeline.prepare(config)
-    store = RunStore.open(config.store_path, mode="r+")
+    store = RunStore.open(config.store_location, mode="r+")
     # A crash after three blocks were written and recorded, before the sketch was asked for / checkpointed.
     K = ntkdist.ntk(store.inputs[:], net=config.net, dtype="float32").astype(np.float64)
     for i, j in [(0, 0), (0, 3), (2, 3)]:
         store.record_blocks([store.write_block(i, j, K[store.block_slice(i), store.block_slice(j)])])
-    report = build_gram(store.path, net=config.net, kind="ntk", workers=1, device="cpu", sketch_rank=5,
+    report = build_gram(store.location, net=config.net, kind="ntk", workers=1, device="cpu", sketch_rank=5,
                         sketch_seed=7)
     assert report.computed == 7 and report.skipped == 3
     assert report.sketch == {"rank": 5, "seed": 7, "added": 10, "complete": True}
-    sketch = read_sketch(store.path)
+    sketch = read_sketch(store)
     omega = sketch_omega(200, 64, 5, 7)
     assert np.array_equal(sketch["omega"], omega) and sketch["complete"]
     assert relative_error(sketch["Y"], K @ omega) < 1e-13  # K as stored (float32), products in float64
     # Blocks lost and rebuilt after the sketch took them are not added again; a finished build adds nothing.
     for i, j in [(1, 2), (3, 3)]:
         store.forget_blocks([(i, j)])
-    again = build_gram(store.path, net=config.net, kind="ntk", workers=1, device="cpu", sketch_rank=5,
+    again = build_gram(store.location, net=config.net, kind="ntk", workers=1, device="cpu", sketch_rank=5,
                        sketch_seed=7)
     assert again.computed == 2 and again.sketch["added"] == 0
-    assert np.array_equal(read_sketch(store.path)["Y"], sketch["Y"])
+    assert np.array_equal(read_sketch(store)["Y"], sketch["Y"])
     # Without a sketch the build records nothing of it (and here finds nothing to do).
-    assert build_gram(store.path, net=config.net, kind="ntk", workers=1, device="cpu").sketch is None
-    worker = GramBlockWorker(str(store.path), config.net, "ntk", "cpu", 1)
+    assert build_gram(store.location, net=config.net, kind="ntk", workers=1, device="cpu").sketch is None
+    worker = GramBlockWorker(store.location, config.net, "ntk", "cpu", 1)
     assert "sketch" not in worker.build([(1, 3)])[0]
 
 

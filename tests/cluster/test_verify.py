@@ -3,6 +3,8 @@ a repair rebuilds exactly the bad blocks, and the CLI's exit codes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import zarr
@@ -21,12 +23,12 @@ def small(make_config, **sections):
 
 
 def verify(store, config, **options):
-    return verify_store(store.path, net=config.net, kind=config.kernel.kind, width=config.network.width,
+    return verify_store(store.location, net=config.net, kind=config.kernel.kind, width=config.network.width,
                         seed=config.network.seed, workers=2, **options)
 
 
 def chunk_file(store, i, j):
-    return store.path / "gram" / "c" / str(i) / str(j)
+    return Path(store.location) / "gram" / "c" / str(i) / str(j)
 
 
 #: Entries of the upper blocks when every row is sampled (diagonal blocks are compared whole).
@@ -36,7 +38,7 @@ ALL_ENTRIES = (40 ** 2 + 2 * 16 ** 2 + 8 ** 2) // 2
 def test_an_intact_store_verifies_with_every_entry_recomputed(ray_local, make_config, written_store):
     config = small(make_config)
     written_store(config)
-    store = RunStore.open(config.store_path)
+    store = RunStore.open(config.store_location)
     report = verify(store, config, sample=store.n)
     assert report.ok, [str(b) for b in report.bad]
     assert report.blocks == 6 and report.sampled_entries == ALL_ENTRIES and report.comparison == "exact"
@@ -47,17 +49,17 @@ def test_an_empirical_store_is_recomputed_with_the_network_the_builder_drew(ray_
     config = small(make_config, kernel={"block": 16, "kind": "empirical_ntk"},
                    network={"depth": 2, "width": 32, "seed": 5})
     pipeline.prepare(config)
-    build_gram(config.store_path, net=config.net, kind="empirical_ntk", workers=2, device="cpu", width=32, seed=5)
-    store = RunStore.open(config.store_path)
+    build_gram(config.store_location, net=config.net, kind="empirical_ntk", workers=2, device="cpu", width=32, seed=5)
+    store = RunStore.open(config.store_location)
     assert verify(store, config, sample=store.n).ok
-    other_draw = verify_store(store.path, net=config.net, kind="empirical_ntk", width=32, seed=6, sample=store.n)
+    other_draw = verify_store(store.location, net=config.net, kind="empirical_ntk", width=32, seed=6, sample=store.n)
     assert other_draw.bad_blocks == store.upper_blocks()
 
 
 def test_each_kind_of_damage_is_caught_and_named(ray_local, make_config, written_store):
     config = small(make_config)
     written_store(config)
-    store = RunStore.open(config.store_path, mode="r+")
+    store = RunStore.open(config.store_location, mode="r+")
     # A flipped byte in the compressed chunk of block (0, 1): a decode error or a CRC mismatch.
     raw = bytearray(chunk_file(store, 0, 1).read_bytes())
     raw[len(raw) // 2] ^= 0xFF
@@ -80,7 +82,7 @@ def test_each_kind_of_damage_is_caught_and_named(ray_local, make_config, written
 def test_a_float32_store_is_held_to_float32_rounding(ray_local, make_config, written_store):
     config = small(make_config, kernel={"block": 16, "dtype": "float32"})
     written_store(config)
-    store = RunStore.open(config.store_path, mode="r+")
+    store = RunStore.open(config.store_location, mode="r+")
     values = store.gram[0:16, 0:16]
     values[2, 2] = np.nextafter(np.nextafter(values[2, 2], np.inf), np.inf)  # two float32 ulps off
     store.record_blocks([store.write_block(0, 0, values)])
@@ -91,7 +93,7 @@ def test_a_float32_store_is_held_to_float32_rounding(ray_local, make_config, wri
 def test_a_store_built_on_gpus_is_held_to_the_documented_tolerance(make_config, written_store):
     config = small(make_config)
     written_store(config)
-    store = RunStore.open(config.store_path, mode="r+")
+    store = RunStore.open(config.store_location, mode="r+")
     store.mark_stage("build", workers=[{"pid": 1, "note": "gpu 0", "threads": 1}])
     assert entry_tolerance(store) == (0.0, GPU_RELATIVE_TOLERANCE, "within 2^-36·max|k| (built on GPU)")
     values = store.gram[16:32, 16:32]
@@ -99,7 +101,7 @@ def test_a_store_built_on_gpus_is_held_to_the_documented_tolerance(make_config, 
     values[1, 1] += 0.5 * GPU_RELATIVE_TOLERANCE * scale  # GPU-sized reassociation: accepted
     values[2, 3] += 2.0 * GPU_RELATIVE_TOLERANCE * scale  # beyond it: caught (in this process, no Ray)
     store.record_blocks([store.write_block(1, 1, values)])
-    bad = verify_in_process(store.path, net=config.net, kind="ntk", sample=store.n)
+    bad = verify_in_process(store.location, net=config.net, kind="ntk", sample=store.n)
     assert [(b.i, b.j) for b in bad] == [(1, 1)] and bad[0].reasons[0].startswith("1 of 256 sampled entries")
 
 
@@ -108,24 +110,24 @@ def test_cli_exit_codes_and_a_repair_that_rebuilds_only_the_bad_blocks(ray_local
                                                                        capsys):
     config = small(make_config)
     K = written_store(config)
-    store = RunStore.open(config.store_path, mode="r+")
-    assert main(["verify", str(store.path), "--sample", "40"]) == 0
+    store = RunStore.open(config.store_location, mode="r+")
+    assert main(["verify", str(store.location), "--sample", "40"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "intact" in out[0] and f"{ALL_ENTRIES} sampled entries" in out[0]
     chunk_file(store, 1, 2).unlink()
     store.gram[0:16, 16:32] = 1.0  # block (0, 1) overwritten, its mirror now stale
     untouched = {(i, j): chunk_file(store, i, j).read_bytes() for i in range(3) for j in range(3)
                  if {i, j} not in ({0, 1}, {1, 2})}
-    assert main(["verify", str(store.path), "--workers", "1"]) == 1
+    assert main(["verify", str(store.location), "--workers", "1"]) == 1
     out = capsys.readouterr().out
     assert "2 bad blocks" in out and "  - block (0, 1): does not match its CRC-32" in out
     assert "  - block (1, 2): holds NaN" in out
     store.mark_stage("solve")
-    zarr.open_group(str(store.path / "sketch"), mode="w")  # a ride-along sketch that summed the bad blocks
-    assert main(["verify", str(store.path), "--repair"]) == 0
+    zarr.open_group(str(Path(store.location) / "sketch"), mode="w")  # a ride-along sketch that summed the bad blocks
+    assert main(["verify", str(store.location), "--repair"]) == 0
     out = capsys.readouterr().out
     assert "repair: rebuilt 2 blocks;" in out and "intact" in out.strip().splitlines()[-1]
-    assert store.stage("solve") is None and not (store.path / "sketch").exists()
+    assert store.stage("solve") is None and not (Path(store.location) / "sketch").exists()
     assert all(chunk_file(store, i, j).read_bytes() == raw for (i, j), raw in untouched.items())
     assert np.array_equal(store.gram[:], K)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from ntkdist.store import RunStore
 
 
 def _dense_spectrum(config) -> np.ndarray:
-    X = zarr.open_array(str(config.store_path / "inputs"), mode="r")[:]
+    X = zarr.open_array(f"{config.store_location}/inputs", mode="r")[:]
     return np.linalg.eigvalsh(ntkdist.ntk(X, net=config.net))
 
 
@@ -40,16 +41,16 @@ def test_krylov_solve_through_each_operator_matches_lapack(ray_local, make_confi
                          cluster={"workers": 2, "cpus_per_worker": 1.0})
     pipeline.prepare(config)
     built = pipeline.build(config)
-    store = RunStore.open(config.store_path)
+    store = RunStore.open(config.store_location)
     if operator == "matrix_free":
         assert built["matrix_free"] is True
-        assert not any(name.startswith("c") for name in os.listdir(config.store_path / "gram")), "no chunk written"
+        assert not any(name.startswith("c") for name in os.listdir(Path(config.store_location) / "gram")), "no chunk written"
     _forbid_whole_gram_reads(monkeypatch)
     solved = pipeline.solve(config)
     assert solved["operator"] == operator and solved["method"] == "krylov" and solved["passes"] >= 2
 
     exact = _dense_spectrum(config)
-    spectrum = xr.open_zarr(str(config.store_path), group="spectrum").load()
+    spectrum = xr.open_zarr(config.store_location, group="spectrum").load()
     top = spectrum["eigenvalue"].values
     np.testing.assert_allclose(top, exact[::-1][:12], rtol=1e-9)
     # every certified bound contains the true error
@@ -77,7 +78,7 @@ def test_matrix_free_run_exports_to_netcdf(ray_local, make_config, tmp_path):
     pipeline.run_all(config)
     from ntkdist.store import export_netcdf, open_spectrum
 
-    spectrum = open_spectrum(config.store_path).load()
+    spectrum = open_spectrum(config.store_location).load()
     path = tmp_path / "spectrum.nc"
     export_netcdf(spectrum, path)
     again = xr.open_dataset(path).load()
@@ -100,7 +101,7 @@ def test_nystrom_rides_along_the_build_and_costs_no_pass(ray_local, make_config)
     solved = pipeline.solve(config)
     assert solved["passes"] == 0 and solved["method"] == "nystrom"
     exact = _dense_spectrum(config)[::-1][:10]
-    spectrum = xr.open_zarr(str(config.store_path), group="spectrum").load()
+    spectrum = xr.open_zarr(config.store_location, group="spectrum").load()
     values, errors = spectrum["eigenvalue"].values, spectrum["eigenvalue_error"].values
     shift = spectrum.attrs["top_info"]["shift"]
     assert np.all(values <= exact + shift + 1e-12 * exact[0])  # Nyström values are lower bounds
@@ -109,7 +110,7 @@ def test_nystrom_rides_along_the_build_and_costs_no_pass(ray_local, make_config)
     from ntkdist.cluster import sketch_omega
     from ntkdist.linalg.nystrom import nystrom_from_gathered_sketch
 
-    X = zarr.open_array(str(config.store_path / "inputs"), mode="r")[:]
+    X = zarr.open_array(f"{config.store_location}/inputs", mode="r")[:]
     omega = sketch_omega(500, 128, 30, 5)
     dense = nystrom_from_gathered_sketch(omega, ntkdist.ntk(X, net=config.net) @ omega, 10)
     np.testing.assert_allclose(values, dense.values, rtol=1e-10)
@@ -122,7 +123,7 @@ def test_a_solve_that_crashes_leaves_no_spectrum_that_looks_complete(make_config
     config = make_config(data={"n": 200, "dim": 3}, kernel={"block": 100})
     written_store(config)
     pipeline.solve(config)
-    assert len(open_spectrum(config.store_path)["eigenvalue"]) == 200
+    assert len(open_spectrum(config.store_location)["eigenvalue"]) == 200
 
     changed = make_config(data={"n": 200, "dim": 3}, kernel={"block": 100}, solver={"k": 5})
 
@@ -133,10 +134,10 @@ def test_a_solve_that_crashes_leaves_no_spectrum_that_looks_complete(make_config
     with pytest.raises(RuntimeError, match="killed"):
         pipeline.solve(changed)
     with pytest.raises(StoreError, match="not complete"):
-        open_spectrum(config.store_path)
+        open_spectrum(config.store_location)
     monkeypatch.undo()
     assert pipeline.solve(changed)["resumed"] is False
-    assert len(open_spectrum(config.store_path)["eigenvalue"]) == 5
+    assert len(open_spectrum(config.store_location)["eigenvalue"]) == 5
 
 
 def test_exact_solve_of_a_float32_store_includes_the_storage_error(make_config, written_store):
@@ -144,7 +145,7 @@ def test_exact_solve_of_a_float32_store_includes_the_storage_error(make_config, 
                          network={"bias_var": 0.1})
     K = written_store(config)
     pipeline.solve(config)
-    spectrum = xr.open_zarr(str(config.store_path), group="spectrum").load()
+    spectrum = xr.open_zarr(config.store_location, group="spectrum").load()
     eta = spectrum.attrs["operator_error_bound"]
     assert 0 < eta and eta == pytest.approx(2.0 ** -24 * np.linalg.norm(K.astype(np.float32).astype(np.float64)),
                                              rel=1e-6)
@@ -164,4 +165,4 @@ def test_a_stored_run_after_a_matrix_free_one_builds_the_gram(ray_local, make_co
                          cluster={"workers": 2, "cpus_per_worker": 1.0})
     built = pipeline.build(stored)
     assert built["resumed"] is False and built["computed_blocks"] == 6
-    assert verify_in_process(stored.store_path, net=stored.net, kind="ntk") == []
+    assert verify_in_process(stored.store_location, net=stored.net, kind="ntk") == []

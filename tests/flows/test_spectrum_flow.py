@@ -24,16 +24,16 @@ def test_flow_writes_gram_spectrum_and_report(flow_env, make_config, dtype):
     config = make_config(data={"n": 300, "dim": 3}, kernel={"dtype": dtype, "block": 128},
                          network={"depth": 2, "bias_var": 0.1})
     result = flow_env(config.to_dict())
-    store = config.store_path
-    assert result["store"] == str(store)
+    store = config.store_location
+    assert result["store"] == store
 
-    inputs = zarr.open_array(str(store / "inputs"), mode="r")[:]
-    gram = zarr.open_array(str(store / "gram"), mode="r")[:]
+    inputs = zarr.open_array(f"{store}/inputs", mode="r")[:]
+    gram = zarr.open_array(f"{store}/gram", mode="r")[:]
     expected = ntkdist.ntk(inputs, net=config.net)
     assert gram.dtype == np.dtype(dtype)
     assert np.array_equal(gram, expected.astype(dtype))
 
-    spectrum = xr.open_zarr(str(store), group="spectrum")
+    spectrum = xr.open_zarr(store, group="spectrum")
     values = spectrum["eigenvalue"].values
     assert spectrum["eigenvalue"].dims == ("mode",) and len(values) == 300
     assert np.all(np.diff(values) <= 0)
@@ -54,8 +54,8 @@ def test_flow_keeps_top_k_and_resumes(flow_env, make_config):
     assert first["build"]["resumed"] is False and first["build"]["computed_blocks"] == 6
     second = flow_env(config.to_dict())
     assert second["build"]["resumed"] is True and second["solve"]["resumed"] is True
-    values = xr.open_zarr(str(config.store_path), group="spectrum")["eigenvalue"].values
-    K = ntkdist.nngp(zarr.open_array(str(config.store_path / "inputs"))[:], net=config.net)
+    values = xr.open_zarr(config.store_location, group="spectrum")["eigenvalue"].values
+    K = ntkdist.nngp(zarr.open_array(f"{config.store_location}/inputs")[:], net=config.net)
     np.testing.assert_allclose(values, np.linalg.eigvalsh(K)[::-1][:12], rtol=1e-10)
 
 
@@ -76,7 +76,7 @@ def test_flow_compares_the_spectrum_with_theory(flow_env, make_config):
     result = flow_env(config.to_dict())
     assert result["compare"]["predictions"] >= 8 and result["compare"]["eigendecompositions"] <= 1
 
-    spectrum = xr.open_zarr(str(config.store_path), group="spectrum")
+    spectrum = xr.open_zarr(config.store_location, group="spectrum")
     theory = [name for name in spectrum.data_vars if name.startswith("theory_")]
     for name in ("theory_sphere_eigenvalue", "theory_sphere_degree", "theory_lambda_min_lower_hermite",
                  "theory_lambda_min_upper_interlacing", "theory_effective_rank_upper", "theory_lambda_k_upper",
@@ -125,20 +125,20 @@ def test_compare_stage_appends_theory_and_recovers_from_a_crash(make_config, wri
     config = make_config(data={"n": 200, "dim": 3}, kernel={"block": 100}, network={"bias_var": 0.1})
     written_store(config)
     pipeline.solve(config)
-    before = xr.open_zarr(str(config.store_path), group="spectrum").load()
+    before = xr.open_zarr(config.store_location, group="spectrum").load()
 
     first = pipeline.compare(config)
     assert first["resumed"] is False and first["predictions"] >= 8
-    after = xr.open_zarr(str(config.store_path), group="spectrum").load()
+    after = xr.open_zarr(config.store_location, group="spectrum").load()
     np.testing.assert_array_equal(after["eigenvalue"].values, before["eigenvalue"].values)
     assert after.attrs["title"] == before.attrs["title"] and after.attrs["theory"]["table"]
     assert "theory_sphere_eigenvalue" in after and "theory_k" in after.coords
 
     # a compare that wrote its variables but crashed before it was recorded is redone from scratch
-    RunStore.open(config.store_path, mode="r+").clear_stages("compare")  # a fresh handle: attrs are cached
+    RunStore.open(config.store_location, mode="r+").clear_stages("compare")  # a fresh handle: attrs are cached
     again = pipeline.compare(config)
     assert again["resumed"] is False
-    redone = xr.open_zarr(str(config.store_path), group="spectrum").load()
+    redone = xr.open_zarr(config.store_location, group="spectrum").load()
     assert sorted(redone.variables) == sorted(after.variables)
     xr.testing.assert_identical(redone.drop_attrs(), after.drop_attrs())
     assert pipeline.compare(config)["resumed"] is True

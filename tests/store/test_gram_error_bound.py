@@ -15,7 +15,7 @@ from ntkdist.store import RunStore, StoredGramOperator
 def _float32_store(config, written_store):
     """A float32 store of the config with every block written and recorded; returns (store, K in float64)."""
     K = written_store(config)
-    return RunStore.open(config.store_path, mode="r+"), K
+    return RunStore.open(config.store_location, mode="r+"), K
 
 
 def test_bound_from_squares_covers_the_float64_sum_and_refuses_nonsense():
@@ -76,11 +76,11 @@ def test_the_spectrum_carries_the_recorded_bound(ray_local, make_config, method)
                          solver={"method": method, **({"k": 6, "operator": "stored"} if method == "krylov" else {})})
     pipeline.prepare(config)
     built = pipeline.build(config)
-    store = RunStore.open(config.store_path)
+    store = RunStore.open(config.store_location)
     bound = store.gram_error_bound
     assert bound > 0 and built["gram_error_bound"] == bound == store.stage("build")["gram_error_bound"]
     pipeline.solve(config)
-    spectrum = RunStore.open(config.store_path).read_spectrum().load()
+    spectrum = RunStore.open(config.store_location).read_spectrum().load()
     assert spectrum.attrs["operator_error_bound"] == bound
     values, errors = spectrum["eigenvalue"].values, spectrum["eigenvalue_error"].values
     exact = np.linalg.eigvalsh(ntkdist.ntk(store.inputs[:], net=config.net))[::-1][:len(values)]

@@ -26,7 +26,7 @@ def small_store(make_config, written_store):
     """A finished store of n = 50 in blocks of 16 (4×4 blocks, the last short) and its dense K."""
     config = make_config(data={"n": 50, "dim": 3}, kernel={"block": 16})
     K = written_store(config)
-    return config.store_path, K
+    return config.store_location, K
 
 
 def test_open_gram_equals_the_dense_kernel_on_random_sub_blocks(small_store):

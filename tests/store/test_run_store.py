@@ -13,20 +13,7 @@ import zarr
 from ntkdist.errors import StoreError
 from ntkdist.store import RunStore, block_checksum, open_gram, open_spectrum
 
-
-def make_store(path, n=10, dim=3, block=4, dtype="float64"):
-    return RunStore.create(path, n=n, dim=dim, block=block, dtype=dtype, config={"run": {"name": "x"}},
-                           fingerprint="f" * 64, versions={"numpy": np.__version__})
-
-
-def symmetric(n, seed=0):
-    a = np.random.default_rng(seed).standard_normal((n, n))
-    return a + a.T
-
-
-def write_all(store, matrix):
-    for i, j in store.upper_blocks():
-        store.record_blocks([store.write_block(i, j, matrix[store.block_slice(i), store.block_slice(j)])])
+from ..helpers import make_store, symmetric, write_all
 
 
 def test_layout_is_plain_zarr_v3(tmp_path):
