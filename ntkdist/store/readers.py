@@ -21,7 +21,7 @@ def open_gram(path, *, coords: bool = False, require_complete: bool = True):
         sample indices 0 … N−1 as their coordinates (row i and column j are input row i and j of the store's
         ``inputs``), and the store's ``n``, ``block``, ``dtype`` and ``kind`` as attrs.
     require_complete : bool
-        Refuse a store whose build stage has not finished. With False, a store being built reads as far as the
+        Refuse a store whose manifest does not record every block. With False, a store being built reads as far as the
         manifest said at this call: every block not recorded as finished (upper or mirror) reads as NaN, even
         if its chunk is already on disk, so a reader never sees a block a writer has not finished.
 
@@ -33,8 +33,10 @@ def open_gram(path, *, coords: bool = False, require_complete: bool = True):
     import dask.array as da
 
     store = RunStore.open(path)
-    if require_complete and store.stage("build") is None:
-        missing = len(store.missing_blocks())
+    # Complete means every upper block is recorded in the manifest (what the build stage's record also says once
+    # written; the manifest is the truth for a build driven by `build_gram` outside the flow too).
+    missing = len(store.missing_blocks())
+    if require_complete and missing:
         raise StoreError(
             f"{path}: the Gram matrix is incomplete ({missing} of {len(store.upper_blocks())} blocks missing); "
             "re-run the same configuration to resume, or pass require_complete=False to read what is there"

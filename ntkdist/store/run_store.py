@@ -383,7 +383,7 @@ class RunStore:
         else:
             squares = self.stored_sum_squares()
             if not np.isfinite(squares):
-                raise StoreError(f"{self.path}: the Gram matrix is incomplete or holds non-finite values; finish the "
+                raise StoreError(f"{self.location}: the Gram matrix is incomplete or holds non-finite values; finish the "
                                  "build (re-run the same configuration) before recording its float32 error bound")
             bound = float32_storage_error_from_squares(squares, self.n * self.n)
         meta = self.meta
@@ -429,7 +429,10 @@ class RunStore:
     def delete_subgroup(self, name: str) -> None:
         """Remove a group below the root (``spectrum``, the ride-along ``sketch``) if it is there, and re-consolidate
         so that readers of the root's consolidated metadata no longer see it."""
-        root = zarr.open_group(self._group.store, mode="r+", zarr_format=3, use_consolidated=False)
+        # Through this handle's own group when it lists the subgroup, so that the handle's view drops it too; a group
+        # written after the handle was opened (the sketch) through a fresh, unconsolidated view of the root.
+        root = self._group if name in self._group else zarr.open_group(
+            self._group.store, mode="r+", zarr_format=3, use_consolidated=False)
         if name in root:
             del root[name]
             self._consolidate()

@@ -6,10 +6,11 @@ import logging
 
 import numpy as np
 import pytest
+import zarr
 
 import ntkdist
 from ntkdist import pipeline
-from ntkdist.cluster import build_gram, read_sketch, sketch_omega
+from ntkdist.cluster import build_gram, read_sketch, sketch_omega, verify_store
 from ntkdist.store import RunStore
 
 from ..helpers import S3_TEST_SECRET, assert_holds_no_secret
@@ -25,7 +26,12 @@ def test_build_into_s3_equals_the_dense_ntk(ray_local, make_config, s3_location)
     assert report.computed == len(store.upper_blocks())
     K = ntkdist.ntk(store.inputs[:], net=config.net)
     assert np.array_equal(store.gram[:], K)
-    assert store.verify() == []
+    # The round trip users make: reopen, verify over actors, read as dask (ntkdist) and as plain zarr (no ntkdist).
+    verified = verify_store(s3_location, net=config.net, kind="ntk", workers=2, sample=64)
+    assert verified.ok and verified.bad_blocks == []
+    gram = ntkdist.open_gram(s3_location)
+    assert np.array_equal(gram[10:150, 60:190].compute(), K[10:150, 60:190])
+    assert np.array_equal(zarr.open_array(f"{s3_location}/gram", mode="r")[70:140, 0:64], K[70:140, 0:64])
     sketch = read_sketch(RunStore.open(s3_location))  # the ride-along sketch lives in the same bucket
     assert sketch["complete"]
     np.testing.assert_allclose(sketch["Y"], K @ sketch_omega(200, 64, 3, 7), rtol=1e-12, atol=1e-12)

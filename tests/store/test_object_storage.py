@@ -9,7 +9,9 @@ import pytest
 import xarray as xr
 import zarr
 
+from ntkdist.cluster.verify import verify_in_process
 from ntkdist.errors import StoreError
+from ntkdist.kernels import MLP
 from ntkdist.store import RunStore, block_checksum, open_spectrum
 
 from ..helpers import assert_holds_no_secret, make_store, start_moto_server, symmetric, write_all
@@ -25,7 +27,9 @@ def test_s3_store_round_trip(s3_location):
     store.mark_stage("solve", modes=2)
 
     reopened = RunStore.open(s3_location)
-    assert reopened.verify() == [] and reopened.missing_blocks() == []
+    # The stored checks of `ntkdist verify` (CRC-32, Σ K², mirrors, NaN); no entry is recomputed: K is not a kernel.
+    assert verify_in_process(s3_location, net=MLP(depth=1), kind="ntk", sample=0) == []
+    assert reopened.missing_blocks() == []
     assert np.array_equal(reopened.read_gram(), K)
     assert reopened.stage("prepare")["seconds"] == 1.0
     # Readers that never import ntkdist: plain zarr and xarray through fsspec, the same credential chain.

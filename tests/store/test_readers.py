@@ -79,8 +79,19 @@ def test_blocks_the_manifest_does_not_list_read_nan_even_with_their_chunks_writt
         ntkdist.open_gram(path)
 
 
-def test_the_readme_snippets_run_against_a_built_store(small_store, monkeypatch):
-    path, K = small_store
+@pytest.fixture
+def small_s3_store(make_config, written_store, s3_location):
+    """The same store in the loopback S3 server."""
+    config = make_config(run={"store": s3_location}, data={"n": 50, "dim": 3}, kernel={"block": 16})
+    K = written_store(config)
+    return config.store_location, K
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_the_readme_snippets_run_against_a_built_store(where, request):
+    # Plain zarr, dask and xarray read the store as the README shows, on a local disk and in object storage
+    # (the S3 endpoint and credentials come from the standard AWS environment the fixture sets).
+    path, K = request.getfixturevalue("small_store" if where == "local" else "small_s3_store")
     store = RunStore.open(path, mode="r+")
     store.write_spectrum(xr.Dataset({"eigenvalue": ("mode", np.linalg.eigvalsh(K)[::-1])},
                                     coords={"mode": np.arange(1, 51)}))
