@@ -20,6 +20,27 @@ def _cupy_device_available() -> bool:
         return False
 
 
+def pytest_collection_finish(session):
+    """Start the slow reference computations the selected tests need, in the background (`tests/background.py`)."""
+    from . import background
+
+    fixtures = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    if "relu_ntk_8000" in fixtures:
+        background.start_eigvalsh_8000()
+    if "comparison" in fixtures and any("test_neural_tangents" in item.nodeid for item in session.items):
+        from .kernels.test_neural_tangents import peer_python_or_none, start_peer
+
+        python = peer_python_or_none()
+        if python:
+            start_peer(python)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from . import background
+
+    background.stop_all()
+
+
 def pytest_collection_modifyitems(config, items):
     if _cupy_device_available():
         return

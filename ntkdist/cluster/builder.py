@@ -23,6 +23,7 @@ import logging
 import os
 import time
 from collections import Counter, OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +39,7 @@ from .runtime import get
 log = logging.getLogger("ntkdist.cluster")
 
 #: Blocks per task: enough to amortise a remote call, few enough to balance the load across actors.
-BLOCKS_PER_TASK = 4
+BLOCKS_PER_TASK = 8
 
 
 class GramBlockWorker:
@@ -58,6 +59,9 @@ class GramBlockWorker:
         self._threads = max(1, int(threads))  # the CPUs Ray gave this actor: tile threads of gram_block
         self._xp, self._device_note = _choose_array_module(device)
         self._inputs = InputBlocks(self._store, self._xp)
+        # One writer thread: block k is written while block k + 1 is computed (the kernels release the GIL), so
+        # the store's I/O waits hide behind the compute (BENCHMARKS.md, the build).
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gram-writer")
 
     def describe(self) -> dict:
         """Where this worker runs and what it computes with."""
@@ -73,8 +77,12 @@ class GramBlockWorker:
                 "note": self._device_note, "threads": self._threads, "input_reads": dict(self._inputs.reads)}
 
     def build(self, blocks: list[tuple[int, int]]) -> list[dict]:
-        """Compute and write the given upper blocks; returns one record per block (for the driver to record)."""
-        records = []
+        """Compute and write the given upper blocks; returns one record per block (for the driver to record).
+
+        Each block is written by the writer thread while the next one is computed; at most one block waits to be
+        written, and every write has finished (or raised here) before the records go back.
+        """
+        records, pending = [], None
         for i, j in blocks:
             start = time.perf_counter()
             rows = self._inputs.rows(i)
@@ -86,13 +94,21 @@ class GramBlockWorker:
                 values = gram_block(rows, cols, net=self._net, kind=self._kind, dtype=self._dtype,
                                     threads=self._threads)
             values = to_numpy(values)
-            written = self._write(i, j, values)
-            record = {"block": (i, j), "crc32": written.crc32, "sum_squares": written.sum_squares,
-                      "seconds": time.perf_counter() - start, "pid": os.getpid(), "built": True}
-            if self._sketch is not None:
-                record["sketch"] = self._contributions(i, j, values)
-            records.append(record)
+            if pending is not None:
+                records.append(pending.result())
+            pending = self._writer.submit(self._write_and_describe, i, j, values, start)
+        if pending is not None:
+            records.append(pending.result())
         return records
+
+    def _write_and_describe(self, i: int, j: int, values: np.ndarray, start: float) -> dict:
+        """Write one computed block (writer thread); its record for the driver."""
+        written = self._write(i, j, values)
+        record = {"block": (i, j), "crc32": written.crc32, "sum_squares": written.sum_squares,
+                  "seconds": time.perf_counter() - start, "pid": os.getpid(), "built": True}
+        if self._sketch is not None:
+            record["sketch"] = self._contributions(i, j, values)
+        return record
 
     def _write(self, i: int, j: int, values: np.ndarray):
         """`RunStore.write_block`, with a failure of the storage itself (a full disk, no permission, a read-only

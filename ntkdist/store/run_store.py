@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
+import os
+import threading
 import warnings
 import zlib
 from functools import cached_property
@@ -32,6 +35,8 @@ from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import zarr
+from zarr.codecs import BytesCodec
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from ..errors import StoreError
@@ -61,7 +66,71 @@ _FIXED = ("format", "format_version", "created", "n", "dim", "block", "dtype", "
 
 def block_checksum(block: np.ndarray) -> int:
     """CRC-32 of a block's bytes in C order (what the manifest records and `ntkdist verify` recomputes)."""
-    return zlib.crc32(np.ascontiguousarray(block).tobytes())
+    # The array's own buffer, not a bytes copy: a 16 MB block is checksummed without copying it.
+    return zlib.crc32(np.ascontiguousarray(block).data)
+
+
+def _transposed(values: np.ndarray) -> np.ndarray:
+    """``values.T`` as a C-contiguous array, copied 32 rows at a time.
+
+    Each slab's transpose lands as short contiguous runs that stay in cache: 21 ms for a 2048² float32 block
+    against 37 ms for numpy's strided copy, and zarr makes that strided copy itself when handed ``values.T``
+    (88 ms for the mirror's write against 27 ms for the block's). The mirror is half of what a build writes, so
+    this is a measurable share of the store's cost over compute only (BENCHMARKS.md, the build).
+    """
+    out = np.empty(values.shape[::-1], dtype=values.dtype)
+    for start in range(0, values.shape[0], 32):
+        out[:, start:start + 32] = values[start:start + 32].T
+    return out
+
+
+#: Bytes per direct write: O_DIRECT needs sizes (and buffer addresses) aligned to the device's logical block.
+_DIRECT_ALIGNMENT = 4096
+_aligned_buffers = threading.local()
+
+
+def write_file_atomically(path: Path, values: np.ndarray) -> None:
+    """Write the bytes of a C-contiguous array to ``path`` through a temporary file renamed into place (as zarr
+    does: a reader never sees half a chunk), bypassing the page cache where the file system allows.
+
+    A build writes each byte of the matrix once and does not read it back: through the page cache, the kernel
+    spends 55 ms of CPU on each 2048² float32 block and its mirror (1.6 ms a MB on the development machine), CPU
+    the kernels' own cores then lack. ``O_DIRECT`` hands the pages to the device instead (2 ms of CPU a chunk);
+    it needs a size that is a multiple of 4096 bytes and an aligned buffer, so the values are copied into a
+    page-aligned buffer kept per thread. Where the file system refuses ``O_DIRECT`` (tmpfs) or the size is not
+    aligned, the write is an ordinary buffered one.
+    """
+    import mmap
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.partial")
+    data = memoryview(values).cast("B")
+    direct = getattr(os, "O_DIRECT", 0) and data.nbytes % _DIRECT_ALIGNMENT == 0
+    try:
+        if direct:
+            buffer = getattr(_aligned_buffers, "buffer", None)
+            if buffer is None or len(buffer) != data.nbytes:
+                buffer = _aligned_buffers.buffer = mmap.mmap(-1, data.nbytes)  # anonymous maps are page-aligned
+            buffer[:] = data
+            try:
+                descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+            except OSError as error:  # EINVAL: this file system has no direct I/O
+                if error.errno != errno.EINVAL:
+                    raise
+                direct = False
+            else:
+                try:
+                    if os.write(descriptor, buffer) != data.nbytes:
+                        raise OSError(errno.EIO, f"short direct write to {partial}")
+                finally:
+                    os.close(descriptor)
+        if not direct:
+            with open(partial, "wb") as out:
+                out.write(data)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 class BlockRecord(NamedTuple):
@@ -196,9 +265,6 @@ class RunStore:
             except FileNotFoundError:
                 raw = None
         else:
-            from zarr.core.buffer import default_buffer_prototype
-            from zarr.core.sync import sync
-
             buffer = sync(store.get(key, prototype=default_buffer_prototype()))
             raw = None if buffer is None else buffer.to_bytes()
         if raw is None:
@@ -316,11 +382,36 @@ class RunStore:
         if values.shape != expected:
             raise ValueError(f"block ({i}, {j}) has shape {values.shape}, expected {expected}")
         values = np.ascontiguousarray(values, dtype=self.gram.dtype)
-        self.gram[rows, cols] = values
+        self._write_gram_chunk(i, j, values)
         if i != j:
-            self.gram[cols, rows] = values.T
+            self._write_gram_chunk(j, i, _transposed(values))
         squares = float(np.einsum("ij,ij->", values, values, dtype=np.float64))
         return BlockRecord(i, j, block_checksum(values), squares)
+
+    def _write_gram_chunk(self, i: int, j: int, values: np.ndarray) -> None:
+        """Write block (I, J) of ``gram``, which is exactly its chunk (I, J).
+
+        A full-size chunk of an uncompressed ``gram`` (the store's layout, `GRAM_COMPRESSORS`) is written as its
+        bytes straight to its key: zarr's own path encodes (copies) the block first and then writes it through
+        its IO thread, 33 ms for a 2048² float32 block on a local disk against 7 ms written directly, and a build
+        writes every byte of the matrix once (BENCHMARKS.md, the build). The bytes are what zarr writes (the
+        little-endian values in C order under ``c/I/J``). Edge chunks (zarr pads them to the chunk shape) and
+        any other codec go through zarr.
+        """
+        gram = self.gram
+        rows, cols = self.block_slice(i), self.block_slice(j)
+        if values.shape != gram.chunks or gram.metadata.codecs != (BytesCodec(endian="little"),):
+            gram[rows, cols] = values
+            return
+        prefix = f"{self._group.path}/" if self._group.path else ""
+        key = f"{prefix}{GRAM}/{gram.metadata.encode_chunk_key((i, j))}"
+        values = np.ascontiguousarray(values, dtype=gram.dtype.newbyteorder("<"))
+        store = self._group.store
+        if isinstance(store, zarr.storage.LocalStore):
+            write_file_atomically(Path(store.root) / key, values)
+        else:
+            data = memoryview(values).cast("B")
+            sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
 
     def record_blocks(self, records: Iterable[BlockRecord]) -> None:
         """Record written blocks as finished: one read and one whole-chunk rewrite of each manifest array.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ import pytest
 import ntkdist
 from ntkdist.kernels import MLP, available_activations
 
+from .. import background
 from ..helpers import assert_kernel_close
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,9 +31,14 @@ CLOSED = ["relu", "leaky_relu(0.1)", "abs", "abrelu(-0.3, 1.7)", "erf", "gelu", 
 NUMERICAL = ["tanh", "sigmoid", "softplus"]
 
 
-def peer_python() -> str:
+def peer_python_or_none() -> str | None:
     candidate = os.environ.get("NTKDIST_NT_PYTHON") or str(REPO / ".venv-nt" / "bin" / "python")
-    if not Path(candidate).exists():
+    return candidate if Path(candidate).exists() else None
+
+
+def peer_python() -> str:
+    candidate = peer_python_or_none()
+    if candidate is None:
         pytest.skip("the neural-tangents peer environment is not built (`make test` builds .venv-nt)")
     return candidate
 
@@ -41,9 +47,8 @@ def known(spec: str) -> bool:
     return spec.split("(")[0] in available_activations()
 
 
-@pytest.fixture(scope="module")
-def comparison(tmp_path_factory):
-    python = peer_python()
+def comparison_cases() -> tuple[dict, list[dict]]:
+    """The inputs and the cases compared with the peer (seeded: the same on every call)."""
     rng = np.random.default_rng(2024)
     inputs = {
         "X": rng.standard_normal((24, 6)) * rng.uniform(0.05, 12.0, size=(24, 1)),
@@ -66,13 +71,24 @@ def comparison(tmp_path_factory):
             for kind in ("ntk", "nngp"):
                 cases.append({"activation": spec, "depth": depth, "weight_var": weight_var, "bias_var": bias_var,
                               "kind": kind, "inputs": names})
-    work = tmp_path_factory.mktemp("nt")
+    return inputs, cases
+
+
+def start_peer(python: str) -> background.Job:
+    """The peer's run over `comparison_cases`, in the background (started when collection ends, or now)."""
+    inputs, cases = comparison_cases()
+    work = Path(tempfile.mkdtemp(prefix="ntkdist-nt-"))
     (work / "cases.json").write_text(json.dumps(cases))
     np.savez(work / "inputs.npz", **inputs)
-    done = subprocess.run([python, str(SCRIPT), "kernels", str(work / "cases.json"), str(work / "inputs.npz"),
-                           str(work / "out.npz")], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = np.load(work / "out.npz", allow_pickle=False)
+    return background.start("nt_peer", [python, str(SCRIPT), "kernels", str(work / "cases.json"),
+                                        str(work / "inputs.npz"), str(work / "out.npz")], work / "out.npz")
+
+
+@pytest.fixture(scope="module")
+def comparison():
+    job = start_peer(peer_python())
+    inputs, cases = comparison_cases()
+    results = np.load(job.result(timeout=600), allow_pickle=False)
     return inputs, cases, {key: results[key] for key in results.files}
 
 
