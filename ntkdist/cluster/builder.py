@@ -323,7 +323,11 @@ class BuildReport:
     computed: int = 0
     skipped: int = 0
     entries: int = 0
+    #: Wall time of the pool, from asking for the actors to the last record: starting them (a process each, the
+    #: imports, numba's cached kernels) and their blocks.
     seconds: float = 0.0
+    #: The part of ``seconds`` after every actor answered: computing, writing and recording the blocks.
+    block_seconds: float = 0.0
     workers: list[dict] = field(default_factory=list)
     #: The ride-along sketch, when asked for: rank, seed, blocks added now, and whether Y = K·Ω is complete.
     sketch: dict | None = None
@@ -462,9 +466,10 @@ def _run_pool(tasks: list, recorder: BlockRecorder, report: BuildReport, start_a
     slots = [Slot(start_actor()) for _ in range(workers)]
     resources = start_actor.keywords["resources"]
     pool = TaskPool(slots, start_actor=start_actor, has_room=lambda: _cluster_has_room(resources))
-    start = time.perf_counter()
+    start = ready = time.perf_counter()
     try:
         report.workers = get([slot.actor.describe.remote() for slot in slots])
+        ready = time.perf_counter()
         for slot, info in zip(slots, report.workers):
             slot.info = info
             log.info("worker pid %s on node %s: %s, %s thread(s)", info["pid"], str(info["node"])[:12],
@@ -479,6 +484,7 @@ def _run_pool(tasks: list, recorder: BlockRecorder, report: BuildReport, start_a
     finally:
         pool.kill_all()
         report.seconds = time.perf_counter() - start
+        report.block_seconds = time.perf_counter() - ready
         report.requeued, report.restarts, report.replaced = (
             pool.counts.requeued, pool.counts.restarts, pool.counts.replaced)
         if report.requeued:

@@ -55,3 +55,18 @@ def test_the_loopback_s3_server_holds_the_bucket_and_the_environment_is_restored
         client.put_object(Bucket=bench_build.BUCKET, Key="k", Body=b"v")
         assert client.get_object(Bucket=bench_build.BUCKET, Key="k")["Body"].read() == b"v"
     assert "AWS_ENDPOINT_URL" not in os.environ
+
+
+def test_io_cost_measures_a_writer_against_the_same_cores_alone(tmp_path):
+    from bench import io_cost
+
+    out = tmp_path / "io.json"
+    io_cost.main(["--cores", "1", "--seconds", "1", "--rounds", "1", "--dir", str(tmp_path), "--json", str(out)])
+    results = json.loads(out.read_text())
+    [alone], [loaded] = results["alone"], results["with_writer"]
+    assert alone["products"] > 0 and alone["bytes_written"] == 0
+    assert loaded["bytes_written"] >= 2048 * 2048 * 4  # at least one whole chunk went through the build's writer
+    assert results["write_mb_per_s"] == pytest.approx(loaded["bytes_written"] / 1e6)
+    expected = 1e3 * (1 - loaded["products"] / alone["products"]) / (loaded["bytes_written"] / 1e6)
+    assert results["core_ms_per_mb"] == pytest.approx(expected)
+    assert list(tmp_path.iterdir()) == [out]  # the chunks are gone

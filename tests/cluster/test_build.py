@@ -35,6 +35,7 @@ def test_pool_builds_the_exact_gram_of_the_stored_inputs(ray_local, make_config,
     store = prepared(config)
     report = build_gram(store.location, net=config.net, kind="ntk", workers=2, device="cpu")
     assert report.computed == 15 and report.skipped == 0
+    assert 0 < report.block_seconds < report.seconds  # the blocks' time leaves out starting the actors
     assert len({w["pid"] for w in report.workers}) == 2 and all(w["threads"] == 1 for w in report.workers)
     expected = ntkdist.ntk(store.inputs[:], net=config.net, dtype=dtype)
     assert np.array_equal(store.gram[:], expected)

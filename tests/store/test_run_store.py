@@ -124,3 +124,15 @@ def test_blocks_written_as_raw_chunks_read_back_through_plain_zarr(where, dtype,
     assert np.array_equal(zarr.open_array(f"{location}/gram", mode="r")[:], K)
     if where == "local":
         assert not list((tmp_path / "r.zarr").rglob("*.partial"))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (8, 8), (17, 130), (256, 129), (300, 2048)])
+def test_mirror_transpose_is_exact_for_every_shape(shape, dtype):
+    from ntkdist.store.run_store import _transposed, direct_write_buffer
+
+    values = np.random.default_rng(sum(shape)).standard_normal(shape).astype(dtype)
+    assert np.array_equal(_transposed(values), values.T)
+    into = direct_write_buffer(shape[::-1], dtype)
+    assert _transposed(values, out=into) is into and np.array_equal(into, values.T)
+    assert into.ctypes.data % 4096 == 0  # page-aligned, as O_DIRECT needs
