@@ -1,15 +1,22 @@
 """The ``ntkdist`` command line.
 
-    ntkdist run CONFIG.toml [--store PATH] [--overwrite]   run the spectrum flow (embedded Prefect + Ray)
-    ntkdist check CONFIG.toml                              validate a configuration and print it resolved
-    ntkdist info STORE                                     what a run store holds
-    ntkdist verify STORE [--workers N] [--sample K] [--seed S] [--repair]
-                                                           re-check every block over Ray actors; --repair rebuilds
-                                                           the bad ones
+    ntkdist run CONFIG.toml [--store PATH] [--overwrite] [--quiet] [--json]
+                                     run the spectrum flow (embedded Prefect + Ray); a finished run is reused
+    ntkdist check CONFIG.toml        validate a configuration and print it resolved
+    ntkdist info STORE [--json]      what a run store holds
+    ntkdist ls [ROOT] [--json]       the run stores under ROOT (default: the storage root), one line each
+    ntkdist verify STORE [--workers N] [--sample K] [--seed S] [--repair] [--json]
+                                     re-check every block over Ray actors; --repair rebuilds the bad ones
+    ntkdist report STORE [--json]    redraw a run's figure and summary from what it stored
+    ntkdist export STORE --format netcdf|npy [--out PATH] [--no-gram]
+                                     the spectrum as netCDF, or inputs, spectrum and Gram as .npy files
+    ntkdist theory [--activation A] [--depth L] [--weight-var W] [--bias-var B] [--dim D] [--n N] [--json]
+                                     power series, sphere eigenvalues and bounds of a network, with no data
 
-Bad input ends with one paragraph on stderr naming the field and the fix, and exit status 2; no traceback.
-An embedded Prefect server that does not start in time ends the same way, naming the setting to raise, with
-exit status 1.
+Exit status (`EXIT_CODES`): 0 success; 1 a check found a problem (`verify`: bad blocks) or the embedded Prefect
+server did not start; 2 bad input (a wrong option, configuration, store or path), told in one paragraph on stderr
+that names the field and the fix, without a traceback. Anything else is a bug and keeps its traceback (status 1).
+``--json`` prints one JSON document on stdout and nothing else there.
 """
 
 from __future__ import annotations
@@ -100,10 +107,29 @@ def _load(path: str, store: str | None):
     return config
 
 
+#: What each exit status means (the module docstring; `--help` prints it).
+EXIT_CODES = {0: "success", 1: "a check found a problem (verify: bad blocks), or the embedded Prefect server did not "
+              "start", 2: "bad input: a wrong option, configuration, store or path (one paragraph on stderr)"}
+
+
+def _emit(args, document: dict, lines: list[str]) -> None:
+    """Print ``document`` as JSON with ``--json``, else the human ``lines``."""
+    if getattr(args, "json", False):
+        print(json.dumps(document, indent=2, default=str))
+    else:
+        for line in lines:
+            print(line)
+
+
 def cmd_run(args) -> int:
     from . import pipeline
 
     config = _load(args.config, args.store)
+    if args.quiet or args.json:
+        from .cluster.progress import QUIET_SETTING
+
+        os.environ[QUIET_SETTING] = "1"
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     digest = pipeline.preflight(config, overwrite=args.overwrite)
     _prefect_defaults()
     from flows.spectrum import spectrum_flow
@@ -115,11 +141,15 @@ def cmd_run(args) -> int:
         if clear is None:
             raise
         raise clear from exc
-    print()
-    print(f"store:    {result['store']}")
-    print(f"spectrum: {result['store']} (group 'spectrum'; xarray.open_zarr(store, group='spectrum'))")
-    print(f"report:   {result['plot']}")
-    print(f"          {result['summary']}")
+    if args.quiet and not args.json:
+        return 0
+    _emit(args, {key: value for key, value in result.items() if key != "markdown"}, [
+        "",
+        f"store:    {result['store']}",
+        f"spectrum: {result['store']} (group 'spectrum'; xarray.open_zarr(store, group='spectrum'))",
+        f"report:   {result['plot']}",
+        f"          {result['summary']}",
+    ])
     return 0
 
 
@@ -131,50 +161,91 @@ def cmd_check(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .store import STAGES, RunStore
+    from .store import STAGES, RunStore, summarize_run
 
     store = RunStore.open(args.store)
     meta = store.meta
-    done = int(store.finished_blocks().sum())
-    print(f"store:   {store.location}")
-    print(f"inputs:  {meta['n']} × {meta['dim']} float64")
-    print(f"gram:    {meta['n']} × {meta['n']} {meta['dtype']}, blocks of {meta['block']}, "
-          f"{done}/{len(store.upper_blocks())} upper blocks written")
-    for name in STAGES:
-        record = store.stage(name)
-        print(f"{name:8s} {'done ' + record['completed'] if record else 'not done'}")
+    summary = summarize_run(store)
+    stages = {name: store.stage(name) for name in STAGES}
+    lines = [f"store:   {store.location}",
+             f"inputs:  {meta['n']} × {meta['dim']} float64",
+             f"network: {summary.network}, {summary.kind}",
+             f"gram:    {meta['n']} × {meta['n']} {meta['dtype']}, blocks of {meta['block']}, "
+             f"{summary.blocks_written}/{summary.blocks_total} upper blocks written"]
+    lines += [f"{name:8s} {'done ' + record['completed'] if record else 'not done'}" for name, record in stages.items()]
+    _emit(args, {**summary.as_dict(), "block": meta["block"], "stages": stages}, lines)
     return 0
+
+
+def cmd_ls(args) -> int:
+    from .config import storage_root
+    from .store import find_runs
+
+    runs = find_runs(args.root or storage_root())
+    rows = [(run.location, "" if run.n is None else str(run.n), run.network or "", run.kind or "", run.status,
+             _spectrum_line(run.spectrum)) for run in runs]
+    header = ("store", "N", "network", "kernel", "status", "spectrum")
+    widths = [max(len(str(row[c])) for row in [header, *rows]) for c in range(len(header))]
+    lines = ["  ".join(str(value).ljust(width) for value, width in zip(row, widths)).rstrip()
+             for row in [header, *rows]] if rows else [f"no run stores under {args.root or storage_root()}"]
+    _emit(args, {"runs": [run.as_dict() for run in runs]}, lines)
+    return 0
+
+
+def _spectrum_line(spectrum: dict | None) -> str:
+    if not spectrum:
+        return ""
+    parts = [f"{spectrum['eigenvalues']} eigenvalues, λ1 {spectrum['lambda_1']:.4g}"]
+    if "lambda_min" in spectrum:
+        parts.append(f"λmin {spectrum['lambda_min']:.4g}")
+    if "effective_rank" in spectrum:
+        parts.append(f"eff. rank {spectrum['effective_rank']:.3g}")
+    return ", ".join(parts)
 
 
 def cmd_verify(args) -> int:
     """Exit 0 with one line when the store is intact; else 1, naming each bad block (after a repair: its result)."""
     from .cluster import ray_session, repair_store, verify_store
     from .cluster.verify import DEFAULT_SAMPLE
-    from .config import Config
     from .store import RunStore
 
     store = RunStore.open(args.store)
+    config = _recorded_config(store, args.store)
     # The store's own config gives the network, kind, width and seed the blocks were built with.
-    config = Config.from_dict(store.config, source=f"{args.store} (its recorded config)")
     built_with = {"net": config.net, "kind": config.kernel.kind, "width": config.network.width,
                   "seed": config.network.seed}
     workers = args.workers or config.cluster.workers
     sample = DEFAULT_SAMPLE if args.sample is None else args.sample
+    repaired = None
     with ray_session(config.cluster.address):
         report = verify_store(args.store, workers=workers, sample=sample, sample_seed=args.seed, **built_with)
         if not report.ok and args.repair:
-            _print_bad(report)
+            if not args.json:
+                _print_bad(report)
             rebuilt = repair_store(args.store, report.bad_blocks, workers=workers, device=config.cluster.device,
                                    **built_with)
-            print(f"repair: rebuilt {rebuilt.computed} block{'s' if rebuilt.computed != 1 else ''}; the next "
-                  "`ntkdist run` of this store recomputes its spectrum")
+            repaired = rebuilt.computed
+            if not args.json:
+                print(f"repair: rebuilt {rebuilt.computed} block{'s' if rebuilt.computed != 1 else ''}; the next "
+                      "`ntkdist run` of this store recomputes its spectrum")
             report = verify_store(args.store, workers=workers, sample=sample, sample_seed=args.seed,
                                   **built_with)
-    if report.ok:
+    if args.json:
+        print(json.dumps({"ok": report.ok, "summary": report.summary(), "bad": [str(bad) for bad in report.bad],
+                          "bad_blocks": [list(block) for block in report.bad_blocks], "repaired_blocks": repaired},
+                         indent=2))
+    elif report.ok:
         print(report.summary())
-        return 0
-    _print_bad(report)
-    return 1
+    else:
+        _print_bad(report)
+    return 0 if report.ok else 1
+
+
+def _recorded_config(store, location: str):
+    """The configuration a store was built from, read from the store itself."""
+    from .config import Config
+
+    return Config.from_dict(store.config, source=f"{location} (its recorded config)")
 
 
 def _print_bad(report) -> None:
@@ -183,21 +254,129 @@ def _print_bad(report) -> None:
         print(f"  - {bad}")
 
 
+def cmd_report(args) -> int:
+    """Redraw the figure and summary of a solved run from its store (same paths as the run's own report)."""
+    from . import pipeline
+    from .config import Config
+    from .store import RunStore
+
+    store = RunStore.open(args.store)
+    raw = _recorded_config(store, args.store).to_dict()
+    raw["run"]["store"] = store.location  # the store where it is now, wherever it was built
+    result = pipeline.report(Config.from_dict(raw, source=f"{args.store} (its recorded config)"))
+    _emit(args, {key: value for key, value in result.items() if key != "markdown"},
+          [f"report:   {result['plot']}", f"          {result['summary']}"])
+    return 0
+
+
+def cmd_export(args) -> int:
+    """The spectrum as netCDF (one file), or inputs, spectrum variables and Gram matrix as .npy files."""
+    from pathlib import Path
+
+    from .errors import StoreError
+    from .store import RunStore, export_netcdf, export_npy
+
+    store = RunStore.open(args.store)
+    stem = Path(store.location.rstrip("/").rsplit("/", 1)[-1]).with_suffix("")
+    if args.format == "netcdf":
+        out = Path(args.out or f"{stem}.spectrum.nc")
+        if not out.parent.is_dir():
+            raise StoreError(f"--out: {out.parent} is not a directory; create it or choose another path")
+        export_netcdf(store.read_spectrum().load(), out)
+        written = [out]
+    else:
+        written = export_npy(store, Path(args.out or f"{stem}.npy.d"), gram=not args.no_gram)
+    _emit(args, {"files": [str(path) for path in written]}, [str(path) for path in written])
+    return 0
+
+
+def cmd_theory(args) -> int:
+    from .errors import UserError
+    from .kernels import MLP
+    from .theory import network_summary
+
+    try:
+        net = MLP(depth=args.depth, activation=args.activation, weight_var=args.weight_var, bias_var=args.bias_var)
+        summary = network_summary(net, dim=args.dim, kind=args.kind, radius=args.radius, order=args.order,
+                                  max_degree=args.degrees, n=args.n)
+    except (ValueError, KeyError) as exc:
+        if isinstance(exc, UserError):
+            raise
+        message = " ".join(str(exc).split())
+        for field in ("weight_var", "bias_var", "depth", "activation", "dim", "radius"):
+            if message.startswith(f"{field}:"):  # name the option the user typed
+                message = f"--{field.replace('_', '-')}{message[len(field):]}"
+        raise UserError(f"ntkdist theory: {message}") from exc
+    _emit(args, summary, _theory_lines(summary))
+    return 0
+
+
+def _theory_lines(summary: dict) -> list[str]:
+    net = summary["network"]
+    lines = [f"{summary['kind'].upper()} of {net['activation']} × {net['depth']} (w {net['weight_var']:g}, "
+             f"b {net['bias_var']:g}) on the sphere of radius {summary['radius']:g} in R^{summary['dim']}", "",
+             f"power series Θ(ρ) = Σ κ_p ρ^p  [{summary['power_series']['reference']}]"]
+    lines += [f"  κ_{p:<3d} {c:.10g}" for p, c in enumerate(summary["power_series"]["coefficients"])]
+    lines += [f"  tail  {summary['power_series']['tail']:.3g} (of Θ(1) = {summary['power_series']['total']:.10g})",
+              "", f"sphere eigenvalues  [{summary['sphere']['reference']}]",
+              "  k   μ_k               multiplicity" + ("   n·μ_k" if summary["n"] else "")]
+    for row in summary["sphere"]["eigenvalues"]:
+        lines.append(f"  {row['degree']:<3d} {row['eigenvalue']:<17.10g} {row['multiplicity']:<14d}"
+                     + (f" {row['gram_eigenvalue']:.6g}" if "gram_eigenvalue" in row else ""))
+    decay = summary["decay"]
+    lines += ["", f"decay: {decay['regime']}, κ_p rate {decay['coefficient_rate']}, μ_k rate {decay['eigenvalue_rate']}"
+              f"{', odd degrees ≥ 3 vanish' if decay['odd_vanish'] else ''}  [{decay['reference']}]",
+              f"positivity: {summary['positivity']['statement']}  [{summary['positivity']['citation']}]"]
+    return lines
+
+
+EXAMPLES = {
+    "run": "ntkdist run examples/sphere-relu.toml\n  ntkdist run job.toml --store s3://bucket/runs/a.zarr --quiet",
+    "check": "ntkdist check job.toml",
+    "info": "ntkdist info storage/runs/demo.zarr --json",
+    "ls": "ntkdist ls\n  ntkdist ls /data/runs --json\n  ntkdist ls s3://bucket/runs",
+    "verify": "ntkdist verify storage/runs/demo.zarr --workers 4\n  ntkdist verify s3://bucket/runs/a.zarr --repair",
+    "report": "ntkdist report storage/runs/demo.zarr",
+    "export": "ntkdist export storage/runs/demo.zarr --format netcdf --out demo.nc\n"
+              "  ntkdist export storage/runs/demo.zarr --format npy --out demo/ --no-gram",
+    "theory": "ntkdist theory --activation relu --depth 3 --dim 16 --n 10000\n"
+              "  ntkdist theory --activation erf --depth 2 --bias-var 0.1 --json",
+}
+
+
+def _subcommand(sub, name: str, func, help: str, **kwargs) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {EXAMPLES[name]}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout (for scripts)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ntkdist", description="NTK/NNGP Gram matrices and their spectra at scale.")
+    epilog = "exit status:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items())
+    parser = argparse.ArgumentParser(prog="ntkdist", description="NTK/NNGP Gram matrices and their spectra at scale.",
+                                     epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the spectrum flow for a configuration")
+    run = _subcommand(sub, "run", cmd_run, "run the spectrum flow for a configuration")
     run.add_argument("config", help="path of the TOML configuration")
     run.add_argument("--store", help="override [run] store")
     run.add_argument("--overwrite", action="store_true", help="replace an existing store of another configuration")
-    run.set_defaults(func=cmd_run)
-    check = sub.add_parser("check", help="validate a configuration and print it with defaults filled in")
+    run.add_argument("--quiet", action="store_true", help="no progress bars, Prefect warnings only, no summary "
+                     "(for schedules; errors still go to stderr)")
+    _json_flag(run)
+    check = _subcommand(sub, "check", cmd_check, "validate a configuration and print it with defaults filled in")
     check.add_argument("config")
-    check.set_defaults(func=cmd_check)
-    info = sub.add_parser("info", help="describe a run store")
+    info = _subcommand(sub, "info", cmd_info, "describe a run store")
     info.add_argument("store")
-    info.set_defaults(func=cmd_info)
-    verify = sub.add_parser("verify", help="re-check a store's blocks (checksums, mirrors, sampled recomputation)")
+    _json_flag(info)
+    ls = _subcommand(sub, "ls", cmd_ls, "list the run stores under a folder or s3:// prefix")
+    ls.add_argument("root", nargs="?", help="where to look (default: $NTKDIST_STORAGE, else ./storage)")
+    _json_flag(ls)
+    verify = _subcommand(sub, "verify", cmd_verify,
+                         "re-check a store's blocks (checksums, mirrors, sampled recomputation)")
     verify.add_argument("store")
     verify.add_argument("--workers", type=_at_least(1), help="Ray actors to check with (default: the store's [cluster] "
                         "workers)")
@@ -205,7 +384,31 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 256, ntkdist.cluster.verify.DEFAULT_SAMPLE)")
     verify.add_argument("--seed", type=int, default=0, help="seed of the sampled rows (default 0)")
     verify.add_argument("--repair", action="store_true", help="rebuild the bad blocks, then verify again")
-    verify.set_defaults(func=cmd_verify)
+    _json_flag(verify)
+    report = _subcommand(sub, "report", cmd_report, "redraw a solved run's figure and markdown summary")
+    report.add_argument("store")
+    _json_flag(report)
+    export = _subcommand(sub, "export", cmd_export, "write a run's spectrum (netcdf) or its arrays (npy) as files")
+    export.add_argument("store")
+    export.add_argument("--format", choices=("netcdf", "npy"), required=True)
+    export.add_argument("--out", help="netcdf: the file (default STORE-NAME.spectrum.nc); npy: the folder (default "
+                        "STORE-NAME.npy.d)")
+    export.add_argument("--no-gram", action="store_true", help="npy: leave the Gram matrix out (it is N² values)")
+    _json_flag(export)
+    theory = _subcommand(sub, "theory", cmd_theory,
+                         "what theory says of a network before any data: power series, sphere eigenvalues with "
+                         "multiplicities, decay, positive definiteness")
+    theory.add_argument("--activation", default="relu", help="relu, erf, tanh, gelu, … (default relu)")
+    theory.add_argument("--depth", type=_at_least(1), default=3, help="hidden layers (default 3)")
+    theory.add_argument("--weight-var", type=float, default=2.0, help="W_std² (default 2)")
+    theory.add_argument("--bias-var", type=float, default=0.0, help="b_std² (default 0)")
+    theory.add_argument("--kind", choices=("ntk", "nngp"), default="ntk")
+    theory.add_argument("--dim", type=_at_least(2), default=16, help="input dimension d (default 16)")
+    theory.add_argument("--radius", type=float, default=1.0, help="norm of the inputs (default 1)")
+    theory.add_argument("--order", type=_at_least(0), default=8, help="power-series terms κ_0..κ_order (default 8)")
+    theory.add_argument("--degrees", type=_at_least(0), default=8, help="sphere eigenvalues μ_0..μ_K (default 8)")
+    theory.add_argument("--n", type=_at_least(1), help="number of points: also print the Gram eigenvalues n·μ_k")
+    _json_flag(theory)
     return parser
 
 

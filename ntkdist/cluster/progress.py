@@ -14,6 +14,7 @@ as each task's result arrives and ``close()`` at the end; `BuildProgress` implem
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -23,6 +24,10 @@ log = logging.getLogger("ntkdist.cluster")
 ARTIFACT_SECONDS = 5.0
 #: Key of the Prefect artifact (lowercase letters, digits and dashes, as Prefect requires).
 ARTIFACT_KEY = "ntkdist-gram-build"
+
+
+#: Set (to anything but "") by ``ntkdist run --quiet``: no progress bars, in this process and the flow's.
+QUIET_SETTING = "NTKDIST_QUIET"
 
 
 class BuildProgress:
@@ -35,7 +40,8 @@ class BuildProgress:
     stream : text stream, optional
         Where the bar is drawn (default ``sys.stderr``).
     show : bool or None
-        Draw the bar: True always, False never, None (default) only when ``stream`` is a terminal (``isatty()``).
+        Draw the bar: True always, False never, None (default) only when ``stream`` is a terminal (``isatty()``)
+        and `QUIET_SETTING` is not set (``ntkdist run --quiet`` sets it).
     clock : callable
         Seconds, monotonic (default `time.monotonic`); the rates and the artifact's pace read it.
     artifact : bool or None
@@ -46,7 +52,9 @@ class BuildProgress:
                  clock=time.monotonic, artifact: bool | None = None):
         self.description = description
         self._stream = sys.stderr if stream is None else stream
-        self.show = _is_terminal(self._stream) if show is None else bool(show)
+        if show is None:
+            show = _is_terminal(self._stream) and not os.environ.get(QUIET_SETTING)
+        self.show = bool(show)
         self._clock = clock
         self._want_artifact = _in_prefect_run() if artifact is None else bool(artifact)
         self.total = self.done = self.entries = self.nbytes = 0

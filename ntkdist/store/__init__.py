@@ -11,7 +11,8 @@ from .readers import iter_gram_blocks, open_gram, open_inputs, open_spectrum
 from .operator import StoredGramOperator
 from .spectrum import export_netcdf, spectrum_dataset
 from .theory_variables import theory_dataset, theory_variables
+from .catalog import RunSummary, export_npy, find_runs, summarize_run
 
-__all__ = ["FORMAT_VERSION", "STAGES", "BlockRecord", "Lease", "RunStore", "StoredGramOperator", "block_checksum",
-           "export_netcdf", "is_remote", "iter_gram_blocks", "open_gram", "open_inputs", "open_spectrum", "spectrum_dataset",
+__all__ = ["FORMAT_VERSION", "STAGES", "BlockRecord", "Lease", "RunStore", "RunSummary", "StoredGramOperator",
+           "block_checksum", "export_netcdf", "export_npy", "find_runs", "summarize_run", "is_remote", "iter_gram_blocks", "open_gram", "open_inputs", "open_spectrum", "spectrum_dataset",
            "store_exists", "theory_dataset", "theory_variables"]

@@ -14,6 +14,7 @@
   block Krylov) and their size limits.
 * `pairs`        — near and coincident pairs of inputs without the all-pairs scan.
 * `positivity`   — strict positive definiteness (Carvalho et al.) and the polynomial rank bound.
+* `summary`      — what theory says of a network before any data (``ntkdist theory``).
 * `compare`      — every prediction that applies to a run's network and data, held against its spectrum; how
   they are stored is `ntkdist.store.theory_variables`' business.
 
@@ -66,7 +67,9 @@ from .bounds import (
 )
 from .compare import Comparison, compare_spectrum
 from .result import Computed, TheoryResult
-from .positivity import Positivity, ntk_positivity, polynomial_kernel_degree, polynomial_rank_bound
+from .positivity import (Positivity, ntk_positivity, polynomial_kernel_degree, polynomial_rank_bound,
+                         positivity_without_data)
+from .summary import network_summary
 
 __all__ = [
     "EIGEN_MAX_N", "Bound", "DotProductForm", "HadamardPowers", "TooLargeError", "centred_effective_rank",
@@ -75,7 +78,7 @@ __all__ = [
     "interlacing_upper_bound", "kernel_diagonal", "layer_sum_lower_bound", "nguyen_hadamard_lower_bound",
     "nguyen_layer_kernels", "nguyen_layer_sum_lower_bound", "nguyen_limit_kernel", "nguyen_to_stax_factor",
     "relu_hermite_coefficient_squared", "trace_upper_bound", "Comparison", "compare_spectrum", "Positivity",
-    "ntk_positivity", "polynomial_kernel_degree", "polynomial_rank_bound",
+    "ntk_positivity", "polynomial_kernel_degree", "polynomial_rank_bound", "positivity_without_data", "network_summary",
     "hermite_coefficients", "dual_coefficients", "activation_polynomial_degree", "Computed", "TheoryResult",
     "PowerSeries", "power_series", "murray_power_series", "murray_theorem_3_1", "murray_two_layer_coefficients",
     "SphereSpectrum", "sphere_eigenvalues", "harmonic_multiplicity", "funk_hecke_weights",

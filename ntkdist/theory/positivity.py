@@ -326,3 +326,31 @@ def _theorem(facts: _Facts, pairs: dict, kind: str) -> tuple[str, str]:
                                 "inputs without biases")
     return POSITIVE_DEFINITE, (f"non-polynomial φ ({act.describe()}) without biases on {n} pairwise "
                                "non-proportional inputs" + caveat)
+
+
+def positivity_without_data(net: MLP, dim: int, *, kind: str = "ntk") -> dict:
+    """What Carvalho et al. promise for ``net`` on any data in R^dim, before the data exist (``ntkdist theory``).
+
+    The data-dependent verdict is `ntk_positivity`; this states the conditions under which it will say
+    positive definite, and for a polynomial φ the rank bound C(dim + q^depth, q^depth) that caps N for a
+    non-singular K (`polynomial_rank_bound`). JSON-ready: ``{"statement", "citation", "polynomial_degree",
+    "rank_bound"}``.
+    """
+    act = net.activation
+    degree = activation_polynomial_degree(act)
+    rank_bound = polynomial_rank_bound(dim, degree, net.depth) if isinstance(degree, int) else None
+    if isinstance(degree, int):
+        statement = (f"φ is a polynomial of degree {degree}: rank K ≤ C({dim} + {degree}^{net.depth}, "
+                     f"{degree}^{net.depth}) = {rank_bound}, so K is singular for N > {rank_bound}")
+    elif not getattr(act, "polynomial_known", True):
+        statement = (f"whether φ ({act.describe()}) is a polynomial is unknown: declare it with "
+                     "custom(..., polynomial_degree=q) or custom(..., non_polynomial=True)")
+    elif kind != "ntk":
+        statement = f"Carvalho et al. is a theorem about the infinite-width NTK, not the {kind}: no guarantee"
+    elif net.bias_var > 0.0:
+        statement = f"non-polynomial φ ({act.describe()}) with biases: K is strictly positive definite on any " \
+                    "pairwise distinct inputs"
+    else:
+        statement = f"non-polynomial φ ({act.describe()}) without biases: K is strictly positive definite on " \
+                    "any pairwise non-proportional inputs"
+    return {"statement": statement, "citation": CARVALHO, "polynomial_degree": degree, "rank_bound": rank_bound}
