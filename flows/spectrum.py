@@ -84,5 +84,5 @@ def spectrum_flow(config: dict, overwrite: bool = False, data_digest: str | None
     reported = report_task(plain)
     key = re.sub(r"[^a-z0-9-]+", "-", f"ntkdist-{cfg.run.name}".lower()).strip("-")
     create_markdown_artifact(markdown=reported["markdown"], key=key, description=f"spectrum of run {cfg.run.name}")
-    return {"store": prepared["store"], "plot": reported["plot"], "summary": reported["summary"],
-            "build": built, "solve": solved, "compare": compared}
+    figures = {name: path for name, path in reported.items() if name not in ("store", "markdown")}
+    return {"store": prepared["store"], **figures, "build": built, "solve": solved, "compare": compared}

@@ -1,6 +1,13 @@
-"""Figures and the summary of a run, what the ``report`` stage of `ntkdist.pipeline` writes: a log-log plot of the
-spectrum with the theory overlaid, and a markdown summary with a table of every prediction against the computed
-value (from the ``theory_*`` variables that the compare stage writes into the spectrum dataset)."""
+"""Figures and the summary of a run, what the ``report`` stage of `ntkdist.pipeline` writes:
+
+* the spectrum: eigenvalue against index on log-log axes, with error bars where the certified error is visible at
+  the plot's scale, and the theory overlaid (the sphere staircase N·μ_k repeated by multiplicity, the generic
+  upper bound on λ_k, and the band in which λ_min lies, between the best lower and the best upper bound);
+* the spectral density: the fraction of all N eigenvalues per bin, when the solve estimated it;
+* the cumulative trace share Σ_{i ≤ k} λ_i / Tr K against k, with the effective rank Tr K / λ_1 marked;
+* a markdown summary with a table of every prediction against the computed value (from the ``theory_*`` variables
+  that the compare stage writes into the spectrum dataset).
+"""
 
 from __future__ import annotations
 
@@ -9,23 +16,51 @@ from pathlib import Path
 import numpy as np
 
 
-def plot_spectrum(eigenvalues: np.ndarray, path: Path, *, title: str, kind: str = "ntk", theory=None) -> Path:
-    """Eigenvalues against their index on log-log axes (non-positive eigenvalues are left out and counted).
+#: An error bar is drawn where the certified error is at least this fraction of the eigenvalue (smaller ones
+#: would be hidden by the marker on a log axis).
+VISIBLE_ERROR = 0.02
 
-    ``theory`` (the spectrum dataset, optional) overlays its ``theory_*`` predictions: the sphere eigenvalues
-    N·μ_k along the modes, the generic upper bounds on λ_k at their k, and the λ_min bounds at index N (where the
-    computed λ_min is drawn too when only the top of the spectrum was computed).
-    """
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_spectrum(eigenvalues: np.ndarray, path: Path, *, title: str, kind: str = "ntk", theory=None,
+                  errors: np.ndarray | None = None) -> Path:
+    """Eigenvalues against their index on log-log axes (non-positive eigenvalues are left out and counted).
+
+    ``errors`` (certified bounds on |λ − value|, optional) are drawn as error bars where they are at least
+    `VISIBLE_ERROR` of the value. ``theory`` (the spectrum dataset, optional) overlays its ``theory_*``
+    predictions: the sphere eigenvalues N·μ_k along the modes, the generic upper bounds on λ_k at their k, and
+    the λ_min bounds at index N, as a band from the best lower to the best upper bound (where the computed λ_min
+    is drawn too when only the top of the spectrum was computed).
+    """
+    plt = _pyplot()
     values = np.asarray(eigenvalues, dtype=np.float64)
     index = np.arange(1, len(values) + 1)
     positive = values > 0
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     ax.loglog(index[positive], values[positive], ".", ms=3, color="C0", label=f"{kind.upper()} Gram eigenvalues")
+    if errors is not None:
+        errors = np.asarray(errors, dtype=np.float64)
+        wide = positive & (errors >= VISIBLE_ERROR * np.abs(values))
+        if wide.any():
+            lower = np.minimum(errors[wide], values[wide] * (1 - 1e-3))  # a log axis cannot draw below 0
+            ax.errorbar(index[wide], values[wide], yerr=[lower, errors[wide]], fmt="none", ecolor="C0", lw=0.8,
+                        alpha=0.7, label="certified error (where ≥ 2%)")
     if theory is not None:
         n = int(theory.attrs.get("n", len(values)))
         if "lambda_min" in theory.variables and len(values) < n:
@@ -40,12 +75,66 @@ def plot_spectrum(eigenvalues: np.ndarray, path: Path, *, title: str, kind: str 
     ax.set_ylabel("λ_ℓ")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def lambda_min_band(theory) -> tuple[float, float] | None:
+    """(best lower, best upper) bound on λ_min among the ``theory_lambda_min_*`` variables, None without both."""
+    lower, upper = -np.inf, np.inf
+    for name in theory.variables:
+        if not name.startswith("theory_lambda_min_"):
+            continue
+        value = float(theory[name].values)
+        if not np.isfinite(value):
+            continue
+        if theory[name].attrs.get("bound", "lower") == "lower":
+            lower = max(lower, value)
+        else:
+            upper = min(upper, value)
+    return (lower, upper) if np.isfinite(lower) and np.isfinite(upper) else None
+
+
+def plot_density(spectrum, path: Path, *, title: str) -> Path | None:
+    """The spectral density (fraction of the N eigenvalues per bin) on a log eigenvalue axis; None when the solve
+    did not estimate one. Bins at or below 0 are left out of the log axis and their mass is printed."""
+    if "density" not in spectrum.variables:
+        return None
+    plt = _pyplot()
+    lower, upper = spectrum["bin_lower"].values, spectrum["bin_upper"].values
+    mass = np.asarray(spectrum["density"].values, dtype=np.float64)
+    shown = lower > 0
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    ax.bar(lower[shown], mass[shown], width=upper[shown] - lower[shown], align="edge", color="C0", alpha=0.75,
+           edgecolor="C0", label=f"fraction of the {int(spectrum.attrs.get('n', 0)) or 'N'} eigenvalues")
+    ax.set_xscale("log")
+    if (~shown).any():
+        ax.text(0.02, 0.92, f"{mass[~shown].sum():.3g} of the mass at λ ≤ {upper[~shown].max():.2g}",
+                transform=ax.transAxes, fontsize=8)
+    ax.set_xlabel("λ")
+    ax.set_ylabel("fraction per bin")
+    ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def plot_trace_share(eigenvalues: np.ndarray, trace: float, path: Path, *, title: str) -> Path:
+    """Σ_{i ≤ k} λ_i / Tr K against k (log k), with the effective rank Tr K / λ_1 (Murray et al. §4.1) marked."""
+    plt = _pyplot()
+    values = np.asarray(eigenvalues, dtype=np.float64)
+    share = np.cumsum(values) / trace
+    k = np.arange(1, len(values) + 1)
+    effective_rank = trace / values[0]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    ax.semilogx(k, share, "-", color="C0", label=f"(λ_1 + … + λ_k) / Tr K, the top {len(values)} computed")
+    ax.axvline(effective_rank, color="C3", ls="--", lw=1, label=f"effective rank Tr K / λ_1 = {effective_rank:.3g}")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("k")
+    ax.set_ylabel("share of the trace")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
 
 
 def _overlay_theory(ax, theory, modes: int) -> None:
@@ -62,6 +151,11 @@ def _overlay_theory(ax, theory, modes: int) -> None:
         shown = np.isfinite(bound) & (bound > 0)
         ax.loglog(ks[shown], bound[shown], "v", ms=6, mfc="none", color="C3",
                   label="upper bound on λ_k (Murray Thm 4.8)")
+    band = lambda_min_band(theory)
+    if band is not None and band[1] > 0:
+        low = band[0] if band[0] > 0 else band[1] * 1e-3
+        ax.fill_between([modes / 1.25, modes * 1.25], low, band[1], color="C2", alpha=0.25, lw=0,
+                        label="λ_min lies in this band (best bounds)")
     markers = {"lower": "^", "upper": "v"}
     colour = iter(f"C{i}" for i in range(4, 10))
     for name in sorted(variables):
@@ -160,5 +254,7 @@ def summary_markdown(config, store, spectrum, paths: dict) -> str:
     for name in ("prepare", "build", "solve", "compare"):
         if name in stages and "seconds" in stages[name]:
             lines.append(f"| {name} | {stages[name]['seconds']} |")
-    lines += ["", f"- store: `{store.location}`", f"- plot: `{paths['plot']}`", ""]
+    lines += ["", f"- store: `{store.location}`"]
+    lines += [f"- {name.replace('_', ' ')}: `{path}`" for name, path in paths.items() if name != "summary"]
+    lines.append("")
     return "\n".join(lines)

@@ -418,24 +418,34 @@ def report_paths(config: Config) -> dict[str, Path]:
         base = storage_root().resolve() / "runs" / Path(location.rsplit("/", 1)[-1]).with_suffix("")
     else:
         base = Path(location).with_suffix("")
-    return {"plot": base.with_name(base.name + ".spectrum.png"), "summary": base.with_name(base.name + ".summary.md")}
+    return {"plot": base.with_name(base.name + ".spectrum.png"), "density": base.with_name(base.name + ".density.png"),
+            "trace_share": base.with_name(base.name + ".trace-share.png"),
+            "summary": base.with_name(base.name + ".summary.md")}
 
 
 @_holds_the_lease
 def report(config: Config) -> dict:
-    """Plot the spectrum (log-log) with the theory overlaid and write a markdown summary beside the store."""
-    from .figures import plot_spectrum, summary_markdown
+    """The figures (`ntkdist.figures`: the spectrum with error bars and theory, the spectral density when the solve
+    estimated it, the cumulative trace share) and a markdown summary, beside the store (`report_paths`)."""
+    from .figures import plot_density, plot_spectrum, plot_trace_share, summary_markdown
 
     store = _open_after(config, "solve")
     spectrum = store.read_spectrum().load()
     values = spectrum["eigenvalue"].values
+    title = spectrum.attrs["title"]
     paths = report_paths(config)
-    plot_spectrum(values, paths["plot"], title=spectrum.attrs["title"], kind=config.kernel.kind, theory=spectrum)
+    errors = spectrum["eigenvalue_error"].values if "eigenvalue_error" in spectrum else None
+    plot_spectrum(values, paths["plot"], title=title, kind=config.kernel.kind, theory=spectrum, errors=errors)
+    trace = float(spectrum["trace"].values) if "trace" in spectrum else float(store.diagonal().sum())
+    plot_trace_share(values, trace, paths["trace_share"], title=title)
+    if plot_density(spectrum, paths["density"], title=title) is None:
+        paths["density"].unlink(missing_ok=True)  # a figure of an earlier solve would mislead
+        del paths["density"]
     text = summary_markdown(config, store, spectrum, paths)
     paths["summary"].write_text(text)
-    store.mark_stage("report", plot=str(paths["plot"]), summary=str(paths["summary"]))
-    return {"store": store.location, "plot": str(paths["plot"]), "summary": str(paths["summary"]),
-            "markdown": text}
+    files = {name: str(path) for name, path in paths.items()}
+    store.mark_stage("report", **files)
+    return {"store": store.location, **files, "markdown": text}
 
 
 def run_all(config: Config, *, overwrite: bool = False) -> dict:

@@ -165,3 +165,32 @@ def test_ls_finds_runs_one_level_below_an_s3_prefix(capsys, s3_location):
     assert code == 0 and run["location"] == s3_location and run["status"] == "prepared" and run["n"] == 50
     code, out, _ = run_main(capsys, "ls", s3_location, "--json")  # the store itself
     assert [run["location"] for run in json.loads(out)["runs"]] == [s3_location]
+
+
+def test_the_report_draws_each_figure_from_the_stored_spectrum(solved):
+    import matplotlib.image
+
+    config, K, _, _ = solved
+    paths = pipeline.report_paths(config)
+    assert set(json.loads(json.dumps(RunStore.open(config.store_location).stage("report")))) >= {
+        "plot", "trace_share", "summary"}
+    for name in ("plot", "trace_share"):
+        image = matplotlib.image.imread(paths[name])
+        assert image.shape[0] > 300 and image.shape[1] > 600  # drawn at 120 dpi, 6.4 inches wide
+        assert image[..., :3].std() > 0.05  # not a blank canvas
+    text = paths["summary"].read_text()
+    assert str(paths["trace_share"]) in text and "effective rank" in text
+
+
+def test_lambda_min_band_is_the_best_bound_on_each_side():
+    from ntkdist.figures import lambda_min_band
+
+    bounds = xr.Dataset({
+        "theory_lambda_min_lower_a": ((), 0.1, {"bound": "lower"}),
+        "theory_lambda_min_lower_b": ((), 0.3, {"bound": "lower"}),
+        "theory_lambda_min_upper_c": ((), 0.9, {"bound": "upper"}),
+        "theory_lambda_min_upper_d": ((), 0.5, {"bound": "upper"}),
+        "theory_lambda_min_lower_e": ((), np.nan, {"bound": "lower"}),
+    })
+    assert lambda_min_band(bounds) == (0.3, 0.5)
+    assert lambda_min_band(bounds.drop_vars(["theory_lambda_min_upper_c", "theory_lambda_min_upper_d"])) is None
