@@ -1,7 +1,8 @@
 """The ``ntkdist`` command line.
 
-    ntkdist run CONFIG.toml [--store PATH] [--overwrite] [--quiet] [--json]
+    ntkdist run CONFIG.toml [--store PATH] [--overwrite] [--force] [--quiet] [--json]
                                      run the spectrum flow (embedded Prefect + Ray); a finished run is reused
+                                     unless --force
     ntkdist check CONFIG.toml        validate a configuration and print it resolved
     ntkdist info STORE [--json]      what a run store holds
     ntkdist ls [ROOT] [--json]       the run stores under ROOT (default: the storage root), one line each
@@ -125,6 +126,7 @@ def cmd_run(args) -> int:
     from . import pipeline
 
     config = _load(args.config, args.store)
+    args.overwrite = args.overwrite or args.force  # a new store: nothing of the old one is reused
     if args.quiet or args.json:
         from .cluster.progress import QUIET_SETTING
 
@@ -364,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="path of the TOML configuration")
     run.add_argument("--store", help="override [run] store")
     run.add_argument("--overwrite", action="store_true", help="replace an existing store of another configuration")
+    run.add_argument("--force", action="store_true", help="recompute everything, even a finished run of the same "
+                     "configuration (a re-run otherwise reuses the stored Gram matrix and spectrum)")
     run.add_argument("--quiet", action="store_true", help="no progress bars, Prefect warnings only, no summary "
                      "(for schedules; errors still go to stderr)")
     _json_flag(run)
