@@ -2,7 +2,7 @@
 
 Guillen, Misof, Gerken 2025 ("Finite-width neural tangent kernels from Feynman diagrams", arXiv 2508.11522),
 eqs. (45), (47), (5), (50), (53), (55), (15)/(78), which reproduce the recursions of Roberts, Yaida, Hanin 2022
-(arXiv 2106.10165, ch. 4 and 8). The equations, their derivation and the conventions are in docs/theory.md §7.
+(arXiv 2106.10165, ch. 4 and 8). The equations, their derivation and the conventions are in docs/theory.md §8.2.
 
 * `gaussian`     — integration rules for 1–4 correlated pre-activations and Stein's lemma for derivatives;
 * `expectations` — the table of Gaussian expectations one layer needs;
@@ -34,7 +34,7 @@ class FiniteWidthCorrections:
 
     All hidden layers have the same width n; every tensor is the coefficient of 1/n. Index order: ``f`` and ``b``
     follow the order of their arguments (z(x1), z(x2), Θ̂(x3, x4)); the paper's F_{1324} is ``f[0, 1, 2, 3]``
-    for points 0…3 (docs/theory.md §7).
+    for points 0…3 (docs/theory.md §8.2).
     """
 
     inputs: np.ndarray
@@ -123,7 +123,7 @@ def finite_width_corrections(inputs, activation, depth: int, weight_var: float =
                              convention: str = "stax") -> FiniteWidthCorrections:
     """K, Θ and their 1/n statistics K¹, Θ¹, V, D, F, A, B at the output of an MLP with equal hidden widths n.
 
-    Guillen, Misof, Gerken 2025, eqs. (45), (47), (5), (50), (53), (55), (15)/(78) (docs/theory.md §7).
+    Guillen, Misof, Gerken 2025, eqs. (45), (47), (5), (50), (53), (55), (15)/(78) (docs/theory.md §8.2).
 
     Parameters
     ----------

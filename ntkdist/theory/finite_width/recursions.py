@@ -16,7 +16,7 @@ no biases). Statistics of layer l, per neuron (δ's over neurons, all tensors O(
 
 Index order (ours, not the paper's): F and B keep the sample points in the order of their arguments
 (z(x1), z(x2), Θ̂(x3, x4)); the paper writes the same numbers as F_{1324}, B_{1324} (its eqs. (5), (55)).
-The recursions are derived in docs/theory.md §7 (law of total cumulance, leading order in 1/n) and agree with the
+The recursions are derived in docs/theory.md §8.2 (law of total cumulance, leading order in 1/n) and agree with the
 paper's eqs. (45), (47), (5), (50), (53), (55) and (15)/(78) up to that index order.
 """
 
@@ -69,7 +69,7 @@ def _outer(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 def next_layer(stats: LayerStatistics, e: LayerExpectations, constants: LayerConstants) -> LayerStatistics:
-    """Layer l+1 from layer l and the expectations over N(0, K^l); equations in the module doc and docs/theory.md §7.
+    """Layer l+1 from layer l and the expectations over N(0, K^l); equations in the module doc and docs/theory.md §8.2.
 
     Long because it is the whole system of coupled recursions of one layer, kept together so that each line can be
     read against its equation: NNGP mean (47), V (45), NTK mean (15)/(78), D (50), F (5), A (53), B (55).
