@@ -128,7 +128,7 @@ def finite_width_corrections(inputs, activation, depth: int, weight_var: float =
     Parameters
     ----------
     inputs : (m, d) array
-        The sample points (m ≤ `MAX_POINTS`; pairwise non-parallel unless ``bias_var > 0``).
+        The sample points (m ≤ `MAX_POINTS`; linearly independent unless ``bias_var > 0``).
     activation : Activation or spec string
         Any `ntkdist.kernels` activation; expectations by quadrature (`finite_width.gaussian`: ~1e-12 for any φ
         on one or two distinct points, and for smooth φ on three or four; kinks only at 0 are resolved).

@@ -20,7 +20,7 @@ from itertools import product
 
 import numpy as np
 
-from .gaussian import gaussian_rule, hermite_weights
+from .gaussian import gaussian_rule, has_kink_at_zero, hermite_weights
 
 
 class _PointValues:
@@ -29,12 +29,13 @@ class _PointValues:
     def __init__(self, activation, cov: np.ndarray):
         self.activation = activation
         self.cov = cov
+        self.kinked = has_kink_at_zero(activation)
         self._cache: dict = {}
 
     def on(self, points: tuple):
         if points not in self._cache:
             sub = self.cov[np.ix_(points, points)]
-            z, w = gaussian_rule(sub)
+            z, w = gaussian_rule(sub, self.kinked)
             values = {"s": np.asarray(self.activation(z), dtype=np.float64),
                       "p": np.asarray(self.activation.derivative(z), dtype=np.float64)}
             self._cache[points] = (z, w, values, sub)
