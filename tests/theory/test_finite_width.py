@@ -192,6 +192,17 @@ def test_relu_diagonal_is_exact_and_off_diagonal_matches_monte_carlo():
     assert abs(mean[0, 1] - theory.ntk[0, 1]) > 3 * error[0, 1]
 
 
+def test_scale_invariant_activations_have_exact_diagonals_and_smooth_ones_do_not():
+    """The paper's Fig. 3 controls: leaky ReLU's diagonal is exact too (Thm 5.2), GELU's is not; both correct the
+    off-diagonal."""
+    leaky = finite_width_corrections(RELU_PAIR, "leaky_relu(0.1)", 3, 2.0 / 1.01)
+    gelu = finite_width_corrections(RELU_PAIR, "gelu", 3, GELU_CW)
+    assert np.abs(np.diag(leaky.ntk_correction)).max() < 1e-10
+    assert np.abs(np.diag(leaky.nngp_correction)).max() < 1e-10
+    assert abs(leaky.ntk_correction[0, 1]) > 0.1
+    assert np.all(np.abs(gelu.ntk_correction) > 0.1)
+
+
 # ---------------------------------------------------------------------------------------------------- GeLU
 
 

@@ -41,25 +41,26 @@ class _PointValues:
             self._cache[points] = (z, w, values, sub)
         return self._cache[points]
 
-    def moment(self, factors) -> float:
-        """⟨Π f_k(z_{a_k})⟩ for factors (a_k, kind_k), kind "s" for σ and "p" for σ'."""
-        points = tuple(sorted({a for a, _ in factors}))
-        _, w, values, _ = self.on(points)
-        column = {a: i for i, a in enumerate(points)}
-        integrand = np.ones_like(w)
-        for a, kind in factors:
-            integrand = integrand * values[kind][:, column[a]]
-        return float(w @ integrand)
-
-    def derivative(self, factors, order: int, size: int) -> np.ndarray:
-        """⟨∂^order Π f_k⟩ as a dense tensor over all ``size`` sample points (zero off the points involved)."""
+    def integrand(self, factors):
+        """The distinct points of Π f_k(z_{a_k}) (factors (a_k, kind_k), "s" for σ, "p" for σ'), its rule and
+        its values at the nodes."""
         points = tuple(sorted({a for a, _ in factors}))
         z, w, values, sub = self.on(points)
         column = {a: i for i, a in enumerate(points)}
-        integrand = np.ones_like(w)
+        product = np.ones_like(w)
         for a, kind in factors:
-            integrand = integrand * values[kind][:, column[a]]
-        local = np.tensordot(w * integrand, hermite_weights(z, sub, order), axes=(0, 0))
+            product = product * values[kind][:, column[a]]
+        return points, z, w, sub, product
+
+    def moment(self, factors) -> float:
+        """⟨Π f_k(z_{a_k})⟩."""
+        _, _, w, _, product = self.integrand(factors)
+        return float(w @ product)
+
+    def derivative(self, factors, order: int, size: int) -> np.ndarray:
+        """⟨∂^order Π f_k⟩ as a dense tensor over all ``size`` sample points (zero off the points involved)."""
+        points, z, w, sub, product = self.integrand(factors)
+        local = np.tensordot(w * product, hermite_weights(z, sub, order), axes=(0, 0))
         dense = np.zeros((size,) * order)
         dense[np.ix_(*([points] * order))] = local
         return dense

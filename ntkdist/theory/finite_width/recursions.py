@@ -53,7 +53,7 @@ class LayerConstants(NamedTuple):
 
 
 def first_layer(inputs: np.ndarray, constants: LayerConstants) -> LayerStatistics:
-    """Layer 1: Gaussian pre-activations and a deterministic NTK, so every correction is 0 (paper, App. E)."""
+    """Layer 1: Gaussian pre-activations and a deterministic NTK, so every correction is 0 (docs/theory.md §8.2)."""
     gram = inputs @ inputs.T / inputs.shape[1]
     size = inputs.shape[0]
     zero2, zero4 = np.zeros((size, size)), np.zeros((size,) * 4)
