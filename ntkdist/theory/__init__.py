@@ -15,6 +15,8 @@
 * `pairs`        — near and coincident pairs of inputs without the all-pairs scan.
 * `positivity`   — strict positive definiteness (Carvalho et al.) and the polynomial rank bound.
 * `summary`      — what theory says of a network before any data (``ntkdist theory``).
+* `finite_width` — the leading 1/n corrections K¹, Θ¹ and the four-point tensors V, D, F, A, B of a finite-width
+  MLP from the layer recursions (Guillen, Misof, Gerken 2025), on a few sample points.
 * `compare`      — every prediction that applies to a run's network and data, held against its spectrum; how
   they are stored is `ntkdist.store.theory_variables`' business.
 
@@ -66,6 +68,7 @@ from .bounds import (
     trace_upper_bound,
 )
 from .compare import Comparison, compare_spectrum
+from .finite_width import FiniteWidthCorrections, finite_width_corrections
 from .result import Computed, TheoryResult
 from .positivity import (Positivity, ntk_positivity, polynomial_kernel_degree, polynomial_rank_bound,
                          positivity_without_data)
@@ -83,4 +86,5 @@ __all__ = [
     "PowerSeries", "power_series", "murray_power_series", "murray_theorem_3_1", "murray_two_layer_coefficients",
     "SphereSpectrum", "sphere_eigenvalues", "harmonic_multiplicity", "funk_hecke_weights",
     "DecayPrediction", "decay_prediction", "fit_power_law",
+    "FiniteWidthCorrections", "finite_width_corrections",
 ]
