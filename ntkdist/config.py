@@ -54,8 +54,10 @@ STORE_URL_SCHEMES = ("s3",)
 
 
 class RunSection(_Section):
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    store: str | None = None
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                      description="the run's name: letters, digits, . _ - (names the store and the report)")
+    store: str | None = Field(default=None, description="where the run store lives: a local path or "
+                              "s3://bucket/prefix/NAME.zarr; default $NTKDIST_STORAGE (or ./storage)/runs/NAME.zarr")
 
     @field_validator("store")
     @classmethod
@@ -69,12 +71,16 @@ class RunSection(_Section):
 
 
 class DataSection(_Section):
-    source: Literal["sphere", "gaussian", "npy"]
-    n: int | None = Field(default=None, ge=1)
-    dim: int | None = Field(default=None, ge=1)
-    seed: int = Field(default=0, ge=0)
-    path: str | None = None
-    radius: float = Field(default=1.0, gt=0.0)
+    source: Literal["sphere", "gaussian", "npy"] = Field(description="uniform on the sphere of `radius`, i.i.d. "
+                                                         "standard Gaussian, or a .npy file at `path`")
+    n: int | None = Field(default=None, ge=1, description="number of points; required for sphere/gaussian, checked "
+                          "against the file for npy")
+    dim: int | None = Field(default=None, ge=1, description="input dimension d; required for sphere/gaussian, "
+                            "checked against the file for npy")
+    seed: int = Field(default=0, ge=0, description="generated data are reproducible from the seed")
+    path: str | None = Field(default=None, description="npy only: a 2-D float array of shape (n, dim), never "
+                             "unpickled")
+    radius: float = Field(default=1.0, gt=0.0, description="sphere only: the norm of every point")
 
     @model_validator(mode="after")
     def _source_fields(self):
@@ -95,14 +101,15 @@ class DataSection(_Section):
 
 
 class NetworkSection(_Section):
-    depth: int = Field(ge=1, le=1000)
-    activation: str = "relu"
-    weight_var: float = Field(default=2.0, gt=0.0)
-    bias_var: float = Field(default=0.0, ge=0.0)
-    #: Hidden width of the sampled network of the empirical kinds (one int, or one per hidden layer).
-    width: int | list[int] | None = None
-    #: Seed of the sampled network of the empirical kinds.
-    seed: int = Field(default=0, ge=0)
+    depth: int = Field(ge=1, le=1000, description="hidden Dense + activation layers, then a linear readout "
+                       "(neural-tangents stax, NTK parameterization)")
+    activation: str = Field(default="relu", description="a name from `Activations`, e.g. relu, erf, tanh, "
+                            "leaky_relu(0.1), tanh(tol=1e-12), custom:NAME")
+    weight_var: float = Field(default=2.0, gt=0.0, description="W_std²")
+    bias_var: float = Field(default=0.0, ge=0.0, description="b_std²")
+    width: int | list[int] | None = Field(default=None, description="empirical kinds only: the sampled network's "
+                                         "hidden width (one, or one per hidden layer)")
+    seed: int = Field(default=0, ge=0, description="empirical kinds only: the sampled network's seed")
 
     @field_validator("activation")
     @classmethod
@@ -117,9 +124,12 @@ class NetworkSection(_Section):
 
 
 class KernelSection(_Section):
-    kind: Literal["ntk", "nngp", "empirical_ntk", "empirical_nngp"] = "ntk"
-    dtype: Literal["float64", "float32"] = "float64"
-    block: int = Field(default=DEFAULT_BLOCK, ge=1, le=MAX_BLOCK)
+    kind: Literal["ntk", "nngp", "empirical_ntk", "empirical_nngp"] = Field(
+        default="ntk", description="infinite-width NTK or NNGP, or those of one sampled finite-width network")
+    dtype: Literal["float64", "float32"] = Field(default="float64", description="storage precision (arithmetic "
+                                                 "is always float64; float32 halves the store, its error is bounded)")
+    block: int = Field(default=DEFAULT_BLOCK, ge=1, le=MAX_BLOCK, description="rows per Gram block = the chunk "
+                       "edge of the stored matrix")
 
 
 class SolverSection(_Section):
@@ -134,19 +144,28 @@ class SolverSection(_Section):
     memory_budget_gb``, else stored).
     """
 
-    method: Literal["auto", "exact", "krylov", "nystrom"] = "auto"
-    k: int | None = Field(default=None, ge=1)
-    tol: float = Field(default=1e-8, gt=0.0, lt=1.0)
-    max_passes: int = Field(default=40, ge=1, le=10_000)
-    smallest: int = Field(default=1, ge=0)
-    density: bool = True
-    vectors: bool = False
-    seed: int = Field(default=0, ge=0)
-    operator: Literal["auto", "memory", "stored", "matrix_free"] = "auto"
-    #: Memory the driver may spend on the solvers' N-row arrays (Krylov basis, preconditioner, density subspace,
-    #: the wide block of a pass and its product); it sizes them (`ntkdist.linalg.spectrum.memory_shares`). The
-    #: interpreter, Ray and Prefect take about 0.2 GB more.
-    driver_memory_gb: float = Field(default=1.5, gt=0.0)
+    method: Literal["auto", "exact", "krylov", "nystrom"] = Field(
+        default="auto", description="exact (LAPACK, every eigenvalue, n ≤ 50000), krylov (top k, λ_min, density), "
+        "nystrom (one pass), or auto: exact up to n = 6000, krylov beyond")
+    k: int | None = Field(default=None, ge=1, description="the k largest eigenvalues (default: all for exact, 100 "
+                          "otherwise)")
+    tol: float = Field(default=1e-8, gt=0.0, lt=1.0, description="relative tolerance on every certified eigenvalue "
+                       "error")
+    max_passes: int = Field(default=40, ge=1, le=10_000, description="passes over K shared by the top k, λ_min and "
+                            "the density")
+    smallest: int = Field(default=1, ge=0, description="how many of the smallest eigenvalues (λ_min first); 0 skips "
+                          "them")
+    density: bool = Field(default=True, description="the spectral density (stochastic Lanczos quadrature)")
+    vectors: bool = Field(default=False, description="also store the top-k eigenvectors")
+    seed: int = Field(default=0, ge=0, description="start blocks, probes and sketches")
+    operator: Literal["auto", "memory", "stored", "matrix_free"] = Field(
+        default="auto", description="where K lives while it is multiplied: memory (actors hold their panels), "
+        "stored (actors stream them), matrix_free (actors recompute them every pass; K is never stored), auto "
+        "(memory if the panels fit [cluster] memory_budget_gb, else stored)")
+    #: It sizes the solvers' N-row arrays (`ntkdist.linalg.spectrum.memory_shares`).
+    driver_memory_gb: float = Field(default=1.5, gt=0.0, description="memory for the solvers' arrays in the driver "
+                                    "(Krylov basis, λ_min preconditioner, density deflation); the process takes "
+                                    "about 0.2 GB more")
 
     def resolved_method(self, n: int) -> str:
         """The method that runs for N = n ("auto" resolved)."""
@@ -162,12 +181,14 @@ class SolverSection(_Section):
 
 
 class ClusterSection(_Section):
-    address: str = ""
-    workers: int = Field(default=2, ge=1, le=4096)
-    device: Literal["auto", "cpu", "gpu"] = "auto"
-    cpus_per_worker: float | None = Field(default=None, gt=0.0)
-    #: Memory each actor may use to hold its Gram panels in memory (``[solver] operator = "memory"``/"auto").
-    memory_budget_gb: float = Field(default=4.0, gt=0.0)
+    address: str = Field(default="", description="\"\" starts an embedded local Ray on loopback; else \"auto\", "
+                         "\"host:port\" or \"ray://host:port\" of an existing cluster")
+    workers: int = Field(default=2, ge=1, le=4096, description="Ray actors; with GPUs, one per GPU")
+    device: Literal["auto", "cpu", "gpu"] = Field(default="auto", description="where the actors compute")
+    cpus_per_worker: float | None = Field(default=None, gt=0.0, description="default: the machine's CPUs shared "
+                                          "among the workers")
+    memory_budget_gb: float = Field(default=4.0, gt=0.0, description="per actor, for holding its Gram panels in "
+                                    "memory (operator = memory or auto)")
 
 
 class Config(_Section):
@@ -369,3 +390,44 @@ def _explain(exc: ValidationError, source: str) -> str:
     where_from = f" {source}" if source else ""
     return f"Invalid configuration{where_from}: " + "; ".join(problems) + f". Fix the key{plural} named and run again."
 
+
+
+# -- the reference -------------------------------------------------------------------------------------------------
+#: The sections of a configuration, in the order the reference lists them.
+SECTIONS = {"run": RunSection, "data": DataSection, "network": NetworkSection, "kernel": KernelSection,
+            "solver": SolverSection, "cluster": ClusterSection}
+
+
+def config_reference() -> str:
+    """Every key of every section as markdown tables (type, default, meaning), generated from the schema above.
+
+    README.md carries this text between its ``config-reference`` markers, and a test keeps the two equal:
+    regenerate it with ``python -m ntkdist.config``.
+    """
+    lines = []
+    for name, section in SECTIONS.items():
+        lines += [f"**[{name}]**", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        for key, field in section.model_fields.items():
+            default = ("required" if field.is_required() else "omitted" if field.default is None
+                       else f"`{json.dumps(field.default)}`")
+            lines.append(f"| `{key}` | {_type_name(field.annotation)} | {default} | {field.description} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _type_name(annotation) -> str:
+    """A TOML reader's name for a field's type: ``"a" \\| "b"`` for choices, ``int or null`` for optional ones."""
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return " \\| ".join(f'"{arg}"' for arg in args)
+    if args:  # a union (X | None) or list[X]
+        if origin is list:
+            return f"list of {_type_name(args[0])}"
+        return " or ".join("omitted" if arg is type(None) else _type_name(arg) for arg in args)
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(annotation, str(annotation))
+
+
+if __name__ == "__main__":  # python -m ntkdist.config: the reference README.md carries
+    print(config_reference())

@@ -134,3 +134,18 @@ def test_matrix_free_refuses_the_empirical_kinds():
     raw["kernel"] = {"kind": "empirical_ntk"}
     with pytest.raises(ConfigError, match=r"\[solver\] operator"):
         Config.from_dict(raw)
+
+
+def test_readme_carries_the_generated_config_reference():
+    from ntkdist.config import SECTIONS, config_reference
+
+    text = (REPO / "README.md").read_text()
+    carried = re.search(r"<!-- config-reference:start -->\n(.*?)<!-- config-reference:end -->", text, re.S).group(1)
+    assert carried.strip() == config_reference().strip(), "regenerate it: python -m ntkdist.config"
+    for section in SECTIONS.values():
+        assert all(field.description for field in section.model_fields.values())
+    # Every key of the annotated example above it is a key of the schema, and the reverse.
+    block = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
+    example = tomllib.loads(re.sub(r"^# ", "", block, flags=re.M))  # the commented-out keys too
+    assert {name: set(keys) for name, keys in example.items()} == {
+        name: set(section.model_fields) for name, section in SECTIONS.items()}
