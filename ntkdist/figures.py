@@ -71,8 +71,8 @@ def plot_spectrum(eigenvalues: np.ndarray, path: Path, *, title: str, kind: str 
     dropped = int((~positive).sum())
     if dropped:
         ax.text(0.02, 0.02, f"{dropped} eigenvalue(s) ≤ 0 not shown", transform=ax.transAxes, fontsize=8)
-    ax.set_xlabel("index ℓ")
-    ax.set_ylabel("λ_ℓ")
+    ax.set_xlabel("index ℓ (1 = largest)")
+    ax.set_ylabel("λ_ℓ of the Gram matrix K (not divided by N)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7)
@@ -111,8 +111,8 @@ def plot_density(spectrum, path: Path, *, title: str) -> Path | None:
     if (~shown).any():
         ax.text(0.02, 0.92, f"{mass[~shown].sum():.3g} of the mass at λ ≤ {upper[~shown].max():.2g}",
                 transform=ax.transAxes, fontsize=8)
-    ax.set_xlabel("λ")
-    ax.set_ylabel("fraction per bin")
+    ax.set_xlabel("eigenvalue λ of K (not divided by N)")
+    ax.set_ylabel("fraction of the N eigenvalues per bin")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -129,8 +129,8 @@ def plot_trace_share(eigenvalues: np.ndarray, trace: float, path: Path, *, title
     ax.semilogx(k, share, "-", color="C0", label=f"(λ_1 + … + λ_k) / Tr K, the top {len(values)} computed")
     ax.axvline(effective_rank, color="C3", ls="--", lw=1, label=f"effective rank Tr K / λ_1 = {effective_rank:.3g}")
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("k")
-    ax.set_ylabel("share of the trace")
+    ax.set_xlabel("k, the number of top eigenvalues")
+    ax.set_ylabel("share of the trace Tr K")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")

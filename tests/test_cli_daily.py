@@ -194,3 +194,14 @@ def test_lambda_min_band_is_the_best_bound_on_each_side():
     })
     assert lambda_min_band(bounds) == (0.3, 0.5)
     assert lambda_min_band(bounds.drop_vars(["theory_lambda_min_upper_c", "theory_lambda_min_upper_d"])) is None
+
+
+def test_theory_json_for_a_depth_3_relu_network_in_d_10_is_sphere_eigenvalues(capsys):
+    from ntkdist.theory import sphere_eigenvalues
+
+    code, out, _ = run_main(capsys, "theory", "--activation", "relu", "--depth", "3", "--dim", "10", "--degrees",
+                            "12", "--json")
+    rows = json.loads(out)["sphere"]["eigenvalues"]
+    expected = sphere_eigenvalues(ntkdist.MLP(depth=3, activation="relu"), 10, 12)
+    assert code == 0 and [row["eigenvalue"] for row in rows] == expected.eigenvalue.tolist()
+    assert [row["multiplicity"] for row in rows] == expected.multiplicity.tolist()
