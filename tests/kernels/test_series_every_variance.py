@@ -3,8 +3,11 @@
 The reference shares no code with ntkdist: the conditional expectation
 E[φ(u)φ(v)] = ∫ φ(√q_x z) g(ρ√q_y z, s) dγ(z), g(m, s) = E[φ(m + sZ)], s² = q_y(1 − ρ²), with both integrals by the
 double-exponential (tanh–sinh) rule on segments split at the kink (z = 0 and ±k/√q outside, z = −m/s and ±k/s
-inside, k = 1, 3, 8, 20) and on a grid of 9 points in [−8.5, 8.5]. "Converged" is checked, not assumed: the rule at step h and at h/2 agree to 1e-13 of the
-Cauchy–Schwarz scale before either is used. Plus a 30-digit mpmath spot check of the reference itself.
+inside, k = 1, 3, 8, 20) and on a grid of 9 points in [−8.5, 8.5]. "Converged" is checked, not assumed: the rule
+at step h and at h/2 agree to 1e-13 of the Cauchy–Schwarz scale before either is used. Plus a 30-digit mpmath
+check of the reference itself where the 2-D integral reduces to 1-D ones.
+
+Runtime: the per-activation grid and the network checks are marked slow (15–40 s each on a loaded 2-core machine).
 """
 
 from __future__ import annotations
