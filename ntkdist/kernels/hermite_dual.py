@@ -1,4 +1,5 @@
-"""Dual activations without a closed form: the Mehler (Hermite) series with adaptive truncation and quadrature.
+"""Dual activations without a closed form: the Mehler (Hermite) series with adaptive truncation and quadrature, and
+a graded conditional quadrature where the series would need too many terms (large variances).
 
 For (u, v) ~ N(0, [[q_x, ρ√(q_x q_y)], [ρ√(q_x q_y), q_y]]) and normalised probabilists' Hermite functions
 h_n = He_n/√(n!), Mehler's formula gives (Daniely, Frostig & Singer 2016, §6.4)
@@ -46,8 +47,18 @@ The quadrature rules are in `ntkdist.kernels.gauss_hermite`, the Horner evaluati
 Cost and range. Terms grow with q as the singularities of φ(√q z) approach the real axis (tanh: poles at
 ±iπ/(2√q)): at tol = 1e-10 tanh keeps ≈ 100 coefficients at q = 1 and ≈ 950 at q = 10. One core evaluates
 ≈ 8 M pairs/s per layer for tanh at q ≈ 1 and ≈ 1.2 M/s at q ≈ 10 (rows of distinct norms; 2–3× more for
-equal norms). Levels that would need more than ``_MAX_NODES`` quadrature nodes raise a ValueError naming the
-activation, q and tol: at tol = 1e-10 that is q > 16 for tanh, q > 64 for sigmoid, q > 128 for softplus.
+equal norms).
+
+Large variances. A level above ``_SERIES_MAX_LEVEL`` (q > 128), or one whose calibration would need more than
+``_MAX_NODES`` Gauss–Hermite nodes (at tol = 1e-10: tanh q > 16, sigmoid q > 64), is served by the conditional
+quadrature of `ntkdist.kernels.kink_quadrature` instead: E_{Z₁}[φ(√q_x Z₁)·E[φ(ρ√q_y Z₁ + sZ₂)]] with Gauss–Legendre
+panels graded towards the kink at the scale 1/√q. It holds 1e-15 normwise (far inside any tol) from q = 16 to
+1e4 and beyond, at every ρ including ±1, and never refuses; it costs ≈ 7–15 ms a pair on one core (≈ 1000× the
+series at q ≈ 10), so it is the fallback, not the rule. Which rule a pair takes depends only on its level (a
+calibration's outcome depends only on the level and the activation), and the quadrature's shapes only on the
+level, so the determinism promise above holds for both: a pair's value depends only on (q_x, q_y, ρ), and a
+point's moments are its pair with itself at ρ = 1 by the same rule. The tile and flat paths call the same
+function on the same (q_x, q_y, ρ).
 
 The mathematics, with its conventions, errata and tests: docs/theory.md §2.2 and §2.6.
 """
@@ -60,8 +71,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..errors import DataError
 from ._xp import array_module, to_numpy
 from .gauss_hermite import gauss_hermite_rule, weighted_hermite_columns
+from .kink_quadrature import conditional_pairs
 from .mehler_sums import diagonal_moments, evaluate_outer, horner_pairs
 
 #: Gauss–Hermite orders a level may use (even: the nodes pair up as ±z, no node at 0).
@@ -71,7 +84,12 @@ _MAX_NODES = _LADDER[-1]
 #: The largest reference rule used in calibration.
 _MAX_REFERENCE = 2 * _MAX_NODES
 #: Levels: j covers (2^{(j−1)/2}, 2^{j/2}]; the lowest also covers [0, 2^{_J_MIN/2}].
-_J_MIN, _J_MAX = -60, 80
+_J_MIN = -60
+#: The highest level the series is tried at (q ≤ 2^7 = 128). Above it, and at any level whose calibration needs
+#: more than _MAX_NODES nodes, pairs take the conditional quadrature of `ntkdist.kernels.kink_quadrature`. A fixed
+#: bound, not "the first level that fails", so that a level's rule depends on that level alone (determinism) and
+#: no time is spent calibrating levels the series cannot serve.
+_SERIES_MAX_LEVEL = 14
 #: Rows with q ≤ 2^-10 take b_n from φ' itself: the identity divides by √q, which would amplify the rounding of
 #: φ(√q z) ≈ φ(0) by ~1/√q.
 _Q_DIRECT = 2.0 ** -10
@@ -192,22 +210,27 @@ class MehlerDual:
         mid = hi * 2.0 ** -0.25 if lo > 0 else hi * 0.5
         return lo, mid, hi
 
-    def level(self, j: int) -> Level:
-        """The calibrated level j (computed once per activation object)."""
-        level = self._levels.get(j)
-        if level is None:
+    def level(self, j: int) -> Level | None:
+        """The calibrated level j (computed once per activation object), or None where the series does not serve
+        it (above _SERIES_MAX_LEVEL, or more than _MAX_NODES nodes needed): those pairs take the quadrature."""
+        j = int(j)
+        if j > _SERIES_MAX_LEVEL:
+            return None
+        if j not in self._levels:
             with self._lock:
-                level = self._levels.get(j)
-                if level is None:
-                    level = self._calibrate(j)
-                    self._levels[j] = level
-        return level
+                if j not in self._levels:
+                    try:
+                        self._levels[j] = self._calibrate(j)
+                    except _SeriesTooLong:
+                        self._levels[j] = None
+        return self._levels[j]
+
+    def _quadrature(self, j, qx, qy, rho):
+        """(E[φφ], E[φ'φ']) of host pairs at a level the series does not serve (`kink_quadrature`)."""
+        return conditional_pairs(self.fn, self.derivative, qx, qy, rho, 2.0 ** (j / 2.0))
 
     def _too_large(self, q, detail):
-        return ValueError(
-            f"activation: {self.name} at pre-activation variance q = {q:.4g} needs {detail} for tol = {self.tol:g}; "
-            f"use a larger tol (e.g. {self.name}(tol=1e-6)) or smaller weight_var, bias_var or input norms"
-        )
+        return _SeriesTooLong(f"activation: {self.name} at q = {q:.4g} needs {detail} for tol = {self.tol:g}")
 
     # ---- coefficients -----------------------------------------------------------------------------------------
 
@@ -273,8 +296,6 @@ class MehlerDual:
                       _needed(b[0::2], eb, budget), _needed(b[1::2], eb, budget))
 
     def _calibrate(self, j: int) -> Level:
-        if j > _J_MAX:
-            raise self._too_large(2.0 ** (j / 2.0), "more terms than the series supports (q > 2^40)")
         points = list(self._interval(j))
         refs = [self._resolved_reference(q) for q in points]
         counts = refs[0][3]
@@ -391,13 +412,19 @@ class MehlerDual:
         derivative = xp.empty(unique.size)
         for j in np.unique(levels):
             pick = np.nonzero(levels == j)[0]
-            coef = self._level_coefficients(xp, j, unique[pick])
             idx = xp.asarray(pick)
-            second[idx], derivative[idx] = diagonal_moments(xp, coef, xp.arange(pick.size))
+            second[idx], derivative[idx] = self._diagonal(xp, j, unique[pick])
         inv = xp.asarray(inverse)
         result = (second[inv].reshape(q.shape), derivative[inv].reshape(q.shape))
         self._remember(key, result)
         return result
+
+    def _diagonal(self, xp, j, values):
+        """(E φ², E φ'²) of the sorted unique host ``values`` at level j: the pair arithmetic at ρ = 1."""
+        if self.level(j) is None:
+            return tuple(xp.asarray(m) for m in self._quadrature(j, values, values, np.ones(values.size)))
+        coef = self._level_coefficients(xp, j, values)
+        return diagonal_moments(xp, coef, xp.arange(values.size))
 
     def _remember(self, key, value):
         # The recursion asks for the second moments of the variances it has just passed to `pair`: keep a few
@@ -477,6 +504,10 @@ class MehlerDual:
                               (np.nonzero(row_level < j)[0], np.nonzero(col_level == j)[0])]
                 rectangles = [(r, s) for r, s in rectangles if r.size and s.size]
             own_x, own_y = np.nonzero(lx == j)[0], np.nonzero(ly == j)[0]
+            if self.level(j) is None:
+                cov, dcov = self._outer_by_quadrature(xp, j, (ux, uy), (ix, iy), (own_x, own_y),
+                                                      (moments_x, moments_y), rectangles, c, cov, dcov)
+                continue
             need_x = np.unique(np.concatenate([own_x] + [ix[r] for r, _ in rectangles]))
             need_y = np.unique(np.concatenate([own_y] + [iy[s] for _, s in rectangles]))
             coef_x = self._level_coefficients(xp, j, ux[need_x]) if need_x.size else None
@@ -502,6 +533,27 @@ class MehlerDual:
         inv_x, inv_y = xp.asarray(ix), xp.asarray(iy)
         return cov, dcov, tuple(m[inv_x] for m in moments_x), tuple(m[inv_y] for m in moments_y)
 
+    def _outer_by_quadrature(self, xp, j, unique, inverse, own, moments, rectangles, c, cov_all, dcov_all):
+        """The rectangles of a quadrature level (pair by pair) and the moments of its own rows and columns.
+
+        Fills ``cov_all`` and ``dcov_all`` and returns them; where they are None (one level covers the whole tile)
+        returns the tile's arrays instead."""
+        for u, idx, mom in zip(unique, own, moments):
+            if idx.size:
+                dev = xp.asarray(idx)
+                mom[0][dev], mom[1][dev] = self._diagonal(xp, j, u[idx])
+        (ux, uy), (ix, iy) = unique, inverse
+        host_c = to_numpy(c)
+        for r, s in rectangles:
+            rr, ss = np.meshgrid(r, s, indexing="ij")
+            cov, dcov = (xp.asarray(v.reshape(rr.shape))
+                         for v in self._quadrature(j, ux[ix[rr]].ravel(), uy[iy[ss]].ravel(), host_c[rr, ss].ravel()))
+            if cov_all is None:
+                return cov, dcov
+            block = xp.ix_(xp.asarray(r), xp.asarray(s))
+            cov_all[block], dcov_all[block] = cov, dcov
+        return cov_all, dcov_all
+
     def _pair_flat(self, xp, qx, qy, c):
         """General broadcasting: qx, qy, c are 1-D arrays of the same length."""
         (ux, uy), (ix, iy), (lx, ly) = self._prepare(xp, qx, qy)
@@ -511,6 +563,11 @@ class MehlerDual:
         dcov = xp.empty(c.shape)
         for j in np.unique(pair_level):
             pick = np.nonzero(pair_level == j)[0]
+            sel = xp.asarray(pick)
+            if self.level(j) is None:
+                values = self._quadrature(j, ux[ix[pick]], uy[iy[pick]], to_numpy(c[sel]))
+                cov[sel], dcov[sel] = (xp.asarray(v) for v in values)
+                continue
             need_x, need_y = np.unique(ix[pick]), np.unique(iy[pick])
             values, (px, py) = _union(ux[need_x], uy[need_y])
             pos_x = np.zeros(ux.size, dtype=np.int64)
@@ -518,12 +575,15 @@ class MehlerDual:
             pos_y = np.zeros(uy.size, dtype=np.int64)
             pos_y[need_y] = py
             coef = self._level_coefficients(xp, j, values)
-            sel = xp.asarray(pick)
             gx, gy = xp.asarray(pos_x[ix[pick]]), xp.asarray(pos_y[iy[pick]])
             sums = [horner_pairs(t[sel], cf[:, gx], cf[:, gy]) for cf in coef]
             cov[sel] = sums[0] + c[sel] * sums[1]
             dcov[sel] = sums[2] + c[sel] * sums[3]
         return cov, dcov
+
+
+class _SeriesTooLong(Exception):
+    """A level needs more quadrature nodes than the series allows: its pairs take `kink_quadrature` instead."""
 
 
 def _content_key(a):
@@ -544,7 +604,9 @@ def _quantize(q, bits):
 
 def _check_variances(xp, q, name):
     if not bool(xp.all(xp.isfinite(q))):
-        raise ValueError(f"activation: {name} got a non-finite pre-activation variance")
+        # A UserError: it crosses the Ray boundary as itself (`ntkdist.cluster.runtime.get`).
+        raise DataError(f"activation: {name} got a non-finite pre-activation variance (overflow from inputs or "
+                        f"weight_var too large, or NaN/inf in the data); rescale or clean the data")
     return xp.maximum(q, 0.0)
 
 

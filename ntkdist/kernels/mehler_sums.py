@@ -103,26 +103,23 @@ def horner_outer(xp, t, x, y):
 
 def horner_scalar(t, x, y):
     """x, y: (K,) coefficients shared by every entry."""
-    xp = array_module(t)
-    terms = x.shape[0]
-    if terms == 0:
-        return xp.zeros(t.shape)
-    products = to_numpy(x * y)
-    s = xp.full(t.shape, products[terms - 1])
-    for k in range(terms - 2, -1, -1):
-        s *= t
-        s += products[k]
-    return s
+    return _horner(array_module(t), t, to_numpy(x * y))
 
 
 def horner_pairs(t, x, y):
     """x, y: (K, P), t: (P,) → Σ_k x_k y_k t^k per pair."""
-    xp = array_module(t)
-    terms = x.shape[0]
+    return _horner(array_module(t), t, x * y)
+
+
+def _horner(xp, t, products):
+    """Σ_k products[k]·t^k by Horner, s ← s·t + products[k] from s = products[K−1] (each products[k] a scalar or an
+    array of t's shape): the one loop behind `horner_scalar` and `horner_pairs`."""
+    terms = len(products)
     if terms == 0:
         return xp.zeros(t.shape)
-    s = x[terms - 1] * y[terms - 1]
+    s = xp.empty(t.shape)
+    s[...] = products[terms - 1]
     for k in range(terms - 2, -1, -1):
         s *= t
-        s += x[k] * y[k]
+        s += products[k]
     return s

@@ -8,6 +8,7 @@ The mathematics, with its conventions, errata and tests: docs/theory.md §2.6.
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from ._xp import array_module
 from .activation_base import Activation, PairMoments, smooth_gaps
 from .hermite_dual import MehlerDual
@@ -20,9 +21,9 @@ def _check_tol(tol, name):
     try:
         tol = float(tol)
     except (TypeError, ValueError):
-        raise ValueError(f"activation: {name} tol must be a number, got {tol!r}") from None
+        raise ConfigError(f"activation: {name} tol must be a number, got {tol!r}") from None
     if not (1e-13 <= tol <= 1e-2):
-        raise ValueError(f"activation: {name} tol must lie in [1e-13, 1e-2] (relative accuracy), got {tol!r}")
+        raise ConfigError(f"activation: {name} tol must lie in [1e-13, 1e-2] (relative accuracy), got {tol!r}")
     return tol
 
 

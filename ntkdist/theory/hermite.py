@@ -29,6 +29,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from ntkdist.kernels import ABReLU, Activation, Cos, Erf, Gelu, Sin, get_activation
+from ntkdist.kernels.gauss_hermite import hermite_recurrence
 
 __all__ = [
     "hermite_coefficients",
@@ -169,19 +170,21 @@ def _gauss_hermite_exact(fn: Callable, degree: int, order: int, v: float) -> np.
     values = np.asarray(fn(math.sqrt(v) * nodes), dtype=float) * weights
     out = np.zeros(order + 1)
     top = min(order, degree)
-    out[:top + 1] = _project(values, nodes, top, np.ones_like(nodes))
+    out[:top + 1] = _project(values, nodes, top, np.zeros_like(nodes))
     return out
 
 
-def _project(weighted, z, order: int, h0) -> np.ndarray:
-    """Σ_i weighted_i·h_k(z_i)·(h0_i) for k = 0..order: the normalised probabilists' Hermite functions h_k
-    by the three-term recurrence h_{k+1} = (z h_k − √k h_{k−1})/√(k+1), started from h0 (1, or a damping
-    factor e^{−z²/4} that keeps the recurrence bounded on wide node sets, Cramér's bound 1.0865)."""
+def _project(weighted, z, order: int, log_h0) -> np.ndarray:
+    """Σ_i weighted_i·h_k(z_i)·e^{log_h0_i} for k = 0..order: the normalised probabilists' Hermite functions h_k
+    by the one three-term recurrence, `ntkdist.kernels.gauss_hermite.hermite_recurrence` (rescaled where h_k would
+    overflow), times a per-node factor e^{log_h0} (1, or the damping e^{−z²/4} that keeps the product bounded on
+    wide node sets, Cramér's bound 1.0865)."""
     out = np.empty(order + 1)
-    h_prev, h = np.zeros_like(z), h0
-    for k in range(order + 1):
-        out[k] = weighted @ h
-        h_prev, h = h, (z * h - math.sqrt(k) * h_prev) / math.sqrt(k + 1)
+
+    def column(k, values):
+        out[k] = weighted @ values
+
+    hermite_recurrence(z, order + 1, columns=column, log_weight=log_h0)
     return out
 
 
@@ -211,12 +214,12 @@ def _quadrature_coefficients(fn: Callable, order: int, v: float) -> np.ndarray:
         values = np.asarray(fn(math.sqrt(v) * z), dtype=float)
     if values.shape != z.shape:
         values = np.broadcast_to(values, z.shape).astype(float)
-    damping = np.exp(-0.25 * z * z)
-    weighted = values * damping * w / _SQRT_2PI
+    log_damping = -0.25 * z * z
+    weighted = values * np.exp(log_damping) * w / _SQRT_2PI
     weighted = np.where(np.isfinite(weighted), weighted, 0.0)
     if not np.all(np.isfinite(values[np.abs(z) < 12.0])):
         raise ValueError("activation: returned NaN or inf at a finite argument; cannot expand it in Hermite polynomials")
-    return _project(weighted, z, order, damping)
+    return _project(weighted, z, order, log_damping)
 
 
 def second_moment(activation, *, variance: float = 1.0) -> float:

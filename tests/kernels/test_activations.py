@@ -375,9 +375,15 @@ def test_tol_is_met_and_a_looser_tol_uses_fewer_terms():
     assert sum(loose.dual.level(level).counts) < sum(tight.dual.level(level).counts)
 
 
-def test_series_beyond_the_supported_variance_raises_naming_the_fix():
-    with pytest.raises(ValueError, match=r"activation: tanh .* q = .*tol"):
-        A.tanh().second_moment(np.array([1e4]))
+def test_series_past_the_gauss_hermite_range_answers_instead_of_refusing():
+    """q = 1e4 once raised "needs more than 4096 Gauss–Hermite nodes"; the conditional quadrature now answers
+    (its accuracy against a converged reference: tests/kernels/test_series_every_variance.py)."""
+    act = A.tanh()
+    assert act.dual.level(act.dual.level_index(1e4)) is None  # past the series: quadrature
+    second, derivative = act.second_moment(np.array([1e4])), act.derivative_second_moment(np.array([1e4]))
+    # E tanh²(100 Z) = 1 − E sech²(100 Z) ≈ 1 − (2/100)/√(2π); E sech⁴(100 Z) ≈ (4/3)/(100√(2π)).
+    np.testing.assert_allclose([1.0 - second[0], derivative[0]], [0.02 / math.sqrt(2 * math.pi),
+                                                                  4.0 / 300 / math.sqrt(2 * math.pi)], rtol=1e-3)
 
 
 # ------------------------------------------------------------------------------------------------------------
