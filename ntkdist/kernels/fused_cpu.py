@@ -17,13 +17,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from .activations import ABReLU, Erf
 
 # asin(x) = x + x³·P(x²) for 0 ≤ x ≤ 1/√2; P is the degree-18 polynomial interpolating (asin(x) − x)/x³ at the
 # Chebyshev nodes of z = x² ∈ [0, 1/2] (coefficients solved in 60-digit arithmetic with mpmath). Max relative
-# error of asin over the interval in float64 Horner evaluation: 1.2e-16 (tests/kernels/test_fused_cpu.py checks).
+# error of asin over the interval in float64 evaluation: 1.2e-16 (tests/kernels/test_fused_cpu.py checks).
 _ASIN_P = (0.16666666666666669, 0.07499999999998412, 0.04464285714665563, 0.030381944084994415,
            0.0223721770065477, 0.017352221539201188, 0.013975730180211136, 0.01139924601483468,
            0.011310924828955462, -0.0032941927380090922, 0.07377343868679113, -0.2809947932275328,
@@ -31,6 +33,9 @@ _ASIN_P = (0.16666666666666669, 0.07499999999998412, 0.04464285714665563, 0.0303
            5.436384462318588, -3.0948547605199717, 0.8387674099544927)
 _A0, _A1, _A2, _A3, _A4, _A5, _A6, _A7, _A8, _A9 = _ASIN_P[:10]
 _A10, _A11, _A12, _A13, _A14, _A15, _A16, _A17, _A18 = _ASIN_P[10:]
+# θ − sin θ = θ³·S(θ²) with S(u) = Σ_k (−u)^k / (2k + 3)!, k = 0..6: the Taylor series of
+# `ntkdist.kernels.activation_base.theta_minus_sin` (the same seven terms; the omitted one is below 1e-17 at 0.5).
+_S0, _S1, _S2, _S3, _S4, _S5, _S6 = ((-1.0) ** k / math.factorial(2 * k + 3) for k in range(7))
 _SQRT_HALF = math.sqrt(0.5)
 _PI = math.pi
 _HALF_PI = math.pi / 2.0
@@ -43,48 +48,67 @@ def supports(activation) -> bool:
     return type(activation) in _ENGINE_ACTIVATIONS
 
 
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a·b + c rounded once (LLVM's ``llvm.fma``; one vfmadd on x86-64 with FMA3).
+
+    Explicit rather than left to the compiler's contraction (fastmath "contract"), so that the vectorised body of
+    a loop and its scalar remainder round identically: a pair's value must not depend on its column in a tile.
+    """
+    if not all(isinstance(t, types.Float) for t in (a, b, c)):
+        return None
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        double = ir.DoubleType()
+        converted = [context.cast(builder, v, t, types.float64) for v, t in zip(args, signature.args)]
+        llvm_fma = builder.module.declare_intrinsic("llvm.fma", [double], ir.FunctionType(double, [double] * 3))
+        return builder.call(llvm_fma, converted)
+
+    return sig, codegen
+
+
 @njit(inline="always", cache=True, error_model="numpy")
 def asin_half(x):
-    """asin(x) for 0 ≤ x ≤ 1/√2: arithmetic only (Horner), so loops calling it vectorise."""
+    """asin(x) for 0 ≤ x ≤ 1/√2: arithmetic only, so loops calling it vectorise.
+
+    P(z) by Estrin's scheme with fused multiply-adds: a dependency chain of 5 FMAs (plus the powers of z)
+    instead of Horner's 18, so the out-of-order core overlaps the lanes of neighbouring iterations.
+    """
     z = x * x
-    p = _A18
-    p = p * z + _A17
-    p = p * z + _A16
-    p = p * z + _A15
-    p = p * z + _A14
-    p = p * z + _A13
-    p = p * z + _A12
-    p = p * z + _A11
-    p = p * z + _A10
-    p = p * z + _A9
-    p = p * z + _A8
-    p = p * z + _A7
-    p = p * z + _A6
-    p = p * z + _A5
-    p = p * z + _A4
-    p = p * z + _A3
-    p = p * z + _A2
-    p = p * z + _A1
-    p = p * z + _A0
-    return x + x * z * p
+    z2 = z * z
+    z4 = z2 * z2
+    z8 = z4 * z4
+    z16 = z8 * z8
+    c0 = fma(fma(_A3, z, _A2), z2, fma(_A1, z, _A0))
+    c1 = fma(fma(_A7, z, _A6), z2, fma(_A5, z, _A4))
+    c2 = fma(fma(_A11, z, _A10), z2, fma(_A9, z, _A8))
+    c3 = fma(fma(_A15, z, _A14), z2, fma(_A13, z, _A12))
+    c4 = fma(_A18, z2, fma(_A17, z, _A16))
+    p = fma(c4, z16, fma(fma(c3, z4, c2), z8, fma(c1, z4, c0)))
+    return fma(x * z, p, x)
 
 
 @njit(inline="always", cache=True, error_model="numpy")
 def asin_unit(x):
-    """asin(x) for −1 ≤ x ≤ 1, via asin(t) = π/2 − 2·asin(√((1 − t)/2)) above t = 1/√2 (no branches)."""
+    """asin(x) for −1 ≤ x ≤ 1, via asin(t) = π/2 − 2·asin(√((1 − t)/2)) above t = 1/√2: one polynomial per
+    element, its argument and the outer formula chosen by selects (no branches)."""
     t = abs(x)
-    inner = asin_half(t if t <= _SQRT_HALF else 0.0)
-    outer = _HALF_PI - 2.0 * asin_half(math.sqrt(0.5 * (1.0 - t)) if t > _SQRT_HALF else 0.0)
-    y = inner if t <= _SQRT_HALF else outer
+    low = t <= _SQRT_HALF
+    p = asin_half(t if low else math.sqrt(0.5 * (1.0 - t)))
+    y = p if low else _HALF_PI - 2.0 * p
     return y if x >= 0.0 else -y
 
 
 @njit(inline="always", cache=True, error_model="numpy")
 def theta_minus_sin(theta, sin_theta):
-    """θ − sin θ: a Taylor series below 0.5 (where the difference would cancel), the difference above."""
-    t2 = theta * theta
-    series = theta * t2 * (1.0 / 6.0 - t2 * (1.0 / 120.0 - t2 * (1.0 / 5040.0 - t2 * (
-        1.0 / 362880.0 - t2 * (1.0 / 39916800.0 - t2 * (1.0 / 6227020800.0 - t2 / 1307674368000.0))))))
+    """θ − sin θ: the Taylor series θ³·S(θ²) below 0.5 (where the difference would cancel), the difference
+    above. S by Estrin's scheme with FMAs."""
+    u = theta * theta
+    u2 = u * u
+    low = fma(fma(_S3, u, _S2), u2, fma(_S1, u, _S0))
+    high = fma(_S6, u2, fma(_S5, u, _S4))
+    series = (theta * u) * fma(high, u2 * u2, low)
     return series if theta < 0.5 else theta - sin_theta
 
 
