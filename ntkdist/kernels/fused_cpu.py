@@ -4,8 +4,12 @@
 the near-parallel corrections. For every row of the tile the kernel keeps the pair state of that row (ρ, 1 − ρ,
 1 + ρ, Θ and the Cauchy–Schwarz gaps, a few KiB) in L1 and sweeps it through all depth + 1 layers; the sweep
 over the row's columns is an innermost loop of arithmetic, square roots, divisions and selects that LLVM
-vectorises (AVX2/AVX-512). The arctangent it needs is a branch-free polynomial (below) rather than a libm call,
-which would stop the vectoriser: numba's pip wheels have no SVML.
+vectorises (AVX2/AVX-512). The arcsine it needs is a branch-free polynomial (below) rather than a libm call,
+which would stop the vectoriser: numba's pip wheels have no SVML. The loops are bound by the latency of their
+dependency chains (a division, two square roots, the polynomial), not by arithmetic throughput, so the
+polynomials use Estrin's scheme with explicit fused multiply-adds, and the ReLU layer is split in two loops.
+No numba threads: `gram.gram_block` runs tiles on its own thread pool with BLAS limited to one thread, so there
+is one busy thread per CPU.
 
 The arithmetic is the same as `ntkdist.kernels.closed_form_activations` (ABReLU family and erf), written out per
 element; results agree with the NumPy path to a few ulps, and are bit-for-bit reproducible for a given tile shape.
@@ -120,7 +124,12 @@ def _clip(x, lo, hi):
 @njit(nogil=True, cache=True, error_model="numpy")
 def _row_layers(sq, dim, depth, w, b, act_kind, second):
     """Per layer and point: the Dense layer's input variance E_l (E_0 = ‖x‖²/d), √E_l, its output variance
-    q_l = w·E_l + b, √q_l, and (erf) 1/√(1 + 2q_l)."""
+    q_l = w·E_l + b, √q_l, and (erf) 1/√(1 + 2q_l).
+
+    Mirrors the layer-variance recursion `ntkdist.kernels.analytic.diagonal_recursion` (q ↦ w·E φ(u)² + b), with
+    E φ(u)² written out: ``second``·q for the ABReLU family (`ABReLU.second_moment`, second = (a² + b²)/2) and
+    (2/π)·asin(2q/(1 + 2q)) for erf (`Erf.second_moment`, both in `closed_form_activations`).
+    """
     n = sq.shape[0]
     var = np.empty((depth + 1, n))
     q = np.empty((depth + 1, n))
@@ -141,7 +150,8 @@ def _row_layers(sq, dim, depth, w, b, act_kind, second):
 def _input_row(i, inner, sq_x, sq_y, x_hat, y_hat, near, cov, gap_lo, gap_hi):
     """Row i of the input moments: ⟨x, y⟩ and ‖x‖‖y‖ ∓ ⟨x, y⟩, near-(anti)parallel pairs from x̂ ∓ ŷ.
 
-    The same rule as `gram.input_moments`: where a gap is below ``near``·‖x‖‖y‖ it is recomputed as
+    Mirrors the near-parallel correction `ntkdist.kernels.gram.input_moments` (threshold ``near`` =
+    `gram.NEAR_PARALLEL`, passed in): where a gap is below ``near``·‖x‖‖y‖ it is recomputed as
     ‖x‖‖y‖·‖x̂ ∓ ŷ‖²/2, summed in index order.
     """
     m = cov.shape[0]
@@ -206,6 +216,7 @@ def fused_tile(inner, x_hat, y_hat, sq_x, sq_y, near, depth, w, b, act_kind, ab,
     gap_hi = np.empty(m)
     dcov = np.empty(m)
     theta = np.empty(m)
+    scales = np.empty(m)
     for i in range(n):
         _input_row(i, inner, sq_x, sq_y, x_hat, y_hat, near, cov, gap_lo, gap_hi)
         for j in range(m):
@@ -218,7 +229,7 @@ def fused_tile(inner, x_hat, y_hat, sq_x, sq_y, near, depth, w, b, act_kind, ab,
             if act_kind == 0:
                 # The readout needs only Σ and Θ: the last activation layer skips the gaps.
                 _abrelu_layer(root_var_x[layer, i], root_q_x[layer, i], root_var_y[layer], root_q_y[layer],
-                              w, b, ab, alpha2, beta2, cov, gap_lo, gap_hi, dcov, theta, layer < depth - 1)
+                              w, b, ab, alpha2, beta2, cov, gap_lo, gap_hi, dcov, theta, scales, layer < depth - 1)
             else:
                 _erf_layer(root_var_x[layer, i], root_q_x[layer, i], q_x[layer, i], inv_x[layer, i],
                            root_var_x[layer + 1, i], root_var_y[layer], root_q_y[layer], q_y[layer], inv_y[layer],
@@ -232,7 +243,7 @@ def fused_tile(inner, x_hat, y_hat, sq_x, sq_y, near, depth, w, b, act_kind, ab,
 
 @njit(inline="always", cache=True, error_model="numpy")
 def _dense(rx, rqx, ry, rqy, w, b, cov, below, above):
-    """One Dense layer for one pair (`ntkdist.kernels.analytic.dense_layer`) with one division:
+    """One Dense layer for one pair (mirrors `ntkdist.kernels.analytic.dense_layer`) with one division:
     Σ, √(q_x q_y), ρ, 1 − ρ, 1 + ρ, from the input moments and the roots √E, √q of both points."""
     sigma = w * cov + b
     scale = rqx * rqy
@@ -250,17 +261,30 @@ def _dense(rx, rqx, ry, rqy, w, b, cov, below, above):
 
 @njit(inline="always", cache=True, error_model="numpy")
 def _abrelu_layer(rx, rqx, root_var_y, root_q_y, w, b, ab, alpha2, beta2, cov, gap_lo, gap_hi, dcov, theta,
-                  need_gaps):
-    """Dense + ABReLU over one row of pairs (`ntkdist.kernels.closed_form_activations.ABReLU.pair_moments`).
+                  scales, need_gaps):
+    """Dense + ABReLU over one row of pairs: mirrors the arc-cosine kernel of
+    `ntkdist.kernels.closed_form_activations.ABReLU.pair_moments` (Cho & Saul 2009), written per element.
 
     α = min(θ, π − θ) = 2·asin(√(min(1 − ρ, 1 + ρ)/2)), and sin θ = √((1 − ρ)(1 + ρ)): two square roots, no
     division, no library call.
     """
     beta_term = 2.0 * beta2 / _PI
     beta_over_pi = beta2 / _PI
+    # Two loops (fission): the Dense layer's moments first, stored in place (ρ over Σ, 1 ∓ ρ over the gaps), then
+    # the arc-cosine kernel. Each body is a shorter dependency chain (division; √ → polynomial → θ − sin θ), so
+    # more iterations fit in the out-of-order window than in one long body.
     for j in range(cov.shape[0]):
         sigma, scale, c, e, f = _dense(rx, rqx, root_var_y[j], root_q_y[j], w, b, cov[j], gap_lo[j], gap_hi[j])
         theta[j] = sigma + w * dcov[j] * theta[j]
+        cov[j] = c
+        gap_lo[j] = e
+        gap_hi[j] = f
+        scales[j] = scale
+    for j in range(cov.shape[0]):
+        c = cov[j]
+        e = gap_lo[j]
+        f = gap_hi[j]
+        scale = scales[j]
         near_zero = e <= f
         small = e if near_zero else f
         alpha = 2.0 * asin_half(math.sqrt(0.5 * small))
@@ -280,13 +304,16 @@ def _abrelu_layer(rx, rqx, root_var_y, root_q_y, w, b, ab, alpha2, beta2, cov, g
 @njit(inline="always", cache=True, error_model="numpy")
 def _erf_layer(rx, rqx, qx, inv_x, next_rx, root_var_y, root_q_y, q_y, inv_y, next_root_var_y, w, b,
                cov, gap_lo, gap_hi, dcov, theta):
-    """Dense + erf over one row of pairs (Williams 1997)."""
+    """Dense + erf over one row of pairs (Williams 1997): mirrors
+    `ntkdist.kernels.closed_form_activations.Erf.pair_moments`, with its gaps by subtraction as `smooth_gaps`."""
     for j in range(cov.shape[0]):
         qy = q_y[j]
         sigma, scale, c, e, f = _dense(rx, rqx, root_var_y[j], root_q_y[j], w, b, cov[j], gap_lo[j], gap_hi[j])
         theta[j] = sigma + w * dcov[j] * theta[j]
-        value = (2.0 / _PI) * asin_unit(2.0 * c * scale * inv_x * inv_y[j])
-        det = 1.0 + 2.0 * (qx + qy) + 4.0 * qx * qy * (e * f)
+        # Products of x's and y's factors are formed first, so that (x, y) and (y, x) round the same: the mirror
+        # of a symmetric Gram equals the entry computed with its points swapped (blocks of any size agree).
+        value = (2.0 / _PI) * asin_unit(2.0 * c * scale * (inv_x * inv_y[j]))
+        det = 1.0 + 2.0 * (qx + qy) + 4.0 * (qx * qy) * (e * f)
         root = next_rx * next_root_var_y[j]
         cov[j] = value
         dcov[j] = (4.0 / _PI) / math.sqrt(det)
