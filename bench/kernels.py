@@ -9,7 +9,10 @@
 ``--peer`` measures ntkdist and neural-tangents in the same run: the peer runs in its own environment
 (``--peer-python``, default ``$NTKDIST_NT_PYTHON`` or ``.venv-nt/bin/python``) as a long-lived
 ``bench/neural_tangents_reference.py serve`` process, and the two alternate run by run, so both see the same
-machine load. The ratio is the ratio of the two medians. Grid: the issue's acceptance cases (ReLU NTK at depth 2
+machine load. The ratio is the ratio of the two medians of wall time; the CPU-time ratio (medians of the CPU
+seconds each process spent, all threads) is printed too, as it depends less on what else runs on the machine.
+The roofline fraction is the executed float64 flops (`flops_per_pair`, counted from the engine's code) per
+second over the peak implied by /proc/cpuinfo (`cpu_info`). Grid: the issue's acceptance cases (ReLU NTK at depth 2
 and 3, erf NTK at depth 3, N = 8000, d = 64), or ``--case``.
 
 Entries/s counts all N² entries of the symmetric matrix (each pair is computed once and mirrored), as
@@ -159,12 +162,14 @@ class Peer:
                 return json.loads(line)
         raise SystemExit(f"the peer process exited (code {self.process.wait()}); see its messages above")
 
-    def run(self, n: int, dim: int, depth: int, activation: str, net: MLP) -> float:
+    def run(self, n: int, dim: int, depth: int, activation: str, net: MLP) -> tuple[float, float]:
+        """(wall seconds, CPU seconds over the peer's threads) of one full Gram."""
         request = {"n": n, "dim": dim, "depth": depth, "activation": activation,
                    "weight_var": net.weight_var, "bias_var": net.bias_var}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
-        return self._reply()["seconds"]
+        reply = self._reply()
+        return reply["seconds"], reply["cpu_seconds"]
 
     def close(self):
         self.process.stdin.close()
@@ -179,10 +184,10 @@ def side_by_side(grid, rounds: int, peer: Peer, threads: int | None) -> list[dic
         X = np.random.default_rng(0).standard_normal((n, dim))
         net = MLP(depth=depth, activation=activation)
 
-        def ours() -> float:
-            start = time.perf_counter()
+        def ours() -> tuple[float, float]:
+            start, cpu = time.perf_counter(), time.process_time()
             K = ntkdist.ntk(X, net=net, threads=threads)
-            elapsed = time.perf_counter() - start
+            elapsed = time.perf_counter() - start, time.process_time() - cpu
             del K
             return elapsed
 
@@ -192,12 +197,16 @@ def side_by_side(grid, rounds: int, peer: Peer, threads: int | None) -> list[dic
         for _ in range(rounds):
             mine.append(ours())
             theirs.append(peer.run(n, dim, depth, activation, net))
-        ours_s, peer_s = statistics.median(mine), statistics.median(theirs)
+        ours_s, peer_s = (statistics.median(t[0] for t in runs) for runs in (mine, theirs))
+        # CPU seconds (all threads) are less sensitive to other processes on a shared machine than wall time.
+        ours_cpu, peer_cpu = (statistics.median(t[1] for t in runs) for runs in (mine, theirs))
         flops = flops_per_pair(dim, depth, activation)
         gflops = n * (n + 1) / 2 * flops / ours_s / 1e9
         results.append({
             "n": n, "dim": dim, "depth": depth, "activation": activation, "rounds": rounds,
-            "ntkdist_s": mine, "peer_s": theirs, "ntkdist_median_s": ours_s, "peer_median_s": peer_s,
+            "ntkdist_s": [t[0] for t in mine], "peer_s": [t[0] for t in theirs], "ntkdist_cpu_s": [t[1] for t in mine],
+            "peer_cpu_s": [t[1] for t in theirs], "ntkdist_median_s": ours_s, "peer_median_s": peer_s,
+            "cpu_ratio": peer_cpu / ours_cpu,
             "ntkdist_entries_per_s": n * n / ours_s, "peer_entries_per_s": n * n / peer_s,
             "ratio": peer_s / ours_s, "flops_per_pair": flops, "gflops": gflops, "roofline_fraction": gflops / peak,
         })
@@ -247,8 +256,8 @@ def main_peer(args, grid) -> int:
           f"ntkdist float64, {args.threads or default_threads()} threads; {args.rounds} alternating runs each; "
           f"load average {os.getloadavg()[0]:.2f} at start\n")
     print("| N | d | depth | activation | ntkdist median s | ntkdist M entries/s | peer median s | "
-          "peer M entries/s | ntkdist ÷ peer | flops/pair | GFLOP/s | of float64 peak |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "peer M entries/s | ntkdist ÷ peer | CPU-time ratio | flops/pair | GFLOP/s | of float64 peak |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     try:
         results = []
         for case in grid:
@@ -256,7 +265,8 @@ def main_peer(args, grid) -> int:
             results.append(r)
             print(f"| {r['n']} | {r['dim']} | {r['depth']} | {r['activation']} | {r['ntkdist_median_s']:.3f} | "
                   f"{r['ntkdist_entries_per_s'] / 1e6:.1f} | {r['peer_median_s']:.3f} | "
-                  f"{r['peer_entries_per_s'] / 1e6:.1f} | **{r['ratio']:.1f}×** | {r['flops_per_pair']} | "
+                  f"{r['peer_entries_per_s'] / 1e6:.1f} | **{r['ratio']:.1f}×** | {r['cpu_ratio']:.1f}× | "
+                  f"{r['flops_per_pair']} | "
                   f"{r['gflops']:.1f} | {100 * r['roofline_fraction']:.0f}% |", flush=True)
     finally:
         peer.close()

@@ -14,7 +14,7 @@ Y), in float64; ``speed`` times the jitted
 NTK (ReLU unless ACTIVATION is given; float32 by default, the configuration the kernel-engine issue quotes;
 float64 with jax_enable_x64, the precision ntkdist computes in) and prints entries/s. ``serve`` answers timing
 requests, one JSON line in ({"n", "dim", "depth", "activation", "weight_var", "bias_var"}), one JSON
-line out ({"seconds"}): `bench.kernels --peer` keeps it running so that it can alternate ntkdist and the peer,
+line out ({"seconds", "cpu_seconds"}: wall time, and CPU time over all threads): `bench.kernels --peer` keeps it running so that it can alternate ntkdist and the peer,
 run by run, under the same machine load (each case is jitted and warmed up on its first request).
 This file imports nothing from ntkdist. neural_tangents/__init__.py imports its ``experimental`` package, whose
 TensorFlow interop pulls in TensorFlow; nothing here uses it, so it is replaced by an empty module before the
@@ -107,10 +107,11 @@ def _timed_kernel(n: int, dim: int, depth: int, activation: str, weight_var: flo
     kernel_fn = jax.jit(kernel_fn, static_argnames="get")
     X = jax.numpy.asarray(np.random.default_rng(0).standard_normal((n, dim)), dtype=dtype)
 
-    def once() -> float:
-        start = time.perf_counter()
+    def once() -> tuple[float, float]:
+        """(wall seconds, CPU seconds of the process over all its threads)."""
+        start, cpu = time.perf_counter(), time.process_time()
         kernel_fn(X, None, "ntk").block_until_ready()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
 
     once()  # compilation
     return once
@@ -122,7 +123,7 @@ def speed(n: int, dim: int, depth: int, repeat: int, dtype: str = "float32", act
     if dtype == "float64":
         jax.config.update("jax_enable_x64", True)
     once = _timed_kernel(n, dim, depth, activation, 2.0, 0.0, dtype)
-    times = [once() for _ in range(repeat)]
+    times = [once()[0] for _ in range(repeat)]
     median = statistics.median(times)
     print(json.dumps({"n": n, "dim": dim, "depth": depth, "activation": activation, "dtype": dtype,
                       "median_s": median, "times": times, "entries_per_s": n * n / median, "jax": jax.__version__}))
@@ -140,7 +141,8 @@ def serve(dtype: str = "float32") -> None:
         key = tuple(request[k] for k in ("n", "dim", "depth", "activation", "weight_var", "bias_var"))
         if key not in kernels_by_case:
             kernels_by_case[key] = _timed_kernel(*key, dtype)
-        print(json.dumps({"seconds": kernels_by_case[key]()}), flush=True)
+        wall, cpu = kernels_by_case[key]()
+        print(json.dumps({"seconds": wall, "cpu_seconds": cpu}), flush=True)
 
 
 if __name__ == "__main__":
