@@ -306,17 +306,20 @@ def _erf_layer(rx, rqx, qx, inv_x, next_rx, root_var_y, root_q_y, q_y, inv_y, ne
                cov, gap_lo, gap_hi, dcov, theta):
     """Dense + erf over one row of pairs (Williams 1997): mirrors
     `ntkdist.kernels.closed_form_activations.Erf.pair_moments`, with its gaps by subtraction as `smooth_gaps`."""
+    # Two loops, as in `_abrelu_layer`: the Dense moments and the arguments of asin and of 1/√det first (stored
+    # over Σ and the parallel gap), then the arcsine and the square root.
     for j in range(cov.shape[0]):
-        qy = q_y[j]
         sigma, scale, c, e, f = _dense(rx, rqx, root_var_y[j], root_q_y[j], w, b, cov[j], gap_lo[j], gap_hi[j])
         theta[j] = sigma + w * dcov[j] * theta[j]
         # Products of x's and y's factors are formed first, so that (x, y) and (y, x) round the same: the mirror
         # of a symmetric Gram equals the entry computed with its points swapped (blocks of any size agree).
-        value = (2.0 / _PI) * asin_unit(2.0 * c * scale * (inv_x * inv_y[j]))
-        det = 1.0 + 2.0 * (qx + qy) + 4.0 * (qx * qy) * (e * f)
+        cov[j] = 2.0 * c * scale * (inv_x * inv_y[j])
+        gap_lo[j] = 1.0 + 2.0 * (qx + q_y[j]) + 4.0 * (qx * q_y[j]) * (e * f)
+    for j in range(cov.shape[0]):
+        value = (2.0 / _PI) * asin_unit(cov[j])
         root = next_rx * next_root_var_y[j]
+        dcov[j] = (4.0 / _PI) / math.sqrt(gap_lo[j])
         cov[j] = value
-        dcov[j] = (4.0 / _PI) / math.sqrt(det)
         gap_lo[j] = max(root - value, 0.0)
         gap_hi[j] = max(root + value, 0.0)
 
