@@ -7,7 +7,7 @@ over the row's columns is an innermost loop of arithmetic, square roots, divisio
 vectorises (AVX2/AVX-512). The arcsine it needs is a branch-free polynomial (below) rather than a libm call,
 which would stop the vectoriser: numba's pip wheels have no SVML. The loops are bound by the latency of their
 dependency chains (a division, two square roots, the polynomial), not by arithmetic throughput, so the
-polynomials use Estrin's scheme with explicit fused multiply-adds, and the ReLU layer is split in two loops.
+polynomials use Estrin's scheme with explicit fused multiply-adds, and each layer is split in two loops.
 No numba threads: `gram.gram_block` runs tiles on its own thread pool with BLAS limited to one thread, so there
 is one busy thread per CPU.
 
