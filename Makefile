@@ -15,7 +15,7 @@ NT_PYTHON ?= $(PYTHON)
 NT_STAMP := $(NT_VENV)/.installed-stamp
 NT_PINS  := jax==0.4.26 jaxlib==0.4.26 numpy==1.26.4 scipy==1.12.0 ml_dtypes==0.5.4 opt_einsum==3.4.0 frozendict==2.5.1
 
-.PHONY: demo test bench bench-peer bench-solvers bench-build install clean-venv
+.PHONY: demo test bench bench-kernels bench-peer bench-solvers bench-build install clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench-solvers: $(BENCH_STAMP)
 # The build with and without its store (local disk, loopback S3 through moto_server, in the test extra).
 bench-build: $(STAMP)
 	$(BIN)/python -m bench.build --n 50000 --dim 64 --depth 3 --repeats 3 --json bench/results/build-50000.json
+
+# ntkdist and neural-tangents side by side in one run (alternating), the issue's acceptance cases.
+bench-kernels: $(STAMP) $(NT_STAMP)
+	$(BIN)/python -m bench.kernels --peer --rounds 5 --peer-python $(NT_VENV)/bin/python
 
 bench-peer: $(NT_STAMP)
 	$(NT_VENV)/bin/python bench/neural_tangents_reference.py speed 8000 64 2 5

@@ -4,6 +4,16 @@
     python -m bench.kernels --quick         # a smaller grid (a minute)
     python -m bench.kernels --case 8000,64,2,relu --repeat 7
     python -m bench.kernels --gpu --dtype float32 --case 65536,784,3,relu --repeat 3   # on a GPU machine
+    python -m bench.kernels --peer --rounds 5 # side by side with neural-tangents (make bench-kernels)
+
+``--peer`` measures ntkdist and neural-tangents in the same run: the peer runs in its own environment
+(``--peer-python``, default ``$NTKDIST_NT_PYTHON`` or ``.venv-nt/bin/python``) as a long-lived
+``bench/neural_tangents_reference.py serve`` process, and the two alternate run by run, so both see the same
+machine load. The ratio is the ratio of the two medians of wall time; the CPU-time ratio (medians of the CPU
+seconds each process spent, all threads) is printed too, as it depends less on what else runs on the machine.
+The roofline fraction is the executed float64 flops (`flops_per_pair`, counted from the engine's code) per
+second over the peak implied by /proc/cpuinfo (`cpu_info`). Grid: the issue's acceptance cases (ReLU NTK at depth 2
+and 3, erf NTK at depth 3, N = 8000, d = 64), or ``--case``.
 
 Entries/s counts all N² entries of the symmetric matrix (each pair is computed once and mirrored), as
 neural-tangents' ``kernel_fn(x, x)`` would be counted. Each case runs once to warm up (numba compilation, the
@@ -18,6 +28,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 import tracemalloc
 
@@ -26,9 +38,25 @@ import numpy as np
 import ntkdist
 from ntkdist.kernels import MLP, default_threads, resolve_engine
 
-#: neural-tangents' depth-2 ReLU NTK, N=8000, d=64, jitted kernel_fn, float32, on this 2-core machine kind
-#: (figure given in the kernel-engine issue; neural-tangents no longer imports with current JAX).
-PEER_ENTRIES_PER_SECOND = 19e6
+PEER_GRID = [(8000, 64, 2, "relu"), (8000, 64, 3, "relu"), (8000, 64, 3, "erf")]
+PEER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "neural_tangents_reference.py")
+
+# Floating-point operations the fused CPU engine executes per unique pair (i ≤ j; the mirror costs none), counted
+# from ntkdist/kernels/fused_cpu.py: +, −, ×, ÷ and √ one each, a fused multiply-add two; both sides of every
+# select are executed by the vectorised loops, so both are counted; compares, clips and selects are not.
+FLOPS_INPUT = 8      # √(‖x‖²‖y‖²), the two Cauchy–Schwarz gaps and their threshold, the three 1/d scalings
+FLOPS_DENSE = 28     # `_dense` (Σ, the scale, ρ, 1 ∓ ρ with one division) and the Θ update of the layer
+FLOPS_ASIN = 44      # `asin_half`: z, four powers, 18 FMAs, x·z, the last FMA
+FLOPS_LAYER = {
+    "relu": FLOPS_DENSE + FLOPS_ASIN + 51,  # √, 2α, sin θ, θ − sin θ (17 + 1), J, π − θ, cov, dcov, both gaps
+    "erf": FLOPS_DENSE + FLOPS_ASIN + 22,   # the argument, asin's reduction, det, 1/√det, both gaps
+}
+FLOPS_READOUT = 5
+
+
+def flops_per_pair(dim: int, depth: int, activation: str) -> int:
+    """Executed flops of one pair: the BLAS inner product (2d), the input moments, depth layers, the readout."""
+    return 2 * dim + FLOPS_INPUT + depth * FLOPS_LAYER[activation] + FLOPS_READOUT
 
 FULL_GRID = [(n, 64, depth, act) for n in (2000, 4000, 8000) for depth in (1, 2, 4) for act in ("relu", "erf")]
 QUICK_GRID = [(2000, 64, 2, "relu"), (4000, 64, 2, "relu"), (8000, 64, 2, "relu"), (4000, 64, 2, "erf")]
@@ -76,19 +104,113 @@ def run_case(n: int, dim: int, depth: int, activation: str, *, repeat: int, dtyp
         "threads": threads or default_threads(),
         "median_s": median, "min_s": min(times), "runs": repeat,
         "entries_per_s": n * n / median,
-        "ratio_to_peer": n * n / median / PEER_ENTRIES_PER_SECOND,
         "output_mib": K.nbytes / 2**20, "extra_peak_mib": extra / 2**20,
     }
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
+def cpu_info() -> dict:
+    """Model, CPUs, clock and SIMD width from /proc/cpuinfo, and the float64 peak they imply.
+
+    Peak = CPUs × GHz × FMA units × float64 lanes × 2 flops. Lanes from the flags (avx512f: 8, avx2: 4, else 2);
+    2 FMA units per core is assumed (Zen 2–4 and Intel server cores since Haswell have two); the clock is the
+    nominal "cpu MHz" (under a hypervisor the guest sees no boost). An upper bound, not a measurement.
+    """
+    info = {"model": platform.processor() or platform.machine(), "mhz": 0.0, "flags": set()}
     try:
         with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name":
+                    info["model"] = value.strip()
+                elif key == "cpu MHz" and not info["mhz"]:
+                    info["mhz"] = float(value)
+                elif key == "flags" and not info["flags"]:
+                    info["flags"] = set(value.split())
+    except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}"
+    flags = info.pop("flags")
+    lanes = 8 if "avx512f" in flags else 4 if "avx2" in flags else 2
+    cpus = default_threads()
+    fma_units = 2 if "fma" in flags or lanes == 8 else 1
+    info.update(cpus=cpus, float64_lanes=lanes, fma_units=fma_units,
+                peak_gflops=cpus * info["mhz"] / 1e3 * fma_units * lanes * 2)
+    return info
+
+
+def machine() -> str:
+    c = cpu_info()
+    return (f"{c['model']}, {c['cpus']} CPUs at {c['mhz'] / 1e3:.2f} GHz, {c['float64_lanes']} float64 lanes × "
+            f"{c['fma_units']} FMA units, float64 peak {c['peak_gflops']:.0f} GFLOP/s; "
+            f"Python {platform.python_version()}, numpy {np.__version__}")
+
+
+class Peer:
+    """neural-tangents in its own interpreter (`neural_tangents_reference.serve`), timed one run per request."""
+
+    def __init__(self, python: str, dtype: str):
+        if not os.path.exists(python):
+            raise SystemExit(f"--peer-python: {python} does not exist; build it with `make .venv-nt` or point "
+                             "NTKDIST_NT_PYTHON at a Python with neural-tangents")
+        self.process = subprocess.Popen([python, PEER_SCRIPT, "serve", dtype], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True)
+        self.version = self._reply()["jax"]
+
+    def _reply(self) -> dict:
+        for line in self.process.stdout:
+            if line.startswith("{"):
+                return json.loads(line)
+        raise SystemExit(f"the peer process exited (code {self.process.wait()}); see its messages above")
+
+    def run(self, n: int, dim: int, depth: int, activation: str, net: MLP) -> tuple[float, float]:
+        """(wall seconds, CPU seconds over the peer's threads) of one full Gram."""
+        request = {"n": n, "dim": dim, "depth": depth, "activation": activation,
+                   "weight_var": net.weight_var, "bias_var": net.bias_var}
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        reply = self._reply()
+        return reply["seconds"], reply["cpu_seconds"]
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def side_by_side(grid, rounds: int, peer: Peer, threads: int | None) -> list[dict]:
+    """Per case: both warmed up, then ``rounds`` × (ntkdist once, the peer once); medians of each side."""
+    peak = cpu_info()["peak_gflops"]
+    results = []
+    for n, dim, depth, activation in grid:
+        X = np.random.default_rng(0).standard_normal((n, dim))
+        net = MLP(depth=depth, activation=activation)
+
+        def ours() -> tuple[float, float]:
+            start, cpu = time.perf_counter(), time.process_time()
+            K = ntkdist.ntk(X, net=net, threads=threads)
+            elapsed = time.perf_counter() - start, time.process_time() - cpu
+            del K
+            return elapsed
+
+        ours()
+        peer.run(n, dim, depth, activation, net)  # jit and warm-up
+        mine, theirs = [], []
+        for _ in range(rounds):
+            mine.append(ours())
+            theirs.append(peer.run(n, dim, depth, activation, net))
+        ours_s, peer_s = (statistics.median(t[0] for t in runs) for runs in (mine, theirs))
+        # CPU seconds (all threads) are less sensitive to other processes on a shared machine than wall time.
+        ours_cpu, peer_cpu = (statistics.median(t[1] for t in runs) for runs in (mine, theirs))
+        flops = flops_per_pair(dim, depth, activation)
+        gflops = n * (n + 1) / 2 * flops / ours_s / 1e9
+        results.append({
+            "n": n, "dim": dim, "depth": depth, "activation": activation, "rounds": rounds,
+            "ntkdist_s": [t[0] for t in mine], "peer_s": [t[0] for t in theirs], "ntkdist_cpu_s": [t[1] for t in mine],
+            "peer_cpu_s": [t[1] for t in theirs], "ntkdist_median_s": ours_s, "peer_median_s": peer_s,
+            "cpu_ratio": peer_cpu / ours_cpu,
+            "ntkdist_entries_per_s": n * n / ours_s, "peer_entries_per_s": n * n / peer_s,
+            "ratio": peer_s / ours_s, "flops_per_pair": flops, "gflops": gflops, "roofline_fraction": gflops / peak,
+        })
+    return results
 
 
 def main(argv=None) -> int:
@@ -100,25 +222,58 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     parser.add_argument("--gpu", action="store_true", help="CuPy inputs (the fused GPU engine)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--peer", action="store_true", help="side by side with neural-tangents, same run")
+    parser.add_argument("--rounds", type=int, default=5, help="--peer: alternating runs of each side per case")
+    parser.add_argument("--peer-dtype", default="float32", choices=("float64", "float32"),
+                        help="--peer: neural-tangents' precision (ntkdist always computes in float64)")
+    parser.add_argument("--peer-python", default=os.environ.get("NTKDIST_NT_PYTHON", ".venv-nt/bin/python"),
+                        help="--peer: the interpreter with neural-tangents (make .venv-nt)")
     args = parser.parse_args(argv)
     if args.case:
         grid = [(int(n), int(d), int(depth), act) for n, d, depth, act in (c.split(",") for c in args.case)]
     else:
-        grid = QUICK_GRID if args.quick else FULL_GRID
+        grid = PEER_GRID if args.peer else QUICK_GRID if args.quick else FULL_GRID
     print(f"machine: {machine()}")
-    print(f"peer: neural-tangents {PEER_ENTRIES_PER_SECOND / 1e6:.0f} M entries/s (depth-2 ReLU, N=8000, d=64)\n")
-    print("| N | d | depth | activation | engine | threads | median s | M entries/s | × peer | write GB/s | extra MiB |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    if args.peer:
+        return main_peer(args, grid)
+    print("| N | d | depth | activation | engine | threads | median s | M entries/s | write GB/s | extra MiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     results = []
     for n, dim, depth, act in grid:
         r = run_case(n, dim, depth, act, repeat=args.repeat, dtype=args.dtype, threads=args.threads, gpu=args.gpu)
         results.append(r)
         print(f"| {n} | {dim} | {depth} | {act} | {r['engine']} | {r['threads']} | {r['median_s']:.3f} | "
-              f"{r['entries_per_s'] / 1e6:.1f} | {r['ratio_to_peer']:.1f} | {r['write_gb_per_s']:.2f} | "
-              f"{r['extra_peak_mib']:.1f} |", flush=True)
+              f"{r['entries_per_s'] / 1e6:.1f} | {r['write_gb_per_s']:.2f} | {r['extra_peak_mib']:.1f} |", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"machine": machine(), "results": results}, fh, indent=2)
+    return 0
+
+
+def main_peer(args, grid) -> int:
+    peer = Peer(args.peer_python, args.peer_dtype)
+    print(f"peer: neural-tangents (JAX {peer.version}), {args.peer_dtype}, jitted kernel_fn(x, None, \"ntk\"); "
+          f"ntkdist float64, {args.threads or default_threads()} threads; {args.rounds} alternating runs each; "
+          f"load average {os.getloadavg()[0]:.2f} at start\n")
+    print("| N | d | depth | activation | ntkdist median s | ntkdist M entries/s | peer median s | "
+          "peer M entries/s | ntkdist ÷ peer | CPU-time ratio | flops/pair | GFLOP/s | of float64 peak |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    try:
+        results = []
+        for case in grid:
+            r = side_by_side([case], args.rounds, peer, args.threads)[0]
+            results.append(r)
+            print(f"| {r['n']} | {r['dim']} | {r['depth']} | {r['activation']} | {r['ntkdist_median_s']:.3f} | "
+                  f"{r['ntkdist_entries_per_s'] / 1e6:.1f} | {r['peer_median_s']:.3f} | "
+                  f"{r['peer_entries_per_s'] / 1e6:.1f} | **{r['ratio']:.1f}×** | {r['cpu_ratio']:.1f}× | "
+                  f"{r['flops_per_pair']} | "
+                  f"{r['gflops']:.1f} | {100 * r['roofline_fraction']:.0f}% |", flush=True)
+    finally:
+        peer.close()
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"machine": machine(), "cpu": cpu_info(), "results": results}, fh, indent=2)
     return 0
 
 

@@ -5,13 +5,17 @@ virtual environment (``make .venv-nt``: jax 0.4.26, neural-tangents 0.6.5, float
 ntkdist through files:
 
     .venv-nt/bin/python bench/neural_tangents_reference.py kernels CASES.json INPUTS.npz OUT.npz
-    .venv-nt/bin/python bench/neural_tangents_reference.py speed N DIM DEPTH REPEAT [float32|float64]
+    .venv-nt/bin/python bench/neural_tangents_reference.py speed N DIM DEPTH REPEAT [float32|float64] [ACTIVATION]
+    .venv-nt/bin/python bench/neural_tangents_reference.py serve [float32|float64]
 
 ``kernels`` evaluates ``stax`` ``kernel_fn`` for each case of CASES.json (a list of {"activation", "depth",
 "weight_var", "bias_var", "kind", optional "inputs": [x_name, y_name]}) on arrays of INPUTS.npz (default X and
 Y), in float64; ``speed`` times the jitted
-ReLU NTK (float32 by default, the configuration the kernel-engine issue quotes; float64 with jax_enable_x64,
-the precision ntkdist computes in) and prints entries/s.
+NTK (ReLU unless ACTIVATION is given; float32 by default, the configuration the kernel-engine issue quotes;
+float64 with jax_enable_x64, the precision ntkdist computes in) and prints entries/s. ``serve`` answers timing
+requests, one JSON line in ({"n", "dim", "depth", "activation", "weight_var", "bias_var"}), one JSON
+line out ({"seconds", "cpu_seconds"}: wall time, and CPU time over all threads): `bench.kernels --peer` keeps it running so that it can alternate ntkdist and the peer,
+run by run, under the same machine load (each case is jitted and warmed up on its first request).
 This file imports nothing from ntkdist. neural_tangents/__init__.py imports its ``experimental`` package, whose
 TensorFlow interop pulls in TensorFlow; nothing here uses it, so it is replaced by an empty module before the
 import (the peer environment then needs no TensorFlow: see the Makefile's .venv-nt).
@@ -93,26 +97,52 @@ def kernels(cases_path: str, inputs_path: str, out_path: str) -> None:
     np.savez(out_path, **results)
 
 
-def speed(n: int, dim: int, depth: int, repeat: int, dtype: str = "float32") -> None:
+def _timed_kernel(n: int, dim: int, depth: int, activation: str, weight_var: float, bias_var: float, dtype: str):
+    """A function that runs the jitted NTK of the full N × N Gram once and returns its wall time (warmed up)."""
+    import jax
+    import numpy as np
+    from neural_tangents import stax
+
+    _, _, kernel_fn = network(stax, activation, depth, weight_var, bias_var)
+    kernel_fn = jax.jit(kernel_fn, static_argnames="get")
+    X = jax.numpy.asarray(np.random.default_rng(0).standard_normal((n, dim)), dtype=dtype)
+
+    def once() -> tuple[float, float]:
+        """(wall seconds, CPU seconds of the process over all its threads)."""
+        start, cpu = time.perf_counter(), time.process_time()
+        kernel_fn(X, None, "ntk").block_until_ready()
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    once()  # compilation
+    return once
+
+
+def speed(n: int, dim: int, depth: int, repeat: int, dtype: str = "float32", activation: str = "relu") -> None:
     import jax
 
     if dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    import numpy as np
-    from neural_tangents import stax
-
-    _, _, kernel_fn = network(stax, "relu", depth, 2.0, 0.0)
-    kernel_fn = jax.jit(kernel_fn, static_argnames="get")
-    X = jax.numpy.asarray(np.random.default_rng(0).standard_normal((n, dim)), dtype=dtype)
-    kernel_fn(X, None, "ntk").block_until_ready()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        kernel_fn(X, None, "ntk").block_until_ready()
-        times.append(time.perf_counter() - start)
+    once = _timed_kernel(n, dim, depth, activation, 2.0, 0.0, dtype)
+    times = [once()[0] for _ in range(repeat)]
     median = statistics.median(times)
-    print(json.dumps({"n": n, "dim": dim, "depth": depth, "dtype": dtype, "median_s": median, "times": times,
-                      "entries_per_s": n * n / median, "jax": jax.__version__}))
+    print(json.dumps({"n": n, "dim": dim, "depth": depth, "activation": activation, "dtype": dtype,
+                      "median_s": median, "times": times, "entries_per_s": n * n / median, "jax": jax.__version__}))
+
+
+def serve(dtype: str = "float32") -> None:
+    import jax
+
+    if dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    kernels_by_case = {}
+    print(json.dumps({"ready": True, "jax": jax.__version__}), flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        key = tuple(request[k] for k in ("n", "dim", "depth", "activation", "weight_var", "bias_var"))
+        if key not in kernels_by_case:
+            kernels_by_case[key] = _timed_kernel(*key, dtype)
+        wall, cpu = kernels_by_case[key]()
+        print(json.dumps({"seconds": wall, "cpu_seconds": cpu}), flush=True)
 
 
 if __name__ == "__main__":
@@ -121,5 +151,7 @@ if __name__ == "__main__":
         kernels(*rest)
     elif command == "speed":
         speed(*(int(v) for v in rest[:4]), *rest[4:])
+    elif command == "serve":
+        serve(*rest)
     else:
         raise SystemExit(f"unknown command {command!r}")

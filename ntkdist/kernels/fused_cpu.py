@@ -4,8 +4,12 @@
 the near-parallel corrections. For every row of the tile the kernel keeps the pair state of that row (ρ, 1 − ρ,
 1 + ρ, Θ and the Cauchy–Schwarz gaps, a few KiB) in L1 and sweeps it through all depth + 1 layers; the sweep
 over the row's columns is an innermost loop of arithmetic, square roots, divisions and selects that LLVM
-vectorises (AVX2/AVX-512). The arctangent it needs is a branch-free polynomial (below) rather than a libm call,
-which would stop the vectoriser: numba's pip wheels have no SVML.
+vectorises (AVX2/AVX-512). The arcsine it needs is a branch-free polynomial (below) rather than a libm call,
+which would stop the vectoriser: numba's pip wheels have no SVML. The loops are bound by the latency of their
+dependency chains (a division, two square roots, the polynomial), not by arithmetic throughput, so the
+polynomials use Estrin's scheme with explicit fused multiply-adds, and each layer is split in two loops.
+No numba threads: `gram.gram_block` runs tiles on its own thread pool with BLAS limited to one thread, so there
+is one busy thread per CPU.
 
 The arithmetic is the same as `ntkdist.kernels.closed_form_activations` (ABReLU family and erf), written out per
 element; results agree with the NumPy path to a few ulps, and are bit-for-bit reproducible for a given tile shape.
@@ -17,13 +21,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from .activations import ABReLU, Erf
 
 # asin(x) = x + x³·P(x²) for 0 ≤ x ≤ 1/√2; P is the degree-18 polynomial interpolating (asin(x) − x)/x³ at the
 # Chebyshev nodes of z = x² ∈ [0, 1/2] (coefficients solved in 60-digit arithmetic with mpmath). Max relative
-# error of asin over the interval in float64 Horner evaluation: 1.2e-16 (tests/kernels/test_fused_cpu.py checks).
+# error of asin over the interval in float64 evaluation: 1.2e-16 (tests/kernels/test_fused_cpu.py checks).
 _ASIN_P = (0.16666666666666669, 0.07499999999998412, 0.04464285714665563, 0.030381944084994415,
            0.0223721770065477, 0.017352221539201188, 0.013975730180211136, 0.01139924601483468,
            0.011310924828955462, -0.0032941927380090922, 0.07377343868679113, -0.2809947932275328,
@@ -31,6 +37,9 @@ _ASIN_P = (0.16666666666666669, 0.07499999999998412, 0.04464285714665563, 0.0303
            5.436384462318588, -3.0948547605199717, 0.8387674099544927)
 _A0, _A1, _A2, _A3, _A4, _A5, _A6, _A7, _A8, _A9 = _ASIN_P[:10]
 _A10, _A11, _A12, _A13, _A14, _A15, _A16, _A17, _A18 = _ASIN_P[10:]
+# θ − sin θ = θ³·S(θ²) with S(u) = Σ_k (−u)^k / (2k + 3)!, k = 0..6: the Taylor series of
+# `ntkdist.kernels.activation_base.theta_minus_sin` (the same seven terms; the omitted one is below 1e-17 at 0.5).
+_S0, _S1, _S2, _S3, _S4, _S5, _S6 = ((-1.0) ** k / math.factorial(2 * k + 3) for k in range(7))
 _SQRT_HALF = math.sqrt(0.5)
 _PI = math.pi
 _HALF_PI = math.pi / 2.0
@@ -43,48 +52,67 @@ def supports(activation) -> bool:
     return type(activation) in _ENGINE_ACTIVATIONS
 
 
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a·b + c rounded once (LLVM's ``llvm.fma``; one vfmadd on x86-64 with FMA3).
+
+    Explicit rather than left to the compiler's contraction (fastmath "contract"), so that the vectorised body of
+    a loop and its scalar remainder round identically: a pair's value must not depend on its column in a tile.
+    """
+    if not all(isinstance(t, types.Float) for t in (a, b, c)):
+        return None
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        double = ir.DoubleType()
+        converted = [context.cast(builder, v, t, types.float64) for v, t in zip(args, signature.args)]
+        llvm_fma = builder.module.declare_intrinsic("llvm.fma", [double], ir.FunctionType(double, [double] * 3))
+        return builder.call(llvm_fma, converted)
+
+    return sig, codegen
+
+
 @njit(inline="always", cache=True, error_model="numpy")
 def asin_half(x):
-    """asin(x) for 0 ≤ x ≤ 1/√2: arithmetic only (Horner), so loops calling it vectorise."""
+    """asin(x) for 0 ≤ x ≤ 1/√2: arithmetic only, so loops calling it vectorise.
+
+    P(z) by Estrin's scheme with fused multiply-adds: a dependency chain of 5 FMAs (plus the powers of z)
+    instead of Horner's 18, so the out-of-order core overlaps the lanes of neighbouring iterations.
+    """
     z = x * x
-    p = _A18
-    p = p * z + _A17
-    p = p * z + _A16
-    p = p * z + _A15
-    p = p * z + _A14
-    p = p * z + _A13
-    p = p * z + _A12
-    p = p * z + _A11
-    p = p * z + _A10
-    p = p * z + _A9
-    p = p * z + _A8
-    p = p * z + _A7
-    p = p * z + _A6
-    p = p * z + _A5
-    p = p * z + _A4
-    p = p * z + _A3
-    p = p * z + _A2
-    p = p * z + _A1
-    p = p * z + _A0
-    return x + x * z * p
+    z2 = z * z
+    z4 = z2 * z2
+    z8 = z4 * z4
+    z16 = z8 * z8
+    c0 = fma(fma(_A3, z, _A2), z2, fma(_A1, z, _A0))
+    c1 = fma(fma(_A7, z, _A6), z2, fma(_A5, z, _A4))
+    c2 = fma(fma(_A11, z, _A10), z2, fma(_A9, z, _A8))
+    c3 = fma(fma(_A15, z, _A14), z2, fma(_A13, z, _A12))
+    c4 = fma(_A18, z2, fma(_A17, z, _A16))
+    p = fma(c4, z16, fma(fma(c3, z4, c2), z8, fma(c1, z4, c0)))
+    return fma(x * z, p, x)
 
 
 @njit(inline="always", cache=True, error_model="numpy")
 def asin_unit(x):
-    """asin(x) for −1 ≤ x ≤ 1, via asin(t) = π/2 − 2·asin(√((1 − t)/2)) above t = 1/√2 (no branches)."""
+    """asin(x) for −1 ≤ x ≤ 1, via asin(t) = π/2 − 2·asin(√((1 − t)/2)) above t = 1/√2: one polynomial per
+    element, its argument and the outer formula chosen by selects (no branches)."""
     t = abs(x)
-    inner = asin_half(t if t <= _SQRT_HALF else 0.0)
-    outer = _HALF_PI - 2.0 * asin_half(math.sqrt(0.5 * (1.0 - t)) if t > _SQRT_HALF else 0.0)
-    y = inner if t <= _SQRT_HALF else outer
+    low = t <= _SQRT_HALF
+    p = asin_half(t if low else math.sqrt(0.5 * (1.0 - t)))
+    y = p if low else _HALF_PI - 2.0 * p
     return y if x >= 0.0 else -y
 
 
 @njit(inline="always", cache=True, error_model="numpy")
 def theta_minus_sin(theta, sin_theta):
-    """θ − sin θ: a Taylor series below 0.5 (where the difference would cancel), the difference above."""
-    t2 = theta * theta
-    series = theta * t2 * (1.0 / 6.0 - t2 * (1.0 / 120.0 - t2 * (1.0 / 5040.0 - t2 * (
-        1.0 / 362880.0 - t2 * (1.0 / 39916800.0 - t2 * (1.0 / 6227020800.0 - t2 / 1307674368000.0))))))
+    """θ − sin θ: the Taylor series θ³·S(θ²) below 0.5 (where the difference would cancel), the difference
+    above. S by Estrin's scheme with FMAs."""
+    u = theta * theta
+    u2 = u * u
+    low = fma(fma(_S3, u, _S2), u2, fma(_S1, u, _S0))
+    high = fma(_S6, u2, fma(_S5, u, _S4))
+    series = (theta * u) * fma(high, u2 * u2, low)
     return series if theta < 0.5 else theta - sin_theta
 
 
@@ -96,7 +124,12 @@ def _clip(x, lo, hi):
 @njit(nogil=True, cache=True, error_model="numpy")
 def _row_layers(sq, dim, depth, w, b, act_kind, second):
     """Per layer and point: the Dense layer's input variance E_l (E_0 = ‖x‖²/d), √E_l, its output variance
-    q_l = w·E_l + b, √q_l, and (erf) 1/√(1 + 2q_l)."""
+    q_l = w·E_l + b, √q_l, and (erf) 1/√(1 + 2q_l).
+
+    Mirrors the layer-variance recursion `ntkdist.kernels.analytic.diagonal_recursion` (q ↦ w·E φ(u)² + b), with
+    E φ(u)² written out: ``second``·q for the ABReLU family (`ABReLU.second_moment`, second = (a² + b²)/2) and
+    (2/π)·asin(2q/(1 + 2q)) for erf (`Erf.second_moment`, both in `closed_form_activations`).
+    """
     n = sq.shape[0]
     var = np.empty((depth + 1, n))
     q = np.empty((depth + 1, n))
@@ -117,7 +150,8 @@ def _row_layers(sq, dim, depth, w, b, act_kind, second):
 def _input_row(i, inner, sq_x, sq_y, x_hat, y_hat, near, cov, gap_lo, gap_hi):
     """Row i of the input moments: ⟨x, y⟩ and ‖x‖‖y‖ ∓ ⟨x, y⟩, near-(anti)parallel pairs from x̂ ∓ ŷ.
 
-    The same rule as `gram.input_moments`: where a gap is below ``near``·‖x‖‖y‖ it is recomputed as
+    Mirrors the near-parallel correction `ntkdist.kernels.gram.input_moments` (threshold ``near`` =
+    `gram.NEAR_PARALLEL`, passed in): where a gap is below ``near``·‖x‖‖y‖ it is recomputed as
     ‖x‖‖y‖·‖x̂ ∓ ŷ‖²/2, summed in index order.
     """
     m = cov.shape[0]
@@ -182,6 +216,7 @@ def fused_tile(inner, x_hat, y_hat, sq_x, sq_y, near, depth, w, b, act_kind, ab,
     gap_hi = np.empty(m)
     dcov = np.empty(m)
     theta = np.empty(m)
+    scales = np.empty(m)
     for i in range(n):
         _input_row(i, inner, sq_x, sq_y, x_hat, y_hat, near, cov, gap_lo, gap_hi)
         for j in range(m):
@@ -194,7 +229,7 @@ def fused_tile(inner, x_hat, y_hat, sq_x, sq_y, near, depth, w, b, act_kind, ab,
             if act_kind == 0:
                 # The readout needs only Σ and Θ: the last activation layer skips the gaps.
                 _abrelu_layer(root_var_x[layer, i], root_q_x[layer, i], root_var_y[layer], root_q_y[layer],
-                              w, b, ab, alpha2, beta2, cov, gap_lo, gap_hi, dcov, theta, layer < depth - 1)
+                              w, b, ab, alpha2, beta2, cov, gap_lo, gap_hi, dcov, theta, scales, layer < depth - 1)
             else:
                 _erf_layer(root_var_x[layer, i], root_q_x[layer, i], q_x[layer, i], inv_x[layer, i],
                            root_var_x[layer + 1, i], root_var_y[layer], root_q_y[layer], q_y[layer], inv_y[layer],
@@ -208,7 +243,7 @@ def fused_tile(inner, x_hat, y_hat, sq_x, sq_y, near, depth, w, b, act_kind, ab,
 
 @njit(inline="always", cache=True, error_model="numpy")
 def _dense(rx, rqx, ry, rqy, w, b, cov, below, above):
-    """One Dense layer for one pair (`ntkdist.kernels.analytic.dense_layer`) with one division:
+    """One Dense layer for one pair (mirrors `ntkdist.kernels.analytic.dense_layer`) with one division:
     Σ, √(q_x q_y), ρ, 1 − ρ, 1 + ρ, from the input moments and the roots √E, √q of both points."""
     sigma = w * cov + b
     scale = rqx * rqy
@@ -226,17 +261,30 @@ def _dense(rx, rqx, ry, rqy, w, b, cov, below, above):
 
 @njit(inline="always", cache=True, error_model="numpy")
 def _abrelu_layer(rx, rqx, root_var_y, root_q_y, w, b, ab, alpha2, beta2, cov, gap_lo, gap_hi, dcov, theta,
-                  need_gaps):
-    """Dense + ABReLU over one row of pairs (`ntkdist.kernels.closed_form_activations.ABReLU.pair_moments`).
+                  scales, need_gaps):
+    """Dense + ABReLU over one row of pairs: mirrors the arc-cosine kernel of
+    `ntkdist.kernels.closed_form_activations.ABReLU.pair_moments` (Cho & Saul 2009), written per element.
 
     α = min(θ, π − θ) = 2·asin(√(min(1 − ρ, 1 + ρ)/2)), and sin θ = √((1 − ρ)(1 + ρ)): two square roots, no
     division, no library call.
     """
     beta_term = 2.0 * beta2 / _PI
     beta_over_pi = beta2 / _PI
+    # Two loops (fission): the Dense layer's moments first, stored in place (ρ over Σ, 1 ∓ ρ over the gaps), then
+    # the arc-cosine kernel. Each body is a shorter dependency chain (division; √ → polynomial → θ − sin θ), so
+    # more iterations fit in the out-of-order window than in one long body.
     for j in range(cov.shape[0]):
         sigma, scale, c, e, f = _dense(rx, rqx, root_var_y[j], root_q_y[j], w, b, cov[j], gap_lo[j], gap_hi[j])
         theta[j] = sigma + w * dcov[j] * theta[j]
+        cov[j] = c
+        gap_lo[j] = e
+        gap_hi[j] = f
+        scales[j] = scale
+    for j in range(cov.shape[0]):
+        c = cov[j]
+        e = gap_lo[j]
+        f = gap_hi[j]
+        scale = scales[j]
         near_zero = e <= f
         small = e if near_zero else f
         alpha = 2.0 * asin_half(math.sqrt(0.5 * small))
@@ -256,16 +304,22 @@ def _abrelu_layer(rx, rqx, root_var_y, root_q_y, w, b, ab, alpha2, beta2, cov, g
 @njit(inline="always", cache=True, error_model="numpy")
 def _erf_layer(rx, rqx, qx, inv_x, next_rx, root_var_y, root_q_y, q_y, inv_y, next_root_var_y, w, b,
                cov, gap_lo, gap_hi, dcov, theta):
-    """Dense + erf over one row of pairs (Williams 1997)."""
+    """Dense + erf over one row of pairs (Williams 1997): mirrors
+    `ntkdist.kernels.closed_form_activations.Erf.pair_moments`, with its gaps by subtraction as `smooth_gaps`."""
+    # Two loops, as in `_abrelu_layer`: the Dense moments and the arguments of asin and of 1/√det first (stored
+    # over Σ and the parallel gap), then the arcsine and the square root.
     for j in range(cov.shape[0]):
-        qy = q_y[j]
         sigma, scale, c, e, f = _dense(rx, rqx, root_var_y[j], root_q_y[j], w, b, cov[j], gap_lo[j], gap_hi[j])
         theta[j] = sigma + w * dcov[j] * theta[j]
-        value = (2.0 / _PI) * asin_unit(2.0 * c * scale * inv_x * inv_y[j])
-        det = 1.0 + 2.0 * (qx + qy) + 4.0 * qx * qy * (e * f)
+        # Products of x's and y's factors are formed first, so that (x, y) and (y, x) round the same: the mirror
+        # of a symmetric Gram equals the entry computed with its points swapped (blocks of any size agree).
+        cov[j] = 2.0 * c * scale * (inv_x * inv_y[j])
+        gap_lo[j] = 1.0 + 2.0 * (qx + q_y[j]) + 4.0 * (qx * q_y[j]) * (e * f)
+    for j in range(cov.shape[0]):
+        value = (2.0 / _PI) * asin_unit(cov[j])
         root = next_rx * next_root_var_y[j]
+        dcov[j] = (4.0 / _PI) / math.sqrt(gap_lo[j])
         cov[j] = value
-        dcov[j] = (4.0 / _PI) / math.sqrt(det)
         gap_lo[j] = max(root - value, 0.0)
         gap_hi[j] = max(root + value, 0.0)
 
