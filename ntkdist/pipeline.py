@@ -274,13 +274,21 @@ def solve(config: Config) -> dict:
     n = store.n
     method = solver.resolved_method(n)
     k = solver.resolved_k(n)
+    from .cluster import PassProgress
+    from .linalg.passes import PassLog
+
+    # A bar over the passes (on a terminal; the exact method makes none).
+    progress = PassProgress(solver.max_passes, f"solve {config.run.name}", show=False if method == "exact" else None)
     with operator_for(config, store) as (operator, operator_kind):
         # Single-pass Nyström whose pass was the build: its sketch is in the store already.
         top = _gathered_top(config, store, operator.error_bound) if method == "nystrom" else None
-        solution = solve_spectrum(operator, method=method, k=k, tol=solver.tol, max_passes=solver.max_passes,
-                                  smallest=solver.smallest, density_bins=DENSITY_BINS if solver.density else 0,
-                                  vectors=solver.vectors, seed=solver.seed, top=top,
-                                  driver_memory_bytes=int(solver.driver_memory_gb * 2**30))
+        try:
+            solution = solve_spectrum(operator, method=method, k=k, tol=solver.tol, max_passes=solver.max_passes,
+                                      smallest=solver.smallest, density_bins=DENSITY_BINS if solver.density else 0,
+                                      vectors=solver.vectors, seed=solver.seed, top=top, log=PassLog(on_pass=progress),
+                                      driver_memory_bytes=int(solver.driver_memory_gb * 2**30))
+        finally:
+            progress.close()
     dataset = spectrum_dataset(solution, kind=config.kernel.kind,
                                effective_rank=effective_rank(solution.top.values, trace=solution.trace), attrs={
         "title": f"ntkdist spectrum of run {config.run.name}",

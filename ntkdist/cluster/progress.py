@@ -52,9 +52,7 @@ class BuildProgress:
                  clock=time.monotonic, artifact: bool | None = None):
         self.description = description
         self._stream = sys.stderr if stream is None else stream
-        if show is None:
-            show = _is_terminal(self._stream) and not os.environ.get(QUIET_SETTING)
-        self.show = bool(show)
+        self.show = _shown(self._stream, show)
         self._clock = clock
         self._want_artifact = _in_prefect_run() if artifact is None else bool(artifact)
         self.total = self.done = self.entries = self.nbytes = 0
@@ -139,6 +137,37 @@ class BuildProgress:
             log.warning("progress artifact dropped: Prefect API call failed (%s)", exc)
             self._want_artifact = False
             self.artifact_id = None
+
+
+class PassProgress:
+    """The passes of a solve over K as a tqdm bar (drawn by the rule of `BuildProgress`): each pass's width (the
+    vectors multiplied at once) and seconds. Call it with ``(width, seconds)`` after each pass (it is a
+    `ntkdist.linalg.passes.PassLog` ``on_pass``), and `close` it when the solve ends."""
+
+    def __init__(self, total_passes: int, description: str = "solver passes", *, stream=None,
+                 show: bool | None = None):
+        from tqdm import tqdm
+
+        stream = sys.stderr if stream is None else stream
+        self.show = _shown(stream, show)
+        self.passes = 0
+        self._bar = tqdm(total=int(total_passes), desc=description, unit="pass", file=stream,
+                         disable=not self.show, dynamic_ncols=True)
+
+    def __call__(self, width: int, seconds: float) -> None:
+        self.passes += 1
+        self._bar.set_postfix_str(f"{width} vectors, {seconds:.3g} s", refresh=False)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _shown(stream, show: bool | None) -> bool:
+    """Draw a bar: as asked, else only on a terminal and without `QUIET_SETTING`."""
+    if show is None:
+        return _is_terminal(stream) and not os.environ.get(QUIET_SETTING)
+    return bool(show)
 
 
 def _is_terminal(stream) -> bool:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Generator
+from typing import Any, Callable, Generator
 
 import numpy as np
 
@@ -69,10 +69,12 @@ Program = Generator[Any, np.ndarray, Any]
 # -- results -------------------------------------------------------------------------------------------------------
 @dataclass
 class PassLog:
-    """What the driver did: one entry per pass (its width and wall time)."""
+    """What the driver did: one entry per pass (its width and wall time); ``on_pass(width, seconds)``, if given,
+    is called after each pass (a progress bar)."""
 
     widths: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    on_pass: Callable[[int, float], None] | None = field(default=None, repr=False)
 
     @property
     def passes(self) -> int:
@@ -226,6 +228,8 @@ def _shared_pass(operator: SymmetricOperator, pending: dict[str, Product],
     del wide
     log.widths.append(int(sum(widths)))
     log.seconds.append(seconds)
+    if log.on_pass is not None:
+        log.on_pass(log.widths[-1], seconds)
     # Every program's columns are copied out and the product freed before any program computes: its
     # arithmetic (a Krylov restart, a Rayleigh–Ritz step) then never shares the driver with the wide product.
     replies, offset = [], 0

@@ -105,3 +105,36 @@ def test_a_flow_run_gets_a_progress_artifact_updated_at_a_bounded_pace(prefect_s
     assert artifact.type == "progress" and artifact.key == ARTIFACT_KEY
     assert float(artifact.data) == 100.0 and str(artifact.flow_run_id) == str(run_id)
     assert "10/10 blocks" in artifact.description
+
+
+def test_the_solver_passes_draw_one_step_each_with_their_width():
+    import numpy as np
+
+    from ntkdist.cluster import PassProgress
+    from ntkdist.linalg import DenseOperator
+    from ntkdist.linalg.passes import PassLog
+    from ntkdist.linalg.spectrum import solve_spectrum
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((400, 400))
+    stream = io.StringIO()
+    progress = PassProgress(12, "solve t", stream=stream, show=True)
+    log = PassLog(on_pass=progress)
+    solution = solve_spectrum(DenseOperator(A @ A.T), method="krylov", k=5, tol=1e-6, max_passes=12, log=log)
+    progress.close()
+    assert progress.passes == log.passes == solution.passes > 0
+    last = stream.getvalue().replace("\r", "\n").strip().splitlines()[-1]
+    assert f"{log.passes}/12" in last and f"{log.widths[-1]} vectors" in last
+
+
+def test_quiet_hides_the_pass_bar_on_a_terminal(monkeypatch):
+    from ntkdist.cluster import PassProgress
+    from ntkdist.cluster.progress import QUIET_SETTING
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert PassProgress(3, stream=Terminal()).show
+    monkeypatch.setenv(QUIET_SETTING, "1")
+    assert not PassProgress(3, stream=Terminal()).show
