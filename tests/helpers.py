@@ -88,14 +88,15 @@ def cuda_host_gram(library, X, Y, net, kind):
     import ctypes
 
     from ntkdist.kernels import fused_gpu
+    from ntkdist.kernels.analytic import layer_tables
     from ntkdist.kernels.gram import NEAR_PARALLEL, row_sq_norms, unit_rows
 
     symmetric = Y is None
     Y = X if symmetric else Y
     sq_x, sq_y = row_sq_norms(X), row_sq_norms(Y)
     dim = X.shape[1]
-    tables_x = fused_gpu.layer_tables(sq_x, dim, net.depth, net.weight_var, net.bias_var, net.activation)
-    tables_y = fused_gpu.layer_tables(sq_y, dim, net.depth, net.weight_var, net.bias_var, net.activation)
+    tables_x = layer_tables(sq_x, dim, net.depth, net.weight_var, net.bias_var, net.activation)
+    tables_y = layer_tables(sq_y, dim, net.depth, net.weight_var, net.bias_var, net.activation)
     inner = np.ascontiguousarray(X @ Y.T)
     act_kind, ab, alpha2, beta2, _ = fused_gpu.activation_parameters(net.activation)
     n, m = len(X), len(Y)

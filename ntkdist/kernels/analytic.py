@@ -108,7 +108,7 @@ def layer_variances(activation, weight_var: float, bias_var: float, depth: int, 
 
     q_{l+1} = w·E_{l+1} + b with E_{l+1} = E φ(u)², u ~ N(0, q_l) (the diagonal of `recursion`; for the stax network
     q₀ = weight_var·‖x‖²/d + bias_var). The one definition of this recursion: `diagonal_recursion`,
-    `fused_gpu.layer_tables` (the tables the CUDA engine reads) and
+    `layer_tables` (the tables the CUDA engine reads) and
     `ntkdist.theory.power_series.LayerComposition.variances` call it; `fused_cpu` restates it in numba.
 
     Parameters
@@ -141,3 +141,15 @@ def diagonal_recursion(activation, weight_var: float, bias_var: float, depth: in
     for layer in range(depth):
         theta = q[layer + 1] + weight_var * activation.derivative_second_moment(q[layer]) * theta
     return q[-1], theta
+
+
+def layer_tables(sq, dim: int, depth: int, weight_var: float, bias_var: float, activation):
+    """Per-point tables for the compiled engines: (rv, rq, q, ia), each (depth + 1, n), holding √E_l, √q_l, q_l
+    and 1/√(1 + 2q_l) for point i and Dense layer l (E_0 = ‖x‖²/d, the rest from `layer_variances`), in the array
+    module of the squared norms ``sq``."""
+    xp = array_module(sq)
+    first = sq / dim
+    q, second_moments = layer_variances(activation, weight_var, bias_var, depth, weight_var * first + bias_var)
+    var = xp.stack([first, *second_moments])
+    q = xp.stack(q)
+    return xp.sqrt(var), xp.sqrt(q), q, 1.0 / xp.sqrt(1.0 + 2.0 * q)

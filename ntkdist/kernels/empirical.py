@@ -414,9 +414,9 @@ def empirical_ntk(X, Y=None, *, net: MLP, width, seed: int, dtype: str = "float6
 
     Parameters
     ----------
-    X : (n, d) array, NumPy or CuPy
-    Y : (m, d) array or None
-        None gives the symmetric (n, n) Gram matrix of X.
+    X, Y, dtype
+        As for the infinite-width `ntkdist.kernels.gram.ntk`: (n, d) and (m, d) NumPy or CuPy arrays, Y None for
+        the symmetric Gram of X; dtype is the precision of the returned array (arithmetic is float64).
     net : MLP
         Depth, activation, weight_var = σ_w², bias_var = σ_b² (NTK parameterization of ``stax``).
     width : int or sequence of ``net.depth`` ints
@@ -424,8 +424,6 @@ def empirical_ntk(X, Y=None, *, net: MLP, width, seed: int, dtype: str = "float6
     seed : int
         The network depends on (net, d, width, seed) only, never on X: blocks computed separately assemble
         bit for bit into the whole Gram matrix.
-    dtype : {"float64", "float32"}
-        Precision of the returned array (arithmetic is float64).
 
     Returns
     -------

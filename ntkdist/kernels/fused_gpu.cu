@@ -7,7 +7,7 @@
 //
 // Each formula here restates one Python definition, named where it stands; the Python one is the definition.
 // What can be a table is one: the per-point layer variances come from analytic.layer_variances (through
-// fused_gpu.layer_tables), the activation's constants from fused_gpu.activation_parameters, the near-parallel
+// analytic.layer_tables), the activation's constants from fused_gpu.activation_parameters, the near-parallel
 // threshold from gram.NEAR_PARALLEL, the arcsine polynomial's coefficients from fused_cpu._ASIN_P.
 // Layer tables are (depth + 1) × n, row-major by layer: for point i and Dense layer l,
 //   rv = √E_l (input variance), rq = √q_l (output variance), q = q_l, ia = 1/√(1 + 2 q_l) (erf only).

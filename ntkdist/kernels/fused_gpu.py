@@ -2,7 +2,7 @@
 
 The input products are float64 cuBLAS GEMMs (IEEE double on every GPU; float32 inputs are promoted by
 `gram.validate_inputs`, so no product can fall to TF32). The per-pair recursion is ``fused_gpu.cu``: it reads the
-per-point layer tables made here from `analytic.layer_variances` and the constants of the Python definitions
+per-point layer tables of `analytic.layer_tables` and the constants of the Python definitions
 (`cuda_source`), and where it restates a formula in CUDA a comment names the Python definition it mirrors. Its
 arithmetic is checked on the CPU by compiling the same source as C++ (tests/kernels/test_fused_gpu_source.py,
 tests/kernels/test_engines_agree.py), and on a GPU by the ``gpu``-marked tests.
@@ -18,9 +18,8 @@ import functools
 import math
 from pathlib import Path
 
-from ._xp import array_module
 from .activations import ABReLU, Erf
-from .analytic import layer_variances
+from .analytic import layer_tables
 from .gram import unit_rows
 
 #: Rows (and columns) of one panel: its float64 product is 512 MiB.
@@ -49,17 +48,6 @@ def _kernel(dtype: str):
 
     # --fmad=false: no contraction into FMAs, so the GPU rounds like the CPU engines (the tests compare them).
     return cupy.RawKernel(cuda_source(_OUT_TYPES[dtype]), "ntk_fused_gram", options=("--std=c++14", "--fmad=false"))
-
-
-def layer_tables(sq, dim: int, depth: int, weight_var: float, bias_var: float, activation):
-    """(rv, rq, q, ia), each (depth + 1, n): √E_l, √q_l, q_l and 1/√(1 + 2q_l) per point and Dense layer l, in the
-    array module of ``sq``; E_0 = ‖x‖²/d and the variances are `analytic.layer_variances`'."""
-    xp = array_module(sq)
-    first = sq / dim
-    q, second_moments = layer_variances(activation, weight_var, bias_var, depth, weight_var * first + bias_var)
-    var = xp.stack([first, *second_moments])
-    q = xp.stack(q)
-    return xp.sqrt(var), xp.sqrt(q), q, 1.0 / xp.sqrt(1.0 + 2.0 * q)
 
 
 def activation_parameters(activation):

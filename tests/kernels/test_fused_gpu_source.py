@@ -42,3 +42,24 @@ def test_cuda_source_arithmetic_matches_the_numpy_engine(host_library, activatio
             rect = host_gram(host_library, X[:40], X[30:], net, kind)
             assert_kernel_close(rect, ref[:40, 30:], np.sqrt(np.outer(np.diag(ref)[:40], np.diag(ref)[30:])),
                                 rtol=1e-13)
+
+
+def test_cuda_source_compiles_for_the_device(tmp_path):
+    """The device branch (``__CUDACC_RTC__``, what NVRTC sees) compiles to PTX with the coefficients inlined:
+    no local-memory array for the arcsine polynomial. Needs nvcc, not a GPU."""
+    import shutil
+    import subprocess
+
+    from ntkdist.kernels import fused_gpu
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("no nvcc to compile the CUDA source for the device")
+    source = tmp_path / "fused_gpu.cu"
+    source.write_text("#define __CUDACC_RTC__ 1\n" + fused_gpu.cuda_source("float"))
+    ptx = tmp_path / "fused_gpu.ptx"
+    subprocess.run([nvcc, "-std=c++14", "--fmad=false", "-arch=sm_80", "-ptx", str(source), "-o", str(ptx)],
+                   check=True, capture_output=True, timeout=300)
+    text = ptx.read_text()
+    assert ".entry ntk_fused_gram" in text
+    assert ".local" not in text
