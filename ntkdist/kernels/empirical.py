@@ -55,9 +55,13 @@ from .network import MLP
 from .tiles import check_kind_dtype, gemm_operand, padded, store_tile
 
 #: Rows of one tile, for the forward/backward pass and for each side of a Gram product. Fixed, so that every
-#: point's features and every entry have the same arithmetic in every call. 128 rows already run the Gram and
-#: Dense products at full BLAS speed on CPUs while padding a small data set far less than 256 would. (Not yet
-#: measured on GPUs, where larger tiles would cut kernel launches; bits are only promised within one backend.)
+#: point's features and every entry have the same arithmetic in every call (a different size rounds the products
+#: differently, so it changes the bits of stored blocks). Smaller than the analytic engine's 256 because padding
+#: costs more here: each padded row runs the whole forward and backward pass. Measured (2-core Xeon, one BLAS
+#: thread, depth-2 ReLU, width 512, d = 64, under load): N = 300 takes 0.46–0.51 s at 128 and 0.68–0.72 s at 256
+#: (384 against 512 padded rows); at N = 1000 (1024 rows either way) the two were within the noise (1.0–1.6 s).
+#: (Not yet measured on GPUs, where larger tiles would cut kernel launches; bits are only promised within one
+#: backend.)
 TILE = 128
 #: Bytes of features (the a_l and δ_l of every layer) a row panel may hold; whole tiles, at least one.
 FEATURE_BYTES = 512 * 2**20

@@ -11,7 +11,8 @@ of the normalised rows, 1 − cos = ‖x̂ − ŷ‖²/2, and those of near-anti
 1 + cos = ‖x̂ + ŷ‖²/2. That keeps their angle accurate where ⟨x, y⟩ from a product has lost half the digits;
 a point's correlation with itself is then exactly 1.
 
-The mathematics, with its conventions, errata and tests: docs/theory.md §1.3 and §1.4.
+The tiling (argument checks, padding, the tile grid, the mirrored store) is `ntkdist.kernels.tiles`, shared with
+the empirical kernel. The mathematics, with its conventions, errata and tests: docs/theory.md §1.3 and §1.4.
 """
 
 from __future__ import annotations
@@ -24,9 +25,7 @@ from .analytic import recursion
 from .network import MLP
 from .tiles import DTYPES, KINDS, check_kind_dtype, gemm_operand, padded, store_tile, tile_grid
 
-#: Rows and columns of one tile (`ntkdist.kernels.tiles`); fixed so that every entry's arithmetic is the same in
-#: every call: a different size rounds the BLAS products differently, so it would change the bits of stored Gram
-#: matrices.
+#: Rows and columns of one tile; fixed so that every entry's arithmetic is the same in every call.
 TILE = 256
 #: Pairs with 1 − cos(x, y) below this get their angle from the difference of the normalised rows.
 NEAR_PARALLEL = 1e-2
