@@ -8,7 +8,7 @@ import os
 import mpmath as mp
 import numpy as np
 
-from ntkdist.kernels.activations import Activation, PairMoments
+from ntkdist.kernels.activations import ABReLU, Activation, PairMoments, get_activation
 from ntkdist.store import RunStore
 
 
@@ -20,10 +20,12 @@ def _mp_dot(a, b):
 def mp_kernels(x, y, *, depth, activation, w, b):
     """(NNGP, NTK) of the stax network at the pair (x, y): the closed-form recursion in 40 digits.
 
-    ReLU: arc-cosine kernel of degree 1 (Cho & Saul 2009); erf: Williams (1997).
+    ``activation``: the ABReLU family (``"relu"``, ``"leaky_relu(0.1)"``, ``"abs"``, ``"abrelu(a, b)"`` or an
+    `ABReLU`), from the arc-cosine kernel of degree 1 (Cho & Saul 2009) through φ = αx + β|x|; or ``"erf"``,
+    Williams (1997). The inner products of the float64 inputs are exact at this precision.
     """
     with mp.workdps(40):
-        return _mp_kernels(x, y, depth=depth, activation=activation, w=w, b=b)
+        return _mp_kernels(x, y, depth=depth, activation=get_activation(activation), w=w, b=b)
 
 
 def _mp_kernels(x, y, *, depth, activation, w, b):
@@ -34,22 +36,82 @@ def _mp_kernels(x, y, *, depth, activation, w, b):
     s_yy = w * _mp_dot(y, y) / d + b
     theta = s_xy
     for _ in range(depth):
-        if activation == "relu":
+        if isinstance(activation, ABReLU):
+            slope_a, slope_b = mp.mpf(activation.a), mp.mpf(activation.b)
+            beta_term = 2 * ((slope_b - slope_a) / 2) ** 2 / mp.pi
             scale = mp.sqrt(s_xx * s_yy)
             c = s_xy / scale if scale != 0 else mp.mpf(0)
             c = max(min(c, mp.mpf(1)), mp.mpf(-1))
             angle = mp.acos(c)
-            e_xy = scale * (mp.sin(angle) + (mp.pi - angle) * c) / (2 * mp.pi)
-            de_xy = (mp.pi - angle) / (2 * mp.pi)
-            e_xx, e_yy = s_xx / 2, s_yy / 2
-        else:
+            e_xy = scale * (slope_a * slope_b * c + beta_term * (mp.sin(angle) + (mp.pi - angle) * c))
+            de_xy = slope_a * slope_b + beta_term * (mp.pi - angle)
+            second = (slope_a ** 2 + slope_b ** 2) / 2
+            e_xx, e_yy = s_xx * second, s_yy * second
+        elif activation.name == "erf":
             e_xy = 2 / mp.pi * mp.asin(2 * s_xy / mp.sqrt((1 + 2 * s_xx) * (1 + 2 * s_yy)))
             de_xy = 4 / mp.pi / mp.sqrt((1 + 2 * s_xx) * (1 + 2 * s_yy) - 4 * s_xy**2)
             e_xx = 2 / mp.pi * mp.asin(2 * s_xx / (1 + 2 * s_xx))
             e_yy = 2 / mp.pi * mp.asin(2 * s_yy / (1 + 2 * s_yy))
+        else:
+            raise ValueError(f"activation: mp_kernels has no reference for {activation.describe()}")
         s_xy, s_xx, s_yy = w * e_xy + b, w * e_xx + b, w * e_yy + b
         theta = s_xy + w * de_xy * theta
     return float(s_xy), float(theta)
+
+
+def build_cuda_host_library(directory):
+    """``fused_gpu.cu`` (the text of `fused_gpu.cuda_source`) compiled for the host as a ctypes library, or None
+    when there is no C++ compiler. The host build runs the same ``ntk_fused_pair`` over the whole grid."""
+    import ctypes
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    from ntkdist.kernels import fused_gpu
+
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        return None
+    source = Path(directory) / "fused_gpu_host.cu"
+    source.write_text(fused_gpu.cuda_source("double"))
+    target = Path(directory) / "fused_gpu_host.so"
+    subprocess.run([compiler, "-O2", "-std=c++14", "-shared", "-fPIC", "-x", "c++", str(source), "-o", str(target)],
+                   check=True, capture_output=True)
+    library = ctypes.CDLL(str(target))
+    library.ntk_fused_gram_host.restype = None
+    return library
+
+
+def cuda_host_gram(library, X, Y, net, kind):
+    """The (n, m) kernel of the host-compiled CUDA source (Y None: symmetric), fed as `fused_gpu.gram` feeds the
+    GPU: the same layer tables, unit rows and constants."""
+    import ctypes
+
+    from ntkdist.kernels import fused_gpu
+    from ntkdist.kernels.analytic import layer_tables
+    from ntkdist.kernels.gram import NEAR_PARALLEL, row_sq_norms, unit_rows
+
+    symmetric = Y is None
+    Y = X if symmetric else Y
+    sq_x, sq_y = row_sq_norms(X), row_sq_norms(Y)
+    dim = X.shape[1]
+    tables_x = layer_tables(sq_x, dim, net.depth, net.weight_var, net.bias_var, net.activation)
+    tables_y = layer_tables(sq_y, dim, net.depth, net.weight_var, net.bias_var, net.activation)
+    inner = np.ascontiguousarray(X @ Y.T)
+    act_kind, ab, alpha2, beta2, _ = fused_gpu.activation_parameters(net.activation)
+    n, m = len(X), len(Y)
+    out = np.empty((n, m))
+    arrays = [inner, unit_rows(X, sq_x), unit_rows(Y, sq_y), sq_x, sq_y, *tables_x, *tables_y, out]
+    arrays = [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
+    ptr = [a.ctypes.data_as(ctypes.c_void_p) for a in arrays]
+    library.ntk_fused_gram_host(
+        ptr[0], ctypes.c_longlong(m), ptr[1], ptr[2], ctypes.c_int(dim), ptr[3], ptr[4],
+        *ptr[5:9], ctypes.c_int(n), *ptr[9:13], ctypes.c_int(m),
+        ctypes.c_int(net.depth), ctypes.c_double(net.weight_var), ctypes.c_double(net.bias_var),
+        ctypes.c_int(act_kind), ctypes.c_double(ab), ctypes.c_double(alpha2), ctypes.c_double(beta2),
+        ctypes.c_double(NEAR_PARALLEL), ctypes.c_int(kind == "ntk"), ctypes.c_int(symmetric),
+        ptr[13], ctypes.c_longlong(m))
+    return arrays[13]
 
 
 def tricky_inputs(rng, d=5):

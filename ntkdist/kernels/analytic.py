@@ -103,16 +103,53 @@ def recursion(net: MLP, dim: int, inner, sq_x, sq_y, gap_parallel, gap_antiparal
     raise AssertionError("unreachable")
 
 
+def layer_variances(activation, weight_var: float, bias_var: float, depth: int, first_variance):
+    """The variances of every layer on the diagonal x = y, from the first Dense layer's output variance q₀.
+
+    q_{l+1} = w·E_{l+1} + b with E_{l+1} = E φ(u)², u ~ N(0, q_l) (the diagonal of `recursion`; for the stax network
+    q₀ = weight_var·‖x‖²/d + bias_var). The one definition of this recursion: `diagonal_recursion`,
+    `layer_tables` (the tables the CUDA engine reads) and
+    `ntkdist.theory.power_series.LayerComposition.variances` call it; `fused_cpu` restates it in numba.
+
+    Parameters
+    ----------
+    first_variance : float or array
+        q₀, per point.
+
+    Returns
+    -------
+    q : list of depth + 1
+        q₀ … q_depth, the output variances of the depth + 1 Dense layers.
+    second_moments : list of depth
+        E₁ … E_depth, the activation's second moments E φ(u)² (the inputs of Dense layers 1 … depth).
+    """
+    q, second_moments = [first_variance], []
+    for _ in range(depth):
+        second_moments.append(activation.second_moment(q[-1]))
+        q.append(weight_var * second_moments[-1] + bias_var)
+    return q, second_moments
+
+
 def diagonal_recursion(activation, weight_var: float, bias_var: float, depth: int, first_variance):
     """(Σ, Θ) of the readout on the diagonal x = y, from the first layer's variance q¹ (scalar or array).
 
-    q^{l+1} = w·E φ(u)² + b and Θ^{l+1} = q^{l+1} + w·E φ'(u)²·Θ^l with u ~ N(0, q^l), Θ¹ = q¹ (the diagonal of
-    `recursion`; for the stax network q¹ = weight_var·‖x‖²/d + bias_var). O(depth) per point.
+    The variances from `layer_variances`, and Θ^{l+1} = q^{l+1} + w·E φ'(u)²·Θ^l with u ~ N(0, q^l), Θ¹ = q¹
+    (the diagonal of `recursion`). O(depth) per point.
     """
-    q = first_variance
-    theta = q
-    for _ in range(depth):
-        q_next = weight_var * activation.second_moment(q) + bias_var
-        theta = q_next + weight_var * activation.derivative_second_moment(q) * theta
-        q = q_next
-    return q, theta
+    q, _ = layer_variances(activation, weight_var, bias_var, depth, first_variance)
+    theta = q[0]
+    for layer in range(depth):
+        theta = q[layer + 1] + weight_var * activation.derivative_second_moment(q[layer]) * theta
+    return q[-1], theta
+
+
+def layer_tables(sq, dim: int, depth: int, weight_var: float, bias_var: float, activation):
+    """Per-point tables for the compiled engines: (rv, rq, q, ia), each (depth + 1, n), holding √E_l, √q_l, q_l
+    and 1/√(1 + 2q_l) for point i and Dense layer l (E_0 = ‖x‖²/d, the rest from `layer_variances`), in the array
+    module of the squared norms ``sq``."""
+    xp = array_module(sq)
+    first = sq / dim
+    q, second_moments = layer_variances(activation, weight_var, bias_var, depth, weight_var * first + bias_var)
+    var = xp.stack([first, *second_moments])
+    q = xp.stack(q)
+    return xp.sqrt(var), xp.sqrt(q), q, 1.0 / xp.sqrt(1.0 + 2.0 * q)

@@ -1,7 +1,14 @@
-// Fused NNGP/NTK recursion, one thread per pair: the CUDA twin of ntkdist/kernels/fused_cpu.py.
+// Fused NNGP/NTK recursion, one thread per pair: the CUDA engine of ntkdist/kernels/fused_gpu.py.
 //
-// Compiled by CuPy (NVRTC) for the GPU engine, and by a host C++ compiler in tests/kernels/test_fused_gpu_source.py,
-// which runs the same per-pair arithmetic on the CPU against the NumPy engine (no GPU needed to check the math).
+// Compiled by CuPy (NVRTC) for the GPU engine, and by a host C++ compiler in tests/kernels/test_fused_gpu_source.py
+// and tests/kernels/test_engines_agree.py, which run the same per-pair arithmetic on the CPU (no GPU needed to
+// check the math). Always compile the text of fused_gpu.cuda_source(), which defines what this file takes from
+// the Python definitions: OUT_T and NTK_ASIN_P.
+//
+// Each formula here restates one Python definition, named where it stands; the Python one is the definition.
+// What can be a table is one: the per-point layer variances come from analytic.layer_variances (through
+// analytic.layer_tables), the activation's constants from fused_gpu.activation_parameters, the near-parallel
+// threshold from gram.NEAR_PARALLEL, the arcsine polynomial's coefficients from fused_cpu._ASIN_P.
 // Layer tables are (depth + 1) × n, row-major by layer: for point i and Dense layer l,
 //   rv = √E_l (input variance), rq = √q_l (output variance), q = q_l, ia = 1/√(1 + 2 q_l) (erf only).
 // The pair (i, j) of a symmetric Gram is computed with min(i, j) as the row, so both triangles agree bitwise.
@@ -25,37 +32,32 @@ using std::fabs;
 
 NTK_DEVICE double ntk_clip(double x, double lo, double hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
-// asin(x), 0 ≤ x ≤ 1/√2: the degree-18 polynomial of fused_cpu.py (same coefficients, same Horner order).
+#ifndef NTK_ASIN_P
+#error "compile the text of ntkdist.kernels.fused_gpu.cuda_source(), which defines NTK_ASIN_P"
+#endif
+
+// asin(x), 0 ≤ x ≤ 1/√2, as x + x³·P(x²): fused_cpu.asin_half, the same coefficients (NTK_ASIN_P, highest degree
+// first) in the same Horner order.
 NTK_DEVICE double ntk_asin_half(double x) {
+    const double coefficients[] = {NTK_ASIN_P};
+    const int count = sizeof(coefficients) / sizeof(coefficients[0]);
     const double z = x * x;
-    double p = 0.8387674099544927;
-    p = p * z + -3.0948547605199717;
-    p = p * z + 5.436384462318588;
-    p = p * z + -5.883233416999023;
-    p = p * z + 4.3847119392409954;
-    p = p * z + -2.3535297860232123;
-    p = p * z + 0.952265420570822;
-    p = p * z + -0.2809947932275328;
-    p = p * z + 0.07377343868679113;
-    p = p * z + -0.0032941927380090922;
-    p = p * z + 0.011310924828955462;
-    p = p * z + 0.01139924601483468;
-    p = p * z + 0.013975730180211136;
-    p = p * z + 0.017352221539201188;
-    p = p * z + 0.0223721770065477;
-    p = p * z + 0.030381944084994415;
-    p = p * z + 0.04464285714665563;
-    p = p * z + 0.07499999999998412;
-    p = p * z + 0.16666666666666669;
+    double p = coefficients[0];
+#ifdef __CUDACC_RTC__
+#pragma unroll
+#endif
+    for (int k = 1; k < count; ++k) p = p * z + coefficients[k];
     return x + x * z * p;
 }
 
+// fused_cpu.asin_unit.
 NTK_DEVICE double ntk_asin_unit(double x) {
     const double t = fabs(x);
     const double y = t <= NTK_SQRT_HALF ? ntk_asin_half(t) : NTK_HALF_PI - 2.0 * ntk_asin_half(sqrt(0.5 * (1.0 - t)));
     return x >= 0.0 ? y : -y;
 }
 
+// activation_base.theta_minus_sin: a Taylor series below 0.5 (where θ − sin θ would cancel).
 NTK_DEVICE double ntk_theta_minus_sin(double theta, double sin_theta) {
     if (theta >= 0.5) return theta - sin_theta;
     const double t2 = theta * theta;
@@ -70,7 +72,7 @@ NTK_DEVICE double ntk_fused_pair(
     const double* rv_y, const double* rq_y, const double* q_y, const double* ia_y, int j, int m,
     int depth, double w, double b, int act_kind, double ab, double alpha2, double beta2, int want_ntk)
 {
-    // Input moments (gram.input_moments): near-(anti)parallel pairs from the normalised rows.
+    // gram.input_moments: near-(anti)parallel pairs (gram.near_parallel) from gram.unit_gap of the unit rows.
     const double prod = sqrt(sx * sy);
     double cov = inner, lo = prod - inner, hi = prod + inner;
     const double threshold = near * prod;
@@ -96,7 +98,7 @@ NTK_DEVICE double ntk_fused_pair(
     for (int layer = 0; layer <= depth; ++layer) {
         const double rx = rv_x[layer * n + i], ry = rv_y[layer * m + j];
         const double rqx = rq_x[layer * n + i], rqy = rq_y[layer * m + j];
-        // Dense (fused_cpu._dense): one division.
+        // analytic.dense_layer (as fused_cpu._dense, with one division).
         sigma = w * cov + b;
         theta = sigma + w * dcov * theta;
         if (layer == depth) break;
@@ -111,7 +113,7 @@ NTK_DEVICE double ntk_fused_pair(
         const double e = positive ? ntk_clip((am_gm + w * lo * total) * inv, 0.0, 2.0) : 1.0;
         const double f = positive ? ntk_clip((am_gm + (2.0 * b + w * hi) * total) * inv, 0.0, 2.0) : 1.0;
         if (act_kind == 0) {
-            // ABReLU (fused_cpu._abrelu_layer).
+            // closed_form_activations.ABReLU.pair_moments (as fused_cpu._abrelu_layer): the arc-cosine kernel.
             const bool near_zero = e <= f;
             const double small = near_zero ? e : f;
             const double alpha = 2.0 * ntk_asin_half(sqrt(0.5 * small));
@@ -126,7 +128,7 @@ NTK_DEVICE double ntk_fused_pair(
             lo = scale * (alpha2 * e + beta_over_pi * pi_minus_even);
             hi = scale * (alpha2 * f + beta_over_pi * (NTK_PI + even));
         } else {
-            // erf (fused_cpu._erf_layer).
+            // closed_form_activations.Erf.pair_moments (as fused_cpu._erf_layer), Williams 1997.
             const double qx = q_x[layer * n + i], qy = q_y[layer * m + j];
             const double value = (2.0 / NTK_PI) * ntk_asin_unit(2.0 * c * scale * ia_x[layer * n + i] * ia_y[layer * m + j]);
             const double det = 1.0 + 2.0 * (qx + qy) + 4.0 * qx * qy * (e * f);
@@ -140,47 +142,44 @@ NTK_DEVICE double ntk_fused_pair(
     return want_ntk ? theta : sigma;
 }
 
-#ifdef __CUDACC_RTC__
-// Grid over the (n, m) output; symmetric = 1 when rows and columns are the same points (n == m): the thread of
-// (i, j) then computes the pair (min, max), reading the product and rows in that order.
-extern "C" __global__ void ntk_fused_gram(
-    const double* inner, long long ld_inner, const double* x_hat, const double* y_hat, int dim,
-    const double* sq_x, const double* sq_y,
-    const double* rv_x, const double* rq_x, const double* q_x, const double* ia_x, int n,
-    const double* rv_y, const double* rq_y, const double* q_y, const double* ia_y, int m,
-    int depth, double w, double b, int act_kind, double ab, double alpha2, double beta2, double near,
-    int want_ntk, int symmetric, OUT_T* out, long long ld_out)
-{
-    const int j = blockIdx.x * blockDim.x + threadIdx.x;
-    const int i = blockIdx.y * blockDim.y + threadIdx.y;
-    if (i >= n || j >= m) return;
+// The arguments of the grid, shared by the CUDA kernel and its host twin.
+#define NTK_GRAM_PARAMS(OUT) \
+    const double* inner, long long ld_inner, const double* x_hat, const double* y_hat, int dim, \
+    const double* sq_x, const double* sq_y, \
+    const double* rv_x, const double* rq_x, const double* q_x, const double* ia_x, int n, \
+    const double* rv_y, const double* rq_y, const double* q_y, const double* ia_y, int m, \
+    int depth, double w, double b, int act_kind, double ab, double alpha2, double beta2, double near, \
+    int want_ntk, int symmetric, OUT* out, long long ld_out
+
+// The entry (i, j) of the (n, m) output; symmetric = 1 when rows and columns are the same points (n == m): it is
+// then the pair (min, max), reading the product and rows in that order.
+template <typename Out>
+NTK_DEVICE void ntk_gram_entry(int i, int j, NTK_GRAM_PARAMS(Out)) {
     int r = i, c = j;
     if (symmetric && i > j) { r = j; c = i; }
     const double value = ntk_fused_pair(
         inner[(long long)r * ld_inner + c], sq_x[r], sq_y[c], x_hat + (long long)r * dim, y_hat + (long long)c * dim,
         dim, near, rv_x, rq_x, q_x, ia_x, r, n, rv_y, rq_y, q_y, ia_y, c, m,
         depth, w, b, act_kind, ab, alpha2, beta2, want_ntk);
-    out[(long long)i * ld_out + j] = (OUT_T)value;
+    out[(long long)i * ld_out + j] = (Out)value;
+}
+
+#define NTK_GRAM_ARGS \
+    inner, ld_inner, x_hat, y_hat, dim, sq_x, sq_y, rv_x, rq_x, q_x, ia_x, n, rv_y, rq_y, q_y, ia_y, m, \
+    depth, w, b, act_kind, ab, alpha2, beta2, near, want_ntk, symmetric, out, ld_out
+
+#ifdef __CUDACC_RTC__
+// One thread per output entry.
+extern "C" __global__ void ntk_fused_gram(NTK_GRAM_PARAMS(OUT_T)) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    const int i = blockIdx.y * blockDim.y + threadIdx.y;
+    if (i >= n || j >= m) return;
+    ntk_gram_entry<OUT_T>(i, j, NTK_GRAM_ARGS);
 }
 #else
-// Host twin of the grid loop, for the CPU test of this source.
-extern "C" void ntk_fused_gram_host(
-    const double* inner, long long ld_inner, const double* x_hat, const double* y_hat, int dim,
-    const double* sq_x, const double* sq_y,
-    const double* rv_x, const double* rq_x, const double* q_x, const double* ia_x, int n,
-    const double* rv_y, const double* rq_y, const double* q_y, const double* ia_y, int m,
-    int depth, double w, double b, int act_kind, double ab, double alpha2, double beta2, double near,
-    int want_ntk, int symmetric, double* out, long long ld_out)
-{
-    for (int i = 0; i < n; ++i) {
-        for (int j = 0; j < m; ++j) {
-            int r = i, c = j;
-            if (symmetric && i > j) { r = j; c = i; }
-            out[(long long)i * ld_out + j] = ntk_fused_pair(
-                inner[(long long)r * ld_inner + c], sq_x[r], sq_y[c], x_hat + (long long)r * dim,
-                y_hat + (long long)c * dim, dim, near, rv_x, rq_x, q_x, ia_x, r, n, rv_y, rq_y, q_y, ia_y, c, m,
-                depth, w, b, act_kind, ab, alpha2, beta2, want_ntk);
-        }
-    }
+// Host twin of the grid, for the CPU tests of this source.
+extern "C" void ntk_fused_gram_host(NTK_GRAM_PARAMS(double)) {
+    for (int i = 0; i < n; ++i)
+        for (int j = 0; j < m; ++j) ntk_gram_entry<double>(i, j, NTK_GRAM_ARGS);
 }
 #endif

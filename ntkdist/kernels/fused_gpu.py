@@ -1,9 +1,11 @@
 """The fused GPU path: CuPy, one CUDA thread per pair, the whole depth recursion in registers.
 
 The input products are float64 cuBLAS GEMMs (IEEE double on every GPU; float32 inputs are promoted by
-`gram.validate_inputs`, so no product can fall to TF32). The per-pair recursion is ``fused_gpu.cu``, the CUDA twin
-of `fused_cpu` (same formulas, same polynomial arcsine); its arithmetic is checked on the CPU by compiling the same
-source as C++ (tests/kernels/test_fused_gpu_source.py), and on a GPU by the ``gpu``-marked tests.
+`gram.validate_inputs`, so no product can fall to TF32). The per-pair recursion is ``fused_gpu.cu``: it reads the
+per-point layer tables of `analytic.layer_tables` and the constants of the Python definitions
+(`cuda_source`), and where it restates a formula in CUDA a comment names the Python definition it mirrors. Its
+arithmetic is checked on the CPU by compiling the same source as C++ (tests/kernels/test_fused_gpu_source.py,
+tests/kernels/test_engines_agree.py), and on a GPU by the ``gpu``-marked tests.
 
 Large Gram matrices are computed in square panels of ``GPU_PANEL`` rows so that the float64 product of a panel,
 not of the whole matrix, is what lives on the device besides the output. Symmetric Gram matrices compute the
@@ -17,6 +19,8 @@ import math
 from pathlib import Path
 
 from .activations import ABReLU, Erf
+from .analytic import layer_tables
+from .gram import unit_rows
 
 #: Rows (and columns) of one panel: its float64 product is 512 MiB.
 GPU_PANEL = 8192
@@ -28,30 +32,22 @@ def supports(activation) -> bool:
     return type(activation) in (ABReLU, Erf)
 
 
+def cuda_source(out_type: str = "double") -> str:
+    """The text of ``fused_gpu.cu`` with what it takes from the Python definitions prepended: the output type
+    (``OUT_T``) and the arcsine polynomial's coefficients (``NTK_ASIN_P``, highest degree first, from
+    `fused_cpu`), printed with ``repr`` so they are the same float64 numbers."""
+    from .fused_cpu import _ASIN_P
+
+    coefficients = ", ".join(repr(float(c)) for c in reversed(_ASIN_P))
+    return f"#define OUT_T {out_type}\n#define NTK_ASIN_P {coefficients}\n" + _SOURCE.read_text()
+
+
 @functools.lru_cache(maxsize=None)
 def _kernel(dtype: str):
     import cupy
 
-    code = f"#define OUT_T {_OUT_TYPES[dtype]}\n" + _SOURCE.read_text()
     # --fmad=false: no contraction into FMAs, so the GPU rounds like the CPU engines (the tests compare them).
-    return cupy.RawKernel(code, "ntk_fused_gram", options=("--std=c++14", "--fmad=false"))
-
-
-def layer_tables(sq, dim: int, depth: int, weight_var: float, bias_var: float, activation):
-    """(rv, rq, q, ia), each (depth + 1, n): √E_l, √q_l, q_l and 1/√(1 + 2q_l) per point and Dense layer,
-    in the array module of ``sq`` (the same recursion as `fused_cpu._row_layers`)."""
-    from ._xp import array_module
-
-    xp = array_module(sq)
-    n = sq.shape[0]
-    var = xp.empty((depth + 1, n))
-    q = xp.empty((depth + 1, n))
-    v = sq / dim
-    for layer in range(depth + 1):
-        var[layer] = v
-        q[layer] = weight_var * v + bias_var
-        v = activation.second_moment(q[layer])
-    return xp.sqrt(var), xp.sqrt(q), q, 1.0 / xp.sqrt(1.0 + 2.0 * q)
+    return cupy.RawKernel(cuda_source(_OUT_TYPES[dtype]), "ntk_fused_gram", options=("--std=c++14", "--fmad=false"))
 
 
 def activation_parameters(activation):
@@ -75,11 +71,8 @@ def gram(X, Y, *, net, kind: str, dtype: str, sq_x, sq_y, near: float):
     tables_x = layer_tables(sq_x, dim, net.depth, w, b, net.activation)
     tables_y = tables_x if symmetric else layer_tables(sq_y, dim, net.depth, w, b, net.activation)
 
-    def normalised(Z, sq):
-        return cupy.ascontiguousarray(Z / cupy.sqrt(cupy.where(sq > 0, sq, 1.0))[:, None])
-
-    x_hat = normalised(X, sq_x)
-    y_hat = x_hat if symmetric else normalised(Y, sq_y)
+    x_hat = cupy.ascontiguousarray(unit_rows(X, sq_x))
+    y_hat = x_hat if symmetric else cupy.ascontiguousarray(unit_rows(Y, sq_y))
     kernel = _kernel(dtype)
     block = (32, 8, 1)
     for i0 in range(0, n, GPU_PANEL):

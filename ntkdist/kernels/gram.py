@@ -11,7 +11,8 @@ of the normalised rows, 1 − cos = ‖x̂ − ŷ‖²/2, and those of near-anti
 1 + cos = ‖x̂ + ŷ‖²/2. That keeps their angle accurate where ⟨x, y⟩ from a product has lost half the digits;
 a point's correlation with itself is then exactly 1.
 
-The mathematics, with its conventions, errata and tests: docs/theory.md §1.3 and §1.4.
+The tiling (argument checks, padding, the tile grid, the mirrored store) is `ntkdist.kernels.tiles`, shared with
+the empirical kernel. The mathematics, with its conventions, errata and tests: docs/theory.md §1.3 and §1.4.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ._xp import array_module
 from .analytic import recursion
 from .network import MLP
+from .tiles import DTYPES, KINDS, check_kind_dtype, gemm_operand, padded, store_tile, tile_grid
 
 #: Rows and columns of one tile; fixed so that every entry's arithmetic is the same in every call.
 TILE = 256
@@ -30,9 +32,7 @@ NEAR_PARALLEL = 1e-2
 #: Near-parallel pairs are gathered this many at a time (bounds the temporary to a few MiB per tile).
 _GATHER = 4096
 
-KINDS = ("ntk", "nngp")
 ENGINES = ("auto", "fused", "array")
-DTYPES = ("float64", "float32")
 
 
 def validate_inputs(X, Y=None):
@@ -66,44 +66,50 @@ def validate_inputs(X, Y=None):
     return out["X"], out.get("Y")
 
 
-def _check_kind_dtype(kind, dtype):
-    if kind not in KINDS:
-        raise ValueError(f"kind: must be one of {', '.join(KINDS)}, got {kind!r}")
-    if str(dtype) not in DTYPES:
-        raise ValueError(f"dtype: must be one of {', '.join(DTYPES)}, got {dtype!r}")
-
-
 def row_sq_norms(X):
     """‖x_i‖² per row; einsum reduces each row alone, so the value does not depend on the other rows."""
     xp = array_module(X)
     return xp.einsum("ij,ij->i", X, X)
 
 
-def _padded(X, tile=TILE):
-    """X with zero rows appended up to a multiple of ``tile`` (so every tile view has the same shape)."""
+def unit_rows(X, sq):
+    """The rows of X divided by their norms √sq (zero rows stay zero): the x̂ of the near-parallel rule."""
     xp = array_module(X)
-    n, d = X.shape
-    rows = -(-max(n, 1) // tile) * tile
-    out = xp.zeros((rows, d), dtype=xp.float64)
-    out[:n] = X
-    return out
+    return X / xp.sqrt(xp.where(sq > 0, sq, 1.0))[:, None]
+
+
+def near_parallel(gap, norm_product):
+    """Where a pair's gap ‖x‖‖y‖ ∓ ⟨x, y⟩ is below ``NEAR_PARALLEL``·‖x‖‖y‖ (1 ∓ cos < 10⁻²; never for a zero
+    row): there the product ⟨x, y⟩ has lost digits to cancellation and the gap is taken from `unit_gap`."""
+    return (gap < NEAR_PARALLEL * norm_product) & (norm_product > 0.0)
+
+
+def unit_gap(x_hat, y_hat, sign: float):
+    """1 + sign·cos(x, y) = ‖x̂ + sign·ŷ‖²/2 for paired rows of unit vectors (sign −1: near-parallel pairs, +1:
+    near-antiparallel); einsum reduces each pair alone, so a value does not depend on the other pairs."""
+    xp = array_module(x_hat)
+    diff = x_hat + sign * y_hat
+    return 0.5 * xp.einsum("ij,ij->i", diff, diff)
 
 
 def input_moments(X_tile, Y_tile, sq_x, sq_y, n_x, n_y):
-    """Inner products and their Cauchy–Schwarz gaps for one tile.
+    """Inner products and their Cauchy–Schwarz gaps, near-(anti)parallel pairs without cancellation.
+
+    The one definition of the input moments: the compiled engines mirror it (``fused_gpu.cu``,
+    `fused_cpu`), and `ntkdist.theory.bounds.nguyen_layer_kernels` calls it.
 
     Parameters
     ----------
-    X_tile, Y_tile : (TILE, d) arrays
-        Zero-padded rows; only the first ``n_x`` and ``n_y`` are real.
+    X_tile, Y_tile : (≥n_x, d), (≥n_y, d) arrays
+        Rows of points (a tile's zero padding below the first ``n_x``, ``n_y`` is ignored).
     sq_x, sq_y : (n_x,), (n_y,) arrays
         Squared row norms (from `row_sq_norms`).
 
     Returns
     -------
     inner, gap_parallel, gap_antiparallel : (n_x, n_y) arrays
-        ⟨x, y⟩ and ‖x‖‖y‖ ∓ ⟨x, y⟩ ≥ 0, the gaps of near-(anti)parallel pairs from the normalised difference
-        (sum) of the points.
+        ⟨x, y⟩ and ‖x‖‖y‖ ∓ ⟨x, y⟩ ≥ 0. Where `near_parallel` holds, the gap is ‖x‖‖y‖·`unit_gap` and the other
+        two values follow from it.
     """
     xp = array_module(X_tile)
     inner = (X_tile @ Y_tile.T)[:n_x, :n_y]
@@ -111,18 +117,15 @@ def input_moments(X_tile, Y_tile, sq_x, sq_y, n_x, n_y):
     norm_product = xp.sqrt(sq_x[:, None] * sq_y[None, :])
     below = norm_product - inner
     above = norm_product + inner
-    threshold = NEAR_PARALLEL * norm_product
     for sign, gap, other in ((-1.0, below, above), (1.0, above, below)):
-        rows, cols = xp.nonzero((gap < threshold) & (norm_product > 0.0))
+        rows, cols = xp.nonzero(near_parallel(gap, norm_product))
         if rows.size == 0:
             continue
-        x_hat = X_tile[:n_x] / xp.sqrt(xp.where(sq_x > 0, sq_x, 1.0))[:, None]
-        y_hat = Y_tile[:n_y] / xp.sqrt(xp.where(sq_y > 0, sq_y, 1.0))[:, None]
+        x_hat = unit_rows(X_tile[:n_x], sq_x)
+        y_hat = unit_rows(Y_tile[:n_y], sq_y)
         for start in range(0, rows.size, _GATHER):
             r, c = rows[start:start + _GATHER], cols[start:start + _GATHER]
-            diff = x_hat[r] + sign * y_hat[c]
-            # ‖x̂ ∓ ŷ‖²/2 = 1 ∓ cos(x, y); einsum reduces each pair alone (position-independent rounding).
-            gap[r, c] = norm_product[r, c] * (0.5 * xp.einsum("ij,ij->i", diff, diff))
+            gap[r, c] = norm_product[r, c] * unit_gap(x_hat[r], y_hat[c], sign)
             inner[r, c] = sign * (gap[r, c] - norm_product[r, c])
             other[r, c] = norm_product[r, c] * 2.0 - gap[r, c]  # ≈ 2‖x‖‖y‖: no cancellation
     return inner, xp.maximum(below, 0.0), xp.maximum(above, 0.0)
@@ -202,7 +205,7 @@ def gram_block(X_rows, X_cols=None, *, net: MLP, kind: str = "ntk", dtype: str =
     -------
     (n, m) array of the infinite-width kernel, not divided by n.
     """
-    _check_kind_dtype(kind, dtype)
+    check_kind_dtype(kind, dtype)
     symmetric = X_cols is None
     X, Y = validate_inputs(X_rows, None if symmetric else X_cols)
     if symmetric:
@@ -220,26 +223,18 @@ def gram_block(X_rows, X_cols=None, *, net: MLP, kind: str = "ntk", dtype: str =
 
         return fused_gpu.gram(X, None if symmetric else Y, net=net, kind=kind, dtype=dtype, sq_x=sq_x, sq_y=sq_y,
                               near=NEAR_PARALLEL)
-    Xp = _padded(X)
-    Yp = Xp if symmetric else _padded(Y)
-    tiles = [(i0, j0) for i0 in range(0, n, TILE) for j0 in range(i0 if symmetric else 0, m, TILE)]
+    Xp = padded(X, TILE)
+    Yp = Xp if symmetric else padded(Y, TILE)
+    tiles = tile_grid(n, m, TILE, symmetric)
     if engine == "fused":
         run = _fused_runner(net, kind, X, Y, Xp, Yp, sq_x, sq_y, symmetric, out)
     else:
         def run(tile):
             i0, j0 = tile
             i1, j1 = min(i0 + TILE, n), min(j0 + TILE, m)
-            Y_tile = Yp[j0:j0 + TILE]
-            if symmetric and i0 == j0:
-                # numpy routes A @ A.T to SYRK, whose rounding may differ from the GEMM of every other tile.
-                Y_tile = Y_tile.copy()
+            Y_tile = gemm_operand(Yp[j0:j0 + TILE], symmetric and i0 == j0)
             values = _tile_kernel(net, kind, Xp[i0:i0 + TILE], Y_tile, sq_x[i0:i1], sq_y[j0:j1], i1 - i0, j1 - j0)
-            if symmetric and i0 == j0:
-                # The lower triangle of a diagonal tile is the mirror of its upper triangle (row = lower index).
-                values = xp.triu(values) + xp.triu(values, 1).T
-            out[i0:i1, j0:j1] = values
-            if symmetric and j0 != i0:
-                out[j0:j1, i0:i1] = values.T
+            store_tile(out, values, i0, j0, symmetric)
 
     if xp.__name__ != "numpy":
         for tile in tiles:
@@ -264,15 +259,10 @@ def gram_block(X_rows, X_cols=None, *, net: MLP, kind: str = "ntk", dtype: str =
 def _fused_runner(net: MLP, kind: str, X, Y, Xp, Yp, sq_x, sq_y, symmetric: bool, out):
     """The per-tile function of the fused CPU engine: BLAS product, then `fused_cpu.fused_tile` straight into
     ``out`` (and the mirror tile by a blocked transpose)."""
-    import numpy as np
-
     from .fused_cpu import activation_parameters, fused_tile, mirror_upper, transpose_into
 
-    def normalised(Z, sq):
-        return Z / np.sqrt(np.where(sq > 0, sq, 1.0))[:, None]
-
-    x_hat = normalised(X, sq_x)
-    y_hat = x_hat if symmetric else normalised(Y, sq_y)
+    x_hat = unit_rows(X, sq_x)
+    y_hat = x_hat if symmetric else unit_rows(Y, sq_y)
     params = activation_parameters(net.activation)
     want_ntk = kind == "ntk"
     n, m = out.shape
@@ -280,10 +270,7 @@ def _fused_runner(net: MLP, kind: str, X, Y, Xp, Yp, sq_x, sq_y, symmetric: bool
     def run(tile):
         i0, j0 = tile
         i1, j1 = min(i0 + TILE, n), min(j0 + TILE, m)
-        Y_tile = Yp[j0:j0 + TILE]
-        if symmetric and i0 == j0:
-            Y_tile = Y_tile.copy()  # not SYRK (see gram_block)
-        inner = Xp[i0:i0 + TILE] @ Y_tile.T
+        inner = Xp[i0:i0 + TILE] @ gemm_operand(Yp[j0:j0 + TILE], symmetric and i0 == j0).T
         target = out[i0:i1, j0:j1]
         fused_tile(inner, x_hat[i0:i1], y_hat[j0:j1], sq_x[i0:i1], sq_y[j0:j1], NEAR_PARALLEL, net.depth,
                    net.weight_var, net.bias_var, *params, want_ntk, target)

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ntkdist.kernels import ABReLU, Cos, Erf, MLP, Sin, get_activation
-from ntkdist.kernels.analytic import diagonal_recursion
+from ntkdist.kernels.analytic import diagonal_recursion, layer_variances
 
 from .hermite import dual_coefficients, is_exact, second_moment
 
@@ -131,11 +131,9 @@ class LayerComposition:
 
     def variances(self) -> list[float]:
         """q_1, ..., q_{hidden+1}: the pre-activation variance of every layer on the diagonal (ρ = 1)."""
-        q = [self.first_slope + self.first_const]
-        for _ in range(self.hidden):
-            e = float(self.activation.second_moment(np.float64(q[-1])))
-            q.append(self.weight_var * e + self.bias_var)
-        return q
+        q, _ = layer_variances(self.activation, self.weight_var, self.bias_var, self.hidden,
+                               np.float64(self.first_slope + self.first_const))
+        return [float(v) for v in q]
 
     def diagonal(self) -> tuple[float, float]:
         """(NNGP, NTK) at ρ = 1 from the activation's closed-form second moments (as ntkdist.kernels does)."""

@@ -6,60 +6,21 @@ the same ``ntk_fused_pair`` over the whole grid, which this test compares with t
 
 from __future__ import annotations
 
-import ctypes
-import shutil
-import subprocess
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import ntkdist
-from ntkdist.kernels import MLP, fused_gpu
-from ntkdist.kernels.gram import NEAR_PARALLEL, row_sq_norms
+from ntkdist.kernels import MLP
 
-from ..helpers import assert_kernel_close
-
-SOURCE = Path(fused_gpu.__file__).with_name("fused_gpu.cu")
+from ..helpers import assert_kernel_close, build_cuda_host_library, cuda_host_gram as host_gram
 
 
 @pytest.fixture(scope="module")
 def host_library(tmp_path_factory):
-    compiler = shutil.which("g++") or shutil.which("c++")
-    if compiler is None:
+    library = build_cuda_host_library(tmp_path_factory.mktemp("cu"))
+    if library is None:
         pytest.skip("no host C++ compiler to build the CUDA source for the CPU")
-    target = tmp_path_factory.mktemp("cu") / "fused_gpu_host.so"
-    subprocess.run([compiler, "-O2", "-std=c++14", "-shared", "-fPIC", "-x", "c++", str(SOURCE), "-o", str(target)],
-                   check=True, capture_output=True)
-    library = ctypes.CDLL(str(target))
-    library.ntk_fused_gram_host.restype = None
     return library
-
-
-def host_gram(library, X, Y, net, kind):
-    symmetric = Y is None
-    Y = X if symmetric else Y
-    sq_x, sq_y = row_sq_norms(X), row_sq_norms(Y)
-    dim = X.shape[1]
-    tables_x = fused_gpu.layer_tables(sq_x, dim, net.depth, net.weight_var, net.bias_var, net.activation)
-    tables_y = fused_gpu.layer_tables(sq_y, dim, net.depth, net.weight_var, net.bias_var, net.activation)
-    x_hat = X / np.sqrt(np.where(sq_x > 0, sq_x, 1.0))[:, None]
-    y_hat = Y / np.sqrt(np.where(sq_y > 0, sq_y, 1.0))[:, None]
-    inner = np.ascontiguousarray(X @ Y.T)
-    act_kind, ab, alpha2, beta2, _ = fused_gpu.activation_parameters(net.activation)
-    n, m = len(X), len(Y)
-    out = np.empty((n, m))
-    arrays = [inner, x_hat, y_hat, sq_x, sq_y, *tables_x, *tables_y, out]
-    arrays = [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
-    ptr = [a.ctypes.data_as(ctypes.c_void_p) for a in arrays]
-    library.ntk_fused_gram_host(
-        ptr[0], ctypes.c_longlong(m), ptr[1], ptr[2], ctypes.c_int(dim), ptr[3], ptr[4],
-        *ptr[5:9], ctypes.c_int(n), *ptr[9:13], ctypes.c_int(m),
-        ctypes.c_int(net.depth), ctypes.c_double(net.weight_var), ctypes.c_double(net.bias_var),
-        ctypes.c_int(act_kind), ctypes.c_double(ab), ctypes.c_double(alpha2), ctypes.c_double(beta2),
-        ctypes.c_double(NEAR_PARALLEL), ctypes.c_int(kind == "ntk"), ctypes.c_int(symmetric),
-        ptr[13], ctypes.c_longlong(m))
-    return arrays[13]
 
 
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu(0.1)", "abs", "erf"])
@@ -81,3 +42,24 @@ def test_cuda_source_arithmetic_matches_the_numpy_engine(host_library, activatio
             rect = host_gram(host_library, X[:40], X[30:], net, kind)
             assert_kernel_close(rect, ref[:40, 30:], np.sqrt(np.outer(np.diag(ref)[:40], np.diag(ref)[30:])),
                                 rtol=1e-13)
+
+
+def test_cuda_source_compiles_for_the_device(tmp_path):
+    """The device branch (``__CUDACC_RTC__``, what NVRTC sees) compiles to PTX with the coefficients inlined:
+    no local-memory array for the arcsine polynomial. Needs nvcc, not a GPU."""
+    import shutil
+    import subprocess
+
+    from ntkdist.kernels import fused_gpu
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("no nvcc to compile the CUDA source for the device")
+    source = tmp_path / "fused_gpu.cu"
+    source.write_text("#define __CUDACC_RTC__ 1\n" + fused_gpu.cuda_source("float"))
+    ptx = tmp_path / "fused_gpu.ptx"
+    subprocess.run([nvcc, "-std=c++14", "--fmad=false", "-arch=sm_80", "-ptx", str(source), "-o", str(ptx)],
+                   check=True, capture_output=True, timeout=300)
+    text = ptx.read_text()
+    assert ".entry ntk_fused_gram" in text
+    assert ".local" not in text

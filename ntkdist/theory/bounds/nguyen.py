@@ -16,7 +16,8 @@ import math
 import numpy as np
 
 from ...kernels import MLP
-from ...kernels.activations import ABReLU, theta_minus_sin
+from ...kernels.activations import ABReLU
+from ...kernels.gram import input_moments
 from ..estimates import (
     EIGEN_MAX_N,
     as_data,
@@ -24,8 +25,6 @@ from ..estimates import (
     check_size,
     lambda_min_lower_estimate,
     numerical_rank,
-    row_norms,
-    unit_rows,
 )
 from ..hermite import hermite_coefficients
 from ..result import NGUYEN, STAX_CONVENTION, TheoryResult, not_applicable
@@ -60,48 +59,42 @@ def nguyen_to_stax_factor(net: MLP, dim: int) -> float:
     return (w / dim) * (w / 2.0) ** net.depth
 
 
-def _relu_layer(G: np.ndarray, diag: np.ndarray, one_minus: np.ndarray):
-    """One ReLU layer of Nguyen's eq. (9)-(10) on G with angles from 1 − cos (kept without cancellation).
+#: ReLU: Nguyen's G^{(l+1)} and Ġ^{(l+1)} are twice its pair moments (`ABReLU.pair_moments`, the arc-cosine kernel).
+_RELU = ABReLU(0.0, 1.0)
 
-    Returns G', Ġ' and 1 − cos' of G'. sin θ, θ from 1 − c via θ = 2·asin(√((1 − c)/2)).
-    """
-    scale = np.sqrt(np.outer(diag, diag))
-    one_minus = np.clip(one_minus, 0.0, 2.0)
-    theta = 2.0 * np.arcsin(np.sqrt(0.5 * one_minus))
-    c = 1.0 - one_minus
-    sin_theta = np.sqrt(np.clip(one_minus * (2.0 - one_minus), 0.0, None))
-    # (sin θ + (π − θ)c)/π and 1 − that = (2(π − θ)sin²(θ/2) + (θ − sin θ))/π, both cancellation-free.
-    g = (sin_theta + (math.pi - theta) * c) / math.pi
-    next_one_minus = (2.0 * (math.pi - theta) * (0.5 * one_minus) + theta_minus_sin(theta)) / math.pi
-    return scale * g, (math.pi - theta) / math.pi, next_one_minus
+
+def _correlations(G, scale, gap_parallel, gap_antiparallel):
+    """(ρ, 1 − ρ, 1 + ρ) of a kernel from its values and Cauchy–Schwarz gaps over s = √(G_ii G_jj); a pair with a
+    zero point gets ρ = 0 (as `ntkdist.kernels.analytic.dense_layer` does)."""
+    positive = scale > 0.0
+    inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=positive)
+    return (np.where(positive, np.clip(G * inv, -1.0, 1.0), 0.0),
+            np.where(positive, np.clip(gap_parallel * inv, 0.0, 2.0), 1.0),
+            np.where(positive, np.clip(gap_antiparallel * inv, 0.0, 2.0), 1.0))
 
 
 def nguyen_layer_kernels(X, layers: int):
     """Nguyen et al. eqs. (8)–(10) in their convention: [G^{(1)}, …, G^{(L)}] and [Ġ^{(2)}, …, Ġ^{(L)}].
 
     G^{(1)} = XXᵀ, G^{(l)}_ij = √(G_ii G_jj)(sin θ + (π − θ)cos θ)/π, Ġ^{(l)}_ij = (π − θ)/π (θ the angle of
-    G^{(l−1)}); G^{(l)}_ii = ‖x_i‖². Independent of `ntkdist.kernels` (used to verify the conversion).
+    G^{(l−1)}); G^{(l)}_ii = ‖x_i‖². These are 2E[σ(u)σ(v)] and 2E[σ'(u)σ'(v)] with (u, v) of covariance
+    G^{(l−1)}: computed by `ntkdist.kernels`' definitions (the input moments of `gram.input_moments`, the
+    arc-cosine kernel of `ABReLU.pair_moments`), so each pair's angle carries no cancellation near 0 or π.
     """
     X = as_data(X)
-    norms = row_norms(X)
-    unit = unit_rows(X, norms)
-    G = X @ X.T
-    G = 0.5 * (G + G.T)
-    diag = norms ** 2
-    np.fill_diagonal(G, diag)
-    cos = np.clip(unit @ unit.T, -1.0, 1.0)
-    one_minus = 1.0 - cos
-    # near-parallel pairs: 1 − cos = ‖x̂ − ŷ‖²/2 without cancellation
-    close = one_minus < 1e-2
-    if close.any():
-        i, j = np.nonzero(close)
-        diff = unit[i] - unit[j]
-        one_minus[i, j] = 0.5 * np.einsum("ij,ij->i", diff, diff)
+    n = X.shape[0]
+    sq = np.einsum("ij,ij->i", X, X)
+    G, below, above = input_moments(X, X, sq, sq, n, n)
+    scale = np.sqrt(sq[:, None] * sq[None, :])
+    c, e, f = _correlations(G, scale, below, above)
     Gs, dots = [G], []
     for _ in range(2, layers + 1):
-        G, Gdot, one_minus = _relu_layer(G, diag, one_minus)
+        # ReLU keeps the variance of Nguyen's factor-2 layer: E σ(u)² = q/2, so G^{(l)}_ii = ‖x_i‖² at every l.
+        moments = _RELU.pair_moments(sq[:, None], sq[None, :], c, e, f)
+        G = 2.0 * moments.cov
         Gs.append(G)
-        dots.append(Gdot)
+        dots.append(2.0 * moments.dcov)
+        c, e, f = _correlations(G, scale, 2.0 * moments.gap_parallel, 2.0 * moments.gap_antiparallel)
     return Gs, dots
 
 
