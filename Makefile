@@ -15,7 +15,7 @@ NT_PYTHON ?= $(PYTHON)
 NT_STAMP := $(NT_VENV)/.installed-stamp
 NT_PINS  := jax==0.4.26 jaxlib==0.4.26 numpy==1.26.4 scipy==1.12.0 ml_dtypes==0.5.4 opt_einsum==3.4.0 frozendict==2.5.1
 
-.PHONY: demo test bench bench-kernels bench-peer bench-solvers bench-build install clean-venv
+.PHONY: demo test bench bench-kernels bench-peer bench-solvers bench-build bench-io-cost install clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,9 @@ bench-build: $(STAMP)
 	$(BIN)/python -m bench.build --n 50000 --dim 64 --depth 3 --repeats 3 --json bench/results/build-50000.json
 
 # ntkdist and neural-tangents side by side in one run (alternating), the issue's acceptance cases.
+bench-io-cost: $(STAMP)
+	$(BIN)/python -m bench.io_cost --seconds 10 --rounds 2 --json bench/results/io-cost.json
+
 bench-kernels: $(STAMP) $(NT_STAMP)
 	$(BIN)/python -m bench.kernels --peer --rounds 5 --peer-python $(NT_VENV)/bin/python
 
