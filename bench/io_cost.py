@@ -12,7 +12,7 @@ can be read against the floor the machine itself sets:
 1. ``--cores`` processes run a fixed floating-point loop (256² matrix products, one BLAS thread each) for
    ``--seconds``, alone: their operations per second are the machine's compute rate;
 2. the same, while one more process writes 16 MiB chunks of float32 through
-   `ntkdist.store.run_store.write_file_atomically` (what a build does) to ``--dir``;
+   `ntkdist.store.chunk_io.write_file_atomically` (what a build does) to ``--dir``;
 3. the rate lost in (2), in core-seconds, divided by the megabytes written is the CPU each written MB costs the
    computing cores (``core_ms_per_mb``), with the steal and iowait jiffies of both phases.
 
@@ -57,7 +57,7 @@ def _spin(seconds: float, results) -> None:
 
 def _write(seconds: float, directory: str, results) -> None:
     """Chunks written as a build writes them, for ``seconds``; puts the bytes written."""
-    from ntkdist.store.run_store import write_file_atomically
+    from ntkdist.store.chunk_io import write_file_atomically
 
     values = np.random.default_rng(1).standard_normal((CHUNK_SIDE, CHUNK_SIDE)).astype(np.float32)
     written, start = 0, time.perf_counter()

@@ -71,10 +71,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import DataError
 from ._xp import array_module, to_numpy
 from .gauss_hermite import gauss_hermite_rule, weighted_hermite_columns
 from .kink_quadrature import conditional_pairs
+from .variance_keys import checked_variances, content_key, quantize_variances, sorted_union
 from .mehler_sums import diagonal_moments, evaluate_outer, horner_pairs
 
 #: Gauss–Hermite orders a level may use (even: the nodes pair up as ±z, no node at 0).
@@ -402,7 +402,7 @@ class MehlerDual:
         """
         xp = array_module(q)
         q = xp.asarray(q, dtype=xp.float64)
-        key = _content_key(q)
+        key = content_key(q)
         with self._lock:
             hit = self._moment_cache.get(key)
         if hit is not None:
@@ -443,8 +443,8 @@ class MehlerDual:
         if (qx.ndim == 2 and qy.ndim == 2 and c.ndim == 2 and qx.shape[1] == 1 and qy.shape[0] == 1
                 and c.shape == (qx.shape[0], qy.shape[1])):
             cov, dcov, mx, my = self._pair_outer(xp, qx[:, 0], qy[0, :], c)
-            self._remember(_content_key(qx), tuple(m[:, None] for m in mx))
-            self._remember(_content_key(qy), tuple(m[None, :] for m in my))
+            self._remember(content_key(qx), tuple(m[:, None] for m in mx))
+            self._remember(content_key(qy), tuple(m[None, :] for m in my))
             return cov, dcov
         shape = np.broadcast_shapes(qx.shape, qy.shape, c.shape)
         qx, qy, c = (xp.broadcast_to(a, shape).reshape(-1) for a in (qx, qy, c))
@@ -455,7 +455,7 @@ class MehlerDual:
         """Unique (quantised) variances of each side on the host, the inverse maps and the levels."""
         uniques, inverses, levels = [], [], []
         for side in sides:
-            host = _quantize(to_numpy(_check_variances(xp, side, self.name)), self._bits)
+            host = quantize_variances(to_numpy(checked_variances(xp, side, self.name)), self._bits)
             u, inv = np.unique(host, return_inverse=True)
             uniques.append(u)
             inverses.append(inv.reshape(-1))
@@ -569,7 +569,7 @@ class MehlerDual:
                 cov[sel], dcov[sel] = (xp.asarray(v) for v in values)
                 continue
             need_x, need_y = np.unique(ix[pick]), np.unique(iy[pick])
-            values, (px, py) = _union(ux[need_x], uy[need_y])
+            values, (px, py) = sorted_union(ux[need_x], uy[need_y])
             pos_x = np.zeros(ux.size, dtype=np.int64)
             pos_x[need_x] = px
             pos_y = np.zeros(uy.size, dtype=np.int64)
@@ -584,33 +584,3 @@ class MehlerDual:
 
 class _SeriesTooLong(Exception):
     """A level needs more quadrature nodes than the series allows: its pairs take `kink_quadrature` instead."""
-
-
-def _content_key(a):
-    host = to_numpy(a)
-    return (host.shape, host.tobytes())
-
-
-def _quantize(q, bits):
-    """q rounded to ``bits`` significant bits (relative change ≤ 2^-bits); 0 stays 0.
-
-    Variances that agree to rounding (points of equal norm) then share one set of coefficients, which the scalar
-    Horner path exploits; the kernel moves by far less than ``tol`` (bits = ⌈log2(64/tol)⌉).
-    """
-    mantissa, exponent = np.frexp(q)
-    scale = 2.0 ** bits
-    return np.ldexp(np.round(mantissa * scale) / scale, exponent)
-
-
-def _check_variances(xp, q, name):
-    if not bool(xp.all(xp.isfinite(q))):
-        # A UserError: it crosses the Ray boundary as itself (`ntkdist.cluster.runtime.get`).
-        raise DataError(f"activation: {name} got a non-finite pre-activation variance (overflow from inputs or "
-                        f"weight_var too large, or NaN/inf in the data); rescale or clean the data")
-    return xp.maximum(q, 0.0)
-
-
-def _union(a, b):
-    """Sorted unique values of a ∪ b and the positions of a's and b's entries in it."""
-    values = np.union1d(a, b)
-    return values, (np.searchsorted(values, a), np.searchsorted(values, b))

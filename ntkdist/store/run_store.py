@@ -23,25 +23,22 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import errno
 import json
 import os
-import threading
 import warnings
-import zlib
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import zarr
-from numba import njit
 from zarr.codecs import BytesCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from ..errors import StoreError
 from ..linalg.operator import float32_storage_error_from_squares
+from .chunk_io import block_checksum, direct_write_buffer, transposed, write_file_atomically
 from .lease import Lease
 from .location import (LEASE, clear_keeping_lease, is_remote, normalize_location, storage_errors, store_exists,
                        zarr_store)
@@ -63,116 +60,6 @@ _NOT_DONE = -1
 GRAM_COMPRESSORS = None
 #: Attributes written once, when the store is created, and never changed (an overwrite makes a new store).
 _FIXED = ("format", "format_version", "created", "n", "dim", "block", "dtype", "fingerprint", "config", "versions")
-
-
-def block_checksum(block: np.ndarray) -> int:
-    """CRC-32 of a block's bytes in C order (what the manifest records and `ntkdist verify` recomputes)."""
-    # The array's own buffer, not a bytes copy: a 16 MB block is checksummed without copying it.
-    return zlib.crc32(np.ascontiguousarray(block).data)
-
-
-def _transposed(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``values.T`` as a C-contiguous array, written into ``out`` when given (`_transpose_into`).
-
-    The mirror is half of what a build writes, so its transpose is a measurable share of the store's cost over
-    compute only (BENCHMARKS.md, the build); the writer transposes straight into its page-aligned write buffer
-    (`direct_write_buffer`), which saves a copy and the 4–5 ms of page faults of a fresh 16 MB array.
-    """
-    if out is None:
-        out = np.empty(values.shape[::-1], dtype=values.dtype)
-    _transpose_into(np.ascontiguousarray(values), out)
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _transpose_into(source: np.ndarray, target: np.ndarray) -> None:
-    """``target[:] = source.T`` through 8 × 8 tiles gathered in registers, 128 × 128 tiles at a time.
-
-    A 2048² float32 chunk has rows 8 KB apart, so a strided copy (numpy's ``values.T``: 37 ms) or a slab copy
-    (16 rows at a time: ~20 ms) touches a new page, and the same cache set, at every element. Reading 8 rows ×
-    8 columns and writing them as 8 short rows keeps each 32-byte run whole: 10–14 ms on the development machine.
-    """
-    rows, cols = source.shape
-    rows8, cols8 = rows - rows % 8, cols - cols % 8
-    tile = np.empty((8, 8), dtype=source.dtype)
-    for i0 in range(0, rows8, 128):
-        for j0 in range(0, cols8, 128):
-            for i in range(i0, min(i0 + 128, rows8), 8):
-                for j in range(j0, min(j0 + 128, cols8), 8):
-                    for a in range(8):
-                        for c in range(8):
-                            tile[c, a] = source[i + a, j + c]
-                    for c in range(8):
-                        for a in range(8):
-                            target[j + c, i + a] = tile[c, a]
-    for i in range(rows8, rows):  # the ragged edges of a short last block
-        for j in range(cols):
-            target[j, i] = source[i, j]
-    for i in range(rows8):
-        for j in range(cols8, cols):
-            target[j, i] = source[i, j]
-
-
-#: Bytes per direct write: O_DIRECT needs sizes (and buffer addresses) aligned to the device's logical block.
-_DIRECT_ALIGNMENT = 4096
-_aligned_buffers = threading.local()
-
-
-def direct_write_buffer(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """This thread's page-aligned scratch array of ``shape`` (the buffer `write_file_atomically` writes from).
-
-    Filling it directly (a cast, a transpose) saves the copy into it and the page faults of a fresh array. It is
-    reused by the next call on the same thread, so its contents live only until then.
-    """
-    import mmap
-
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
-    cached = getattr(_aligned_buffers, "map", None)
-    if cached is None or len(cached) != nbytes:
-        cached = _aligned_buffers.map = mmap.mmap(-1, max(nbytes, 1))  # anonymous maps are page-aligned
-    return np.frombuffer(cached, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
-
-
-def write_file_atomically(path: Path, values: np.ndarray) -> None:
-    """Write the bytes of a C-contiguous array to ``path`` through a temporary file renamed into place (as zarr
-    does: a reader never sees half a chunk), bypassing the page cache where the file system allows.
-
-    A build writes each byte of the matrix once and does not read it back: through the page cache, the kernel
-    spends 55 ms of CPU on each 2048² float32 block and its mirror (1.6 ms a MB on the development machine), CPU
-    the kernels' own cores then lack. ``O_DIRECT`` hands the pages to the device instead (2 ms of CPU a chunk);
-    it needs a size that is a multiple of 4096 bytes and an aligned buffer, so the values are written from this
-    thread's `direct_write_buffer` (copied into it unless they already are it). Where the file system refuses
-    ``O_DIRECT`` (tmpfs) or the size is not aligned, the write is an ordinary buffered one.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.partial")
-    data = memoryview(values).cast("B")
-    direct = getattr(os, "O_DIRECT", 0) and data.nbytes % _DIRECT_ALIGNMENT == 0
-    try:
-        if direct:
-            buffer = direct_write_buffer(values.shape, values.dtype)
-            if buffer.ctypes.data != values.ctypes.data:
-                np.copyto(buffer, values)
-            try:
-                descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
-            except OSError as error:  # EINVAL: this file system has no direct I/O
-                if error.errno != errno.EINVAL:
-                    raise
-                direct = False
-            else:
-                try:
-                    if os.write(descriptor, _aligned_buffers.map) != data.nbytes:
-                        raise OSError(errno.EIO, f"short direct write to {partial}")
-                finally:
-                    os.close(descriptor)
-        if not direct:
-            with open(partial, "wb") as out:
-                out.write(data)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 class BlockRecord(NamedTuple):
@@ -447,9 +334,9 @@ class RunStore:
         raw = values.shape[::-1 if transpose else 1] == gram.chunks and \
             gram.metadata.codecs == (BytesCodec(endian="little"),)
         if raw and transpose and isinstance(store, zarr.storage.LocalStore):
-            values = _transposed(values, out=direct_write_buffer(values.shape[::-1], values.dtype))
+            values = transposed(values, out=direct_write_buffer(values.shape[::-1], values.dtype))
         elif transpose:
-            values = _transposed(values)
+            values = transposed(values)
         if not raw:
             gram[rows, cols] = values
             return

@@ -129,10 +129,10 @@ def test_blocks_written_as_raw_chunks_read_back_through_plain_zarr(where, dtype,
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", [(1, 1), (3, 5), (8, 8), (17, 130), (256, 129), (300, 2048)])
 def test_mirror_transpose_is_exact_for_every_shape(shape, dtype):
-    from ntkdist.store.run_store import _transposed, direct_write_buffer
+    from ntkdist.store.chunk_io import direct_write_buffer, transposed
 
     values = np.random.default_rng(sum(shape)).standard_normal(shape).astype(dtype)
-    assert np.array_equal(_transposed(values), values.T)
+    assert np.array_equal(transposed(values), values.T)
     into = direct_write_buffer(shape[::-1], dtype)
-    assert _transposed(values, out=into) is into and np.array_equal(into, values.T)
+    assert transposed(values, out=into) is into and np.array_equal(into, values.T)
     assert into.ctypes.data % 4096 == 0  # page-aligned, as O_DIRECT needs
