@@ -41,6 +41,7 @@ from .sphere import (
     harmonic_multiplicity,
     sphere_eigenvalues,
 )
+from .scaling import LogLogFit, fit_log_log
 
 from .bounds import (
     EIGEN_MAX_N,
@@ -85,6 +86,6 @@ __all__ = [
     "hermite_coefficients", "dual_coefficients", "activation_polynomial_degree", "Computed", "TheoryResult",
     "PowerSeries", "power_series", "murray_power_series", "murray_theorem_3_1", "murray_two_layer_coefficients",
     "SphereSpectrum", "sphere_eigenvalues", "harmonic_multiplicity", "funk_hecke_weights",
-    "DecayPrediction", "decay_prediction", "fit_power_law",
+    "DecayPrediction", "decay_prediction", "fit_power_law", "LogLogFit", "fit_log_log",
     "FiniteWidthCorrections", "finite_width_corrections",
 ]

@@ -44,6 +44,7 @@ from ntkdist.kernels import ABReLU, Erf, Gelu, MLP, Tanh, nngp, ntk
 
 from .hermite import activation_polynomial_degree
 from .power_series import layer_composition, power_series
+from .scaling import fit_log_log
 
 __all__ = [
     "SphereSpectrum",
@@ -520,5 +521,5 @@ def fit_power_law(x, y) -> tuple[float, float]:
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     keep = (x > 0) & (y > 0)
-    slope, intercept = np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)
-    return float(-slope), float(math.exp(intercept))
+    fit = fit_log_log(x[keep], y[keep])
+    return -fit.slope, fit.prefactor
