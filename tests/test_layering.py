@@ -39,8 +39,9 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"kernels", "errors"},
     "activations": {"kernels"},  # ntkdist.activations: the public constructors of kernels' activations
     "pipeline": _BELOW_PIPELINE,
-    "cli": _BELOW_PIPELINE | {"pipeline", "flows"},
-    "flows": _BELOW_PIPELINE | {"pipeline"},
+    "studies": _BELOW_PIPELINE,
+    "cli": _BELOW_PIPELINE | {"pipeline", "studies", "flows"},
+    "flows": _BELOW_PIPELINE | {"pipeline", "studies"},
     "__init__": _BELOW_PIPELINE | {"pipeline"},  # the package's public names
 }
 
