@@ -133,8 +133,9 @@ def export_npy(store: RunStore, directory, *, gram: bool = True) -> list[Path]:
         for name in spectrum.data_vars:
             written.append(_save(directory / f"{name}.npy", spectrum[name].values))
     if gram:
-        if store.missing_blocks():
-            raise StoreError(f"{store.location}: the Gram matrix is not complete ({len(store.missing_blocks())} "
+        missing = store.missing_blocks()
+        if missing:
+            raise StoreError(f"{store.location}: the Gram matrix is not complete ({len(missing)} "
                              "blocks missing); finish the build with `ntkdist run`, or export without it (--no-gram)")
         path = directory / "gram.npy"
         out = np.lib.format.open_memmap(path, mode="w+", dtype=store.gram.dtype, shape=(store.n, store.n))

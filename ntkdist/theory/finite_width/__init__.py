@@ -43,25 +43,16 @@ class FiniteWidthCorrections:
     weight_var: float
     bias_var: float
     convention: str
-    nngp: np.ndarray
-    """K: the infinite-width NNGP, m × m."""
-    ntk: np.ndarray
-    """Θ: the infinite-width NTK, m × m."""
-    nngp_correction: np.ndarray
-    """K¹: E[K̂] = K + K¹/n + O(1/n²) (paper eq. (47))."""
-    ntk_correction: np.ndarray
-    """Θ¹: E[Θ̂] = Θ + Θ¹/n + O(1/n²) (paper eqs. (15), (78))."""
-    v: np.ndarray
-    """V: four-point cumulant of the pre-activations (eq. (45)), m⁴."""
-    d: np.ndarray
-    """D: joint cumulant z z ΔΘ̂, same-neuron pairs (eq. (50)), m⁴."""
-    f: np.ndarray
-    """F: joint cumulant z z ΔΘ̂, crossed neurons (eq. (5)), m⁴, argument order."""
-    a: np.ndarray
-    """A: NTK covariance, diagonal neuron pairs (eq. (53)), m⁴."""
-    b: np.ndarray
-    """B: NTK covariance, crossed neurons (eq. (55)), m⁴, argument order."""
+    output: LayerStatistics
+    """The statistics at the network output (layer depth+1). Its fields K, Θ, K¹, Θ¹, V, D, F, A, B (described in
+    `LayerStatistics`) read as attributes of this result too: ``result.ntk_correction``."""
     paper: str = GUILLEN
+
+    def __getattr__(self, name: str):
+        # Only reached when normal lookup fails: the output layer's statistics, by their names.
+        if name in LayerStatistics._fields:
+            return getattr(self.output, name)
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
 
     def nngp_mean(self, width: float) -> np.ndarray:
         """E[z(x_a) z(x_b)] ≈ K + K¹/n for one output neuron."""
@@ -144,14 +135,11 @@ def finite_width_corrections(inputs, activation, depth: int, weight_var: float =
         without bias and with one C_W in every layer the stax NTK is C_W times the paper's, so Θ, Θ¹, D, F scale
         by C_W and A, B by C_W² between the two.
     """
-    layers = layer_statistics(inputs, activation, depth, weight_var, bias_var, convention=convention)
-    out = layers[-1]
+    out = layer_statistics(inputs, activation, depth, weight_var, bias_var, convention=convention)[-1]
     phi = activation if isinstance(activation, Activation) else get_activation(activation)
     return FiniteWidthCorrections(
         inputs=np.asarray(inputs, dtype=np.float64), activation=getattr(phi, "name", str(activation)),
-        depth=depth, weight_var=float(weight_var), bias_var=float(bias_var), convention=convention,
-        nngp=out.nngp, ntk=out.ntk, nngp_correction=out.nngp_correction, ntk_correction=out.ntk_correction,
-        v=out.v, d=out.d, f=out.f, a=out.a, b=out.b)
+        depth=depth, weight_var=float(weight_var), bias_var=float(bias_var), convention=convention, output=out)
 
 
 __all__ = ["CONVENTIONS", "GUILLEN", "MAX_POINTS", "FiniteWidthCorrections", "LayerStatistics",

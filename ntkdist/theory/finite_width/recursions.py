@@ -33,14 +33,23 @@ class LayerStatistics(NamedTuple):
     """Means and 1/n coefficients of one layer over m sample points (index conventions: module doc)."""
 
     nngp: np.ndarray
+    """K: the infinite-width NNGP, m × m."""
     ntk: np.ndarray
+    """Θ: the infinite-width NTK, m × m."""
     nngp_correction: np.ndarray
+    """K¹: E[K̂] = K + K¹/n + O(1/n²) (paper eq. (47))."""
     ntk_correction: np.ndarray
+    """Θ¹: E[Θ̂] = Θ + Θ¹/n + O(1/n²) (paper eqs. (15), (78))."""
     v: np.ndarray
+    """V: four-point cumulant of the pre-activations (eq. (45)), m⁴."""
     d: np.ndarray
+    """D: joint cumulant z z ΔΘ̂, same-neuron pairs (eq. (50)), m⁴."""
     f: np.ndarray
+    """F: joint cumulant z z ΔΘ̂, crossed neurons (eq. (5)), m⁴, argument order."""
     a: np.ndarray
+    """A: NTK covariance, diagonal neuron pairs (eq. (53)), m⁴."""
     b: np.ndarray
+    """B: NTK covariance, crossed neurons (eq. (55)), m⁴, argument order."""
 
 
 class LayerConstants(NamedTuple):
