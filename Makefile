@@ -6,6 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): the suite waits on Ray, Prefect and subprocesses for much of its time, so two
+# workers keep both cores busy. Whole files go to one worker (module fixtures are computed once). 0 = in-process.
+PYTEST_WORKERS ?= 2
 
 # neural-tangents, the reference library, runs as a peer in its own environment (it needs an old JAX);
 # the tests compare ntkdist's kernels with it and bench/ times it. No TensorFlow: see bench/neural_tangents_reference.py.
@@ -38,7 +41,7 @@ demo: $(STAMP)
 	$(BIN)/ntkdist run examples/demo.toml
 
 test: $(STAMP) $(NT_STAMP)
-	NTKDIST_NT_PYTHON=$(CURDIR)/$(NT_VENV)/bin/python $(BIN)/python -m pytest $(PYTEST_ARGS)
+	NTKDIST_NT_PYTHON=$(CURDIR)/$(NT_VENV)/bin/python $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.kernels

@@ -20,6 +20,13 @@ def _cupy_device_available() -> bool:
         return False
 
 
+def pytest_configure(config):
+    """Give the test run its id before pytest-xdist starts any worker (they inherit it: `tests/background.py`)."""
+    from . import background
+
+    background.begin_run()
+
+
 def pytest_collection_finish(session):
     """Start the slow reference computations the selected tests need, in the background (`tests/background.py`)."""
     from . import background

@@ -77,11 +77,11 @@ def comparison_cases() -> tuple[dict, list[dict]]:
 def start_peer(python: str) -> background.Job:
     """The peer's run over `comparison_cases`, in the background (started when collection ends, or now)."""
     inputs, cases = comparison_cases()
-    work = Path(tempfile.mkdtemp(prefix="ntkdist-nt-"))
+    work = Path(tempfile.mkdtemp(prefix="nt-inputs-", dir=background.run_directory()))  # removed with the run
     (work / "cases.json").write_text(json.dumps(cases))
     np.savez(work / "inputs.npz", **inputs)
     return background.start("nt_peer", [python, str(SCRIPT), "kernels", str(work / "cases.json"),
-                                        str(work / "inputs.npz"), str(work / "out.npz")], work / "out.npz")
+                                        str(work / "inputs.npz"), "{output}"], "nt_peer.npz")
 
 
 @pytest.fixture(scope="module")
