@@ -250,7 +250,7 @@ class Config(_Section):
         try:
             config = cls.model_validate(raw, context={"activations": activations})
         except ValidationError as exc:
-            raise ConfigError(_explain(exc, source)) from None
+            raise ConfigError(explain(exc, source)) from None
         config._activations = activations
         return config
 
@@ -356,8 +356,12 @@ def _where(loc: tuple) -> str:
     return f"[{section}]" + (f" {'.'.join(rest)}" if rest else "")
 
 
-def _explain(exc: ValidationError, source: str) -> str:
-    sections = {name: sorted(field.annotation.model_fields) for name, field in Config.model_fields.items()}
+def explain(exc: ValidationError, source: str, model: type[BaseModel] | None = None) -> str:
+    """One paragraph naming every bad key of a failed validation of ``model`` (a model of sections; `Config`
+    by default), what is wrong with it and the fix: the text of `ConfigError`. Study configurations
+    (`ntkdist.studies`) validate their own sections and explain their errors with it too."""
+    sections = {name: sorted(field.annotation.model_fields)
+                for name, field in (model or Config).model_fields.items()}
     problems = []
     for err in exc.errors(include_url=False):
         loc, kind, msg = tuple(err["loc"]), err["type"], err["msg"]
