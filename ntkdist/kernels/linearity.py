@@ -333,12 +333,13 @@ def gradient_descent(params: SampledWeights, X, y, *, learning_rate: float, step
         raise ValueError(f"learning_rate: must be a positive number, got {learning_rate!r}")
     theta = ParameterVector.of(params)
     losses = []
-    for _ in range(steps):
-        loss, gradient = squared_loss_gradient(params, X, y, output)
-        losses.append(loss)
-        theta = theta.scaled_add(-learning_rate, gradient)
-        params = with_parameters(params, theta)
-    losses.append(squared_loss_gradient(params, X, y, output)[0])
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging run is reported below, by name
+        for _ in range(steps):
+            loss, gradient = squared_loss_gradient(params, X, y, output)
+            losses.append(loss)
+            theta = theta.scaled_add(-learning_rate, gradient)
+            params = with_parameters(params, theta)
+        losses.append(squared_loss_gradient(params, X, y, output)[0])
     if not np.all(np.isfinite(losses)):
         raise ValueError(f"learning_rate: gradient descent diverged at η = {learning_rate}; use a smaller one")
     return params, np.array(losses)
