@@ -329,8 +329,8 @@ def check_solver_size(solver: SolverSection, n: int) -> None:
                          f"< {max(n // 3, 1)}, or method = \"exact\"")
 
 
-def load_config(path: str | os.PathLike) -> Config:
-    """Read and validate a TOML configuration file.
+def load_config(path: str | os.PathLike, model=None):
+    """Read and validate a TOML configuration file: a `Config`, or ``model.from_dict`` of it (a study's config).
 
     Raises
     ------
@@ -344,7 +344,7 @@ def load_config(path: str | os.PathLike) -> Config:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax and run again") from None
-    return Config.from_dict(raw, source=str(path))
+    return (model or Config).from_dict(raw, source=str(path))
 
 
 def _where(loc: tuple) -> str:

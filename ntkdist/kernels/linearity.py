@@ -32,6 +32,7 @@ factor (an entry of δ_l, whose ∞-norm is O(1/√m) while its 2-norm is O(1)) 
 are governed by ‖δ_l‖_∞ rather than ‖δ_l‖₂, the mechanism of Liu et al.'s Theorem 3.2.
 
 The primal forward and backward passes are `ntkdist.kernels.empirical`'s (per tile, here on unpadded rows).
+The equations in words, with the study that uses them: docs/linearity.md §3.2, §3.3 and §3.4.
 """
 
 from __future__ import annotations

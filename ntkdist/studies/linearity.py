@@ -16,6 +16,7 @@ markdown and two figures.
 
 Per seed the Hessian norm is the largest over the points (Liu et al. bound ‖H(x)‖ for every x, so the maximum
 over a few x scales like each); each width's value is the mean over seeds, its error the standard error over seeds.
+The whole study, with its equations and what the figures show: docs/linearity.md.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ import numpy as np
 import xarray as xr
 from pydantic import Field, ValidationError, model_validator
 
-from ..config import _Section, explain, storage_root
+from ..config import _Section, explain, load_config, storage_root
 from ..errors import ConfigError
 from ..kernels import MLP, get_activation, sample_weights
-from ..kernels.linearity import (OUTPUT_MAPS, gradient_descent, hessian_norm, relative_change, tangent_gram)
+from ..kernels.linearity import gradient_descent, hessian_norm, relative_change, tangent_gram
 from ..theory.scaling import fit_log_log
 
 VARIANTS = ("linear", "nonlinear_output", "bottleneck")
@@ -165,16 +166,7 @@ class LinearityConfig(_Section):
 
 def load_linearity_config(path) -> LinearityConfig:
     """Read and validate a study's TOML file (`ConfigError` naming the file and key otherwise)."""
-    import tomllib
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such configuration file; pass a TOML file such as examples/linearity.toml")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax and run again") from None
-    return LinearityConfig.from_dict(raw, source=str(path))
+    return load_config(path, model=LinearityConfig)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -329,11 +321,11 @@ def summary_markdown(config: LinearityConfig, ds: xr.Dataset, fits: dict, paths:
 
 
 def dataset_layout() -> str:
-    """The Dataset's layout in words (docs/linearity.md repeats it)."""
+    """The Dataset's layout in words (docs/linearity.md §2 has the table)."""
     return ("dims (variant, width, seed, point); hessian_norm (variant, width, seed, point); ntk_change, "
             "loss_initial, loss_final (variant, width, seed); attrs: config (JSON), paper, seconds")
 
 
 __all__ = ["LinearityConfig", "load_linearity_config", "run", "report", "fitted_slopes", "per_width",
            "write_dataset", "read_dataset", "training_data", "hidden_widths", "measure", "VARIANTS",
-           "THEORY_SLOPES", "OUTPUT_MAPS"]
+           "THEORY_SLOPES"]
