@@ -266,10 +266,11 @@ def plot_width_scaling(series, path: Path, *, ylabel: str, title: str) -> Path:
     """A quantity against the hidden width on log-log axes, one series per variant, with fits and theory lines.
 
     ``series`` holds (label, widths, means, standard errors, fit, theory) tuples, the fit a
-    `ntkdist.theory.scaling.LogLogFit` and theory a list of (slope, label) pairs (empty where theory gives none).
+    `ntkdist.theory.scaling.LogLogFit` and theory a list of (shape, label) pairs (empty where theory gives none), a
+    shape being a power-law slope or a function of the width.
     Each series is drawn as points with ±1 standard-error bars and its fitted power law as a dashed line (one
-    legend entry with the fitted slope); each theory slope as a dotted black line through the fit at the
-    geometric-mean width (theory predicts the slope, not the prefactor).
+    legend entry with the fitted slope); each theory shape as a black line through the fit at the geometric-mean
+    width (theory predicts the shape, not the prefactor).
     """
     plt = _pyplot()
     from matplotlib.legend_handler import HandlerTuple
@@ -289,11 +290,15 @@ def plot_width_scaling(series, path: Path, *, ylabel: str, title: str) -> Path:
         handles.append((points, line))
         labels.append(f"{label}: fitted slope {fit.slope:+.2f} ± {fit.slope_error:.2f}")
         middle = math.exp(np.mean(np.log(widths)))
-        for slope, theory_label in theory:
-            (guide,) = ax.plot(grid, fit.predict(middle) * (grid / middle) ** slope, linestyle=next(line_styles),
-                               color="k", lw=1.2)
+        for shape, theory_label in theory:
+            if callable(shape):
+                curve = shape(grid) / shape(middle)
+            else:
+                curve = (grid / middle) ** shape
+                theory_label = f"{theory_label} (slope {shape:+.1f})"
+            (guide,) = ax.plot(grid, fit.predict(middle) * curve, linestyle=next(line_styles), color="k", lw=1.2)
             handles.append(guide)
-            labels.append(f"{theory_label} (slope {slope:+.1f})")
+            labels.append(theory_label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xticks(sorted(ticks))

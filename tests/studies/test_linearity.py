@@ -78,10 +78,12 @@ def test_flow_on_the_example_shows_the_transition_to_linearity(prefect_server, t
     assert "Liu et al. 2020, Thm 3.2" in Path(result["report"]).read_text()
 
     fits = fitted_slopes(ds)
-    # Liu, Zhu & Belkin: ‖H‖ ~ m^(−1/2) with a linear output. The issue's acceptance is −0.5 ± 0.1; at widths
-    # 64–512 the measured slope is a little shallower (−0.44 … −0.46: corrections of higher order in 1/m).
+    # Liu, Zhu & Belkin: ‖H‖ = Õ(m^(−1/2)) with a linear output. The issue's acceptance is −0.5 ± 0.1.
     hessian = fits[("hessian_norm", "linear")]
     assert abs(hessian.slope + 0.5) < 0.1 and hessian.slope_error < 0.05
+    # Õ(1/√m) is √(log m / m) here (docs/linearity.md §4): the fits of ‖H‖ and ‖H‖/√(log m) bracket −1/2.
+    log_corrected = fits[("hessian_norm_log", "linear")]
+    assert log_corrected.slope < -0.5 < hessian.slope and abs(log_corrected.slope + 0.5) < 0.1
     # The tangent kernel's change in gradient descent falls like 1/m (Dyer & Gur-Ari 2020), faster than Liu et
     # al.'s bound 1/√m over every direction of the ball: within 3σ of −1, and below −1/2 by more than 3σ.
     change = fits[("ntk_change", "linear")]
