@@ -250,7 +250,7 @@ class Config(_Section):
         try:
             config = cls.model_validate(raw, context={"activations": activations})
         except ValidationError as exc:
-            raise ConfigError(_explain(exc, source)) from None
+            raise ConfigError(explain(exc, source)) from None
         config._activations = activations
         return config
 
@@ -329,8 +329,8 @@ def check_solver_size(solver: SolverSection, n: int) -> None:
                          f"< {max(n // 3, 1)}, or method = \"exact\"")
 
 
-def load_config(path: str | os.PathLike) -> Config:
-    """Read and validate a TOML configuration file.
+def load_config(path: str | os.PathLike, model=None):
+    """Read and validate a TOML configuration file: a `Config`, or ``model.from_dict`` of it (a study's config).
 
     Raises
     ------
@@ -344,7 +344,7 @@ def load_config(path: str | os.PathLike) -> Config:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax and run again") from None
-    return Config.from_dict(raw, source=str(path))
+    return (model or Config).from_dict(raw, source=str(path))
 
 
 def _where(loc: tuple) -> str:
@@ -356,8 +356,12 @@ def _where(loc: tuple) -> str:
     return f"[{section}]" + (f" {'.'.join(rest)}" if rest else "")
 
 
-def _explain(exc: ValidationError, source: str) -> str:
-    sections = {name: sorted(field.annotation.model_fields) for name, field in Config.model_fields.items()}
+def explain(exc: ValidationError, source: str, model: type[BaseModel] | None = None) -> str:
+    """One paragraph naming every bad key of a failed validation of ``model`` (a model of sections; `Config`
+    by default), what is wrong with it and the fix: the text of `ConfigError`. Study configurations
+    (`ntkdist.studies`) validate their own sections and explain their errors with it too."""
+    sections = {name: sorted(field.annotation.model_fields)
+                for name, field in (model or Config).model_fields.items()}
     problems = []
     for err in exc.errors(include_url=False):
         loc, kind, msg = tuple(err["loc"]), err["type"], err["msg"]

@@ -5,12 +5,14 @@
   upper bound on λ_k, and the band in which λ_min lies, between the best lower and the best upper bound);
 * the spectral density: the fraction of all N eigenvalues per bin, when the solve estimated it;
 * the cumulative trace share Σ_{i ≤ k} λ_i / Tr K against k, with the effective rank Tr K / λ_1 marked;
+* the width scalings of `ntkdist.studies` (`plot_width_scaling`): log-log against width with fits and theory;
 * a markdown summary with a table of every prediction against the computed value (from the ``theory_*`` variables
   that the compare stage writes into the spectrum dataset).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -258,3 +260,55 @@ def summary_markdown(config, store, spectrum, paths: dict) -> str:
     lines += [f"- {name.replace('_', ' ')}: `{path}`" for name, path in paths.items() if name != "summary"]
     lines.append("")
     return "\n".join(lines)
+
+
+def plot_width_scaling(series, path: Path, *, ylabel: str, title: str) -> Path:
+    """A quantity against the hidden width on log-log axes, one series per variant, with fits and theory lines.
+
+    ``series`` holds (label, widths, means, standard errors, fit, theory) tuples, the fit a
+    `ntkdist.theory.scaling.LogLogFit` and theory a list of (shape, label) pairs (empty where theory gives none), a
+    shape being a power-law slope or a function of the width.
+    Each series is drawn as points with ±1 standard-error bars and its fitted power law as a dashed line (one
+    legend entry with the fitted slope); each theory shape as a black line through the fit at the geometric-mean
+    width (theory predicts the shape, not the prefactor).
+    """
+    plt = _pyplot()
+    from matplotlib.legend_handler import HandlerTuple
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=120)
+    handles, labels, ticks = [], [], set()
+    line_styles = iter([":", "-.", (0, (1, 3))])
+    for k, (label, widths, means, errors, fit, theory) in enumerate(series):
+        color = f"C{k}"
+        widths, means, errors = (np.asarray(a, dtype=np.float64) for a in (widths, means, errors))
+        ticks.update(widths.tolist())
+        lower = np.minimum(errors, means * (1 - 1e-3))  # a log axis cannot draw below 0
+        points = ax.errorbar(widths, means, yerr=[lower, errors], fmt="o", ms=4, color=color, capsize=2, lw=1)
+        grid = np.geomspace(widths.min(), widths.max(), 50)
+        (line,) = ax.plot(grid, fit.predict(grid), "--", color=color, lw=1)
+        handles.append((points, line))
+        labels.append(f"{label}: fitted slope {fit.slope:+.2f} ± {fit.slope_error:.2f}")
+        middle = math.exp(np.mean(np.log(widths)))
+        for shape, theory_label in theory:
+            if callable(shape):
+                curve = shape(grid) / shape(middle)
+            else:
+                curve = (grid / middle) ** shape
+                theory_label = f"{theory_label} (slope {shape:+.1f})"
+            (guide,) = ax.plot(grid, fit.predict(middle) * curve, linestyle=next(line_styles), color="k", lw=1.2)
+            handles.append(guide)
+            labels.append(theory_label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(sorted(ticks))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("hidden width m")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    # Below the axes: the series span the whole width, so any legend inside would hide points.
+    ax.legend(handles, labels, handler_map={tuple: HandlerTuple(ndivide=None)}, fontsize=7, loc="upper center",
+              bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
+    return _save(fig, path)

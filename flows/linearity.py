@@ -1,0 +1,47 @@
+"""The linearity flow: run the width sweep of `ntkdist.studies.linearity`, then report it; one Prefect task each.
+
+The run task writes the Dataset (``linearity.nc``) into the study's folder and the report task reads it back, so
+the report can be re-made alone; only small summaries pass through Prefect.
+"""
+
+from __future__ import annotations
+
+import re
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from ntkdist.studies import linearity
+
+
+@task(name="linearity-sweep", persist_result=False)
+def sweep_task(config: dict) -> dict:
+    cfg = linearity.LinearityConfig.from_dict(config)
+    ds = linearity.run(cfg, progress=get_run_logger().info)
+    path = linearity.write_dataset(ds, cfg.out_dir)
+    return {"dataset": str(path), "seconds": ds.attrs["seconds"]}
+
+
+@task(name="linearity-report", persist_result=False)
+def report_task(config: dict) -> dict:
+    cfg = linearity.LinearityConfig.from_dict(config)
+    return linearity.report(cfg, linearity.read_dataset(cfg.out_dir))
+
+
+@flow(name="linearity", persist_result=False)
+def linearity_flow(config: dict) -> dict:
+    """The Hessian's norm and the tangent kernel's change in training against width, and their report.
+
+    Parameters
+    ----------
+    config : dict
+        A parsed study configuration (examples/linearity.toml as a table); validated before any work.
+    """
+    cfg = linearity.LinearityConfig.from_dict(config)
+    plain = cfg.to_dict()
+    swept = sweep_task(plain)
+    get_run_logger().info("dataset %s (%s s)", swept["dataset"], swept["seconds"])
+    reported = report_task(plain)
+    key = re.sub(r"[^a-z0-9-]+", "-", f"linearity-{cfg.run.name}".lower()).strip("-")
+    create_markdown_artifact(markdown=reported["markdown"], key=key, description=f"linearity study {cfg.run.name}")
+    return {"dataset": swept["dataset"], **{k: v for k, v in reported.items() if k != "markdown"}}
