@@ -3,6 +3,7 @@ small N, and shows what its comment says it shows."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from ntkdist.config import Config, load_config
 from ntkdist.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = sorted(p for p in (REPO / "examples").glob("*.toml") if p.name != "demo.toml")  # demo: test_config
+#: Spectrum-run examples; demo.toml is tested by test_config, study configs (a [study] table) by tests/studies.
+EXAMPLES = sorted(p for p in (REPO / "examples").glob("*.toml")
+                  if p.name != "demo.toml" and "study" not in tomllib.loads(p.read_text()))
 SMALL_N = 300
 
 
