@@ -30,38 +30,54 @@ def _error_bars(ax, x, y, error, **style):
     return ax.errorbar(x, y, yerr=[lower, error], fmt="o", ms=4, capsize=2, lw=1, **style)
 
 
+def _width_axis(ax, widths, label: str = "hidden width n (every hidden layer)"):
+    """Log–log axes with the widths themselves as the x ticks (plain numbers, not powers of ten)."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(list(widths))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(label)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _dodge(widths, index: int, count: int):
+    """Widths shifted by a few percent per series, so that error bars of different series do not overlap."""
+    return np.asarray(widths) * 1.04 ** (index - (count - 1) / 2)
+
+
 def _fit_line(ax, widths, fit: dict, color, label: str):
     if not math.isfinite(fit.get("slope", math.nan)):
         return
     n = np.geomspace(min(widths), max(widths), 50)
     ax.plot(n, fit["prefactor"] * n ** fit["slope"], "-", color=color, lw=1,
-            label=f"{label}: fitted slope {fit['slope']:.2f} ± {fit['slope_error']:.2f}")
+            label=f"{label} {fit['slope']:.2f} ± {fit['slope_error']:.2f}")
 
 
 def plot_mc_mean(mc, path: Path) -> Path:
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=120)
     widths = mc["width"].values
-    for ax, kind, symbol in zip(axes, ("ntk", "nngp"), ("Θ", "K")):
-        for p, pair in enumerate(mc["pair"].values):
+    pairs = mc["pair"].values
+    for ax, kind, symbol in zip(axes, ("ntk", "nngp"), (r"\Theta", "K")):
+        for p, pair in enumerate(pairs):
             color = f"C{p % 10}"
             stats = mc[kind].isel(pair=p)
             gap = np.abs(stats.sel(statistic="mean").values - stats.sel(statistic="infinite").values)
             error = stats.sel(statistic="std_error").values
             shown = gap > 0
-            _error_bars(ax, widths[shown], gap[shown], error[shown], color=color,
+            _error_bars(ax, _dodge(widths, p, len(pairs))[shown], gap[shown], error[shown], color=color,
                         label=f"({pair}) sampled, ± 1 s.e.")
             theory = np.abs(stats.sel(statistic="theory_mean").values - stats.sel(statistic="infinite").values)
             if np.all(np.isfinite(theory)) and np.all(theory > 0):
                 n = np.geomspace(widths.min(), widths.max(), 50)
                 ax.plot(n, theory[0] * widths[0] / n, "--", color=color, lw=1,
-                        label=f"({pair}) theory |{symbol}¹|/n")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("hidden width n (every hidden layer)")
-        ax.set_ylabel(f"|mean of {symbol}̂(x_i, x_j) − {symbol}(x_i, x_j)|")
+                        label=f"({pair}) theory ${symbol}^{{1}}_{{ij}}/n$ (abs.)")
+        _width_axis(ax, widths)
+        ax.set_ylabel(rf"$|\,\mathrm{{mean}}\,\hat{{{symbol}}}_{{ij}} - {symbol}_{{ij}}\,|$  (i-j = entry)")
         ax.set_title(f"{'NTK' if kind == 'ntk' else 'NNGP'} mean: distance to infinite width", fontsize=10)
-        ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=6.5)
     return _save(fig, path)
 
@@ -72,22 +88,20 @@ def plot_mc_variance(mc, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     widths = mc["width"].values
     networks = mc["networks"].values
-    for p, pair in enumerate(mc["pair"].values):
+    pairs = mc["pair"].values
+    for p, pair in enumerate(pairs):
         color = f"C{p % 10}"
         stats = mc["ntk"].isel(pair=p)
         variance = stats.sel(statistic="variance").values
-        _error_bars(ax, widths, variance, variance * np.sqrt(2.0 / (networks - 1)), color=color,
-                    label=f"({pair}) sampled Var Θ̂")
+        _error_bars(ax, _dodge(widths, p, len(pairs)), variance, variance * np.sqrt(2.0 / (networks - 1)), color=color,
+                    label=rf"({pair}) sampled Var $\hat\Theta_{{ij}}$")
         theory = stats.sel(statistic="theory_variance").values
         if np.all(np.isfinite(theory)) and np.all(theory > 0):
             name = "(A + 2B)/n" if pair.split("-")[0] == pair.split("-")[1] else "(A + B + Bᵀ)/n"
             ax.plot(widths, theory, "--", color=color, lw=1, label=f"({pair}) theory {name}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("hidden width n (every hidden layer)")
-    ax.set_ylabel("Var Θ̂(x_i, x_j) over sampled networks")
+    _width_axis(ax, widths)
+    ax.set_ylabel(r"Var $\hat\Theta(x_i, x_j)$ over sampled networks")
     ax.set_title("NTK fluctuations against width (error bars: Gaussian approximation)", fontsize=10)
-    ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=6.5)
     return _save(fig, path)
 
@@ -97,23 +111,21 @@ def plot_spectra(spectra, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     widths = spectra["width"].values
     k = int(spectra.attrs["top_k"])
-    labels = {"top": f"mean |Δλ_i|/λ_i, top {k}", "lambda_min": "|Δλ_min|/λ_min",
-              "lambda_min_shift": "|mean Δλ_min|/λ_min (shift)"}
+    labels = {"top": rf"mean $|\Delta\lambda_i|/\lambda_i$, top {k}",
+              "lambda_min": r"$|\Delta\lambda_{\min}|/\lambda_{\min}$",
+              "lambda_min_shift": r"$|\mathrm{mean}\,\Delta\lambda_{\min}|/\lambda_{\min}$ (shift)"}
     for c, quantity in enumerate(labels):
         stats = spectra["relative_error"].sel(quantity=quantity)
         mean, error = np.abs(stats.sel(statistic="mean").values), stats.sel(statistic="std_error").values
         shown = mean > 0
-        _error_bars(ax, widths[shown], mean[shown], error[shown], color=f"C{c}", label=labels[quantity])
-        _fit_line(ax, widths, fit_of(spectra, f"fit_{quantity}"), f"C{c}", "fit")
+        _error_bars(ax, _dodge(widths, c, len(labels))[shown], mean[shown], error[shown], color=f"C{c}", label=labels[quantity])
+        _fit_line(ax, widths, fit_of(spectra, f"fit_{quantity}"), f"C{c}", "fitted slope")
     top = spectra["relative_error"].sel(quantity="top", statistic="mean").values
     n = np.geomspace(widths.min(), widths.max(), 50)
-    ax.plot(n, top[0] * np.sqrt(widths[0] / n), ":", color="k", lw=1, label="theory ∝ n^(−1/2) (fluctuations)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("hidden width n (every hidden layer)")
+    ax.plot(n, top[0] * np.sqrt(widths[0] / n), ":", color="k", lw=1, label=r"theory $\propto n^{-1/2}$ (fluctuations)")
+    _width_axis(ax, widths)
     ax.set_ylabel("relative eigenvalue error of the NTK Gram")
     ax.set_title(f"Empirical vs infinite-width NTK spectrum, N = {spectra.attrs['n_points']}", fontsize=10)
-    ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=6.5)
     return _save(fig, path)
 
@@ -124,15 +136,13 @@ def plot_nguyen(nguyen, path: Path) -> Path:
     widths = nguyen["width"].values
     stats = nguyen["statistic"]
     _error_bars(ax, widths, stats.sel(stat="mean").values, stats.sel(stat="std_error").values, color="C0",
-                label=f"λ_min(JJᵀ), mean ± s.e. over {nguyen.sizes['network']} networks")
-    _fit_line(ax, widths, fit_of(nguyen), "C0", "fit")
+                label=rf"$\lambda_{{\min}}(JJ^\top)$, mean ± s.e. over {nguyen.sizes['network']} networks")
+    _fit_line(ax, widths, fit_of(nguyen), "C0", "fitted slope")
     first = stats.sel(stat="mean").values[0]
     n = np.geomspace(widths.min(), widths.max(), 50)
     ax.plot(n, first * n / widths[0], ":", color="k", lw=1, label="Nguyen et al. Thm 4.1: ∝ n (slope 1)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("width n of the wide (first) hidden layer")
-    ax.set_ylabel("λ_min of JJᵀ, standard parameterization")
+    _width_axis(ax, widths, "width n of the wide (first) hidden layer")
+    ax.set_ylabel(r"$\lambda_{\min}(JJ^\top)$, standard parameterization")
     ax.set_title(f"ReLU, He init, N = {nguyen.attrs['n_points']} on the sphere of radius √{nguyen.attrs['dim']}, "
                  f"other width {nguyen.attrs['fixed_width']}", fontsize=9)
     ax.grid(True, which="major", alpha=0.3)
