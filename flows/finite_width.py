@@ -56,7 +56,7 @@ def finite_width_flow(config: dict) -> dict:
     key = re.sub(r"[^a-z0-9-]+", "-", f"finite-width-{cfg.study.name}".lower()).strip("-")
     create_markdown_artifact(markdown=reported["markdown"], key=key, description=f"finite-width study {cfg.study.name}")
     return {"output": str(cfg.output), "monte_carlo": sampled, "spectra": spectra, "nguyen": nguyen,
-            **{name: reported[name] for name in ("report", *finite_width_report.FIGURES)}}
+            "report": reported["report"], "figures": {name: reported[name] for name in finite_width_report.FIGURES}}
 
 
 if __name__ == "__main__":  # python -m flows.finite_width CONFIG.toml
