@@ -48,6 +48,12 @@ def _dodge(widths, index: int, count: int):
     return np.asarray(widths) * 1.04 ** (index - (count - 1) / 2)
 
 
+def _label(ax, ylabel: str, title: str, *, title_size: float = 10, legend_size: float = 6.5, loc: str = "best"):
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=title_size)
+    ax.legend(fontsize=legend_size, loc=loc)
+
+
 def _fit_line(ax, widths, fit: dict, color, label: str):
     if not math.isfinite(fit.get("slope", math.nan)):
         return
@@ -76,9 +82,8 @@ def plot_mc_mean(mc, path: Path) -> Path:
                 ax.plot(n, theory[0] * widths[0] / n, "--", color=color, lw=1,
                         label=f"({pair}) theory ${symbol}^{{1}}_{{ij}}/n$ (abs.)")
         _width_axis(ax, widths)
-        ax.set_ylabel(rf"$|\,\mathrm{{mean}}\,\hat{{{symbol}}}_{{ij}} - {symbol}_{{ij}}\,|$  (i-j = entry)")
-        ax.set_title(f"{'NTK' if kind == 'ntk' else 'NNGP'} mean: distance to infinite width", fontsize=10)
-        ax.legend(fontsize=6.5)
+        _label(ax, rf"$|\,\mathrm{{mean}}\,\hat{{{symbol}}}_{{ij}} - {symbol}_{{ij}}\,|$ for the entry i-j",
+               f"{'NTK' if kind == 'ntk' else 'NNGP'} mean: distance to infinite width")
     return _save(fig, path)
 
 
@@ -100,9 +105,8 @@ def plot_mc_variance(mc, path: Path) -> Path:
             name = "(A + 2B)/n" if pair.split("-")[0] == pair.split("-")[1] else "(A + B + Bᵀ)/n"
             ax.plot(widths, theory, "--", color=color, lw=1, label=f"({pair}) theory {name}")
     _width_axis(ax, widths)
-    ax.set_ylabel(r"Var $\hat\Theta(x_i, x_j)$ over sampled networks")
-    ax.set_title("NTK fluctuations against width (error bars: Gaussian approximation)", fontsize=10)
-    ax.legend(fontsize=6.5)
+    _label(ax, r"Var $\hat\Theta(x_i, x_j)$ over sampled networks",
+           "NTK fluctuations against width (error bars: Gaussian approximation)")
     return _save(fig, path)
 
 
@@ -120,13 +124,14 @@ def plot_spectra(spectra, path: Path) -> Path:
         shown = mean > 0
         _error_bars(ax, _dodge(widths, c, len(labels))[shown], mean[shown], error[shown], color=f"C{c}", label=labels[quantity])
         _fit_line(ax, widths, fit_of(spectra, f"fit_{quantity}"), f"C{c}", "fitted slope")
+    means = np.abs(spectra["relative_error"].sel(statistic="mean").values)
+    ax.set_ylim(bottom=0.3 * means[means > 0].min())  # an unresolved point's lower bar would stretch the axis
     top = spectra["relative_error"].sel(quantity="top", statistic="mean").values
     n = np.geomspace(widths.min(), widths.max(), 50)
     ax.plot(n, top[0] * np.sqrt(widths[0] / n), ":", color="k", lw=1, label=r"theory $\propto n^{-1/2}$ (fluctuations)")
     _width_axis(ax, widths)
-    ax.set_ylabel("relative eigenvalue error of the NTK Gram")
-    ax.set_title(f"Empirical vs infinite-width NTK spectrum, N = {spectra.attrs['n_points']}", fontsize=10)
-    ax.legend(fontsize=6.5)
+    _label(ax, "relative eigenvalue error of the NTK Gram",
+           f"Empirical vs infinite-width NTK spectrum, N = {spectra.attrs['n_points']}", loc="lower left")
     return _save(fig, path)
 
 
@@ -142,11 +147,9 @@ def plot_nguyen(nguyen, path: Path) -> Path:
     n = np.geomspace(widths.min(), widths.max(), 50)
     ax.plot(n, first * n / widths[0], ":", color="k", lw=1, label="Nguyen et al. Thm 4.1: ∝ n (slope 1)")
     _width_axis(ax, widths, "width n of the wide (first) hidden layer")
-    ax.set_ylabel(r"$\lambda_{\min}(JJ^\top)$, standard parameterization")
-    ax.set_title(f"ReLU, He init, N = {nguyen.attrs['n_points']} on the sphere of radius √{nguyen.attrs['dim']}, "
-                 f"other width {nguyen.attrs['fixed_width']}", fontsize=9)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7)
+    _label(ax, r"$\lambda_{\min}(JJ^\top)$, standard parameterization",
+           f"ReLU, He init, N = {nguyen.attrs['n_points']} on the sphere of radius √{nguyen.attrs['dim']}, "
+           f"other width {nguyen.attrs['fixed_width']}", title_size=9, legend_size=7)
     return _save(fig, path)
 
 
