@@ -1,7 +1,8 @@
 """Width studies beside the spectrum job: how far a finite network is from its infinite-width limit.
 
 * `finite_width` — Monte Carlo over sampled networks on Ray: empirical NTK/NNGP means and covariances against the
-  1/n theory of `ntkdist.theory.finite_width`, and finite-width spectra against the infinite-width one;
+  1/n theory of `ntkdist.theory.finite_width`, finite-width spectra against the infinite-width one, and Nguyen et
+  al.'s λ_min growing linearly in the wide layer (report: `finite_width_report`; docs/finite-width.md);
 * `linearity`    — the transition to linearity (Liu, Zhu, Belkin 2020): the Hessian's norm and the NTK's change in
   training against width, for linear and non-linear outputs and a bottleneck.
 
