@@ -18,14 +18,14 @@ from ntkdist.studies import linearity
 def sweep_task(config: dict) -> dict:
     cfg = linearity.LinearityConfig.from_dict(config)
     ds = linearity.run(cfg, progress=get_run_logger().info)
-    path = linearity.write_dataset(ds, cfg.out_dir)
+    path = linearity.write_dataset(ds, cfg.output)
     return {"dataset": str(path), "seconds": ds.attrs["seconds"]}
 
 
 @task(name="linearity-report", persist_result=False)
 def report_task(config: dict) -> dict:
     cfg = linearity.LinearityConfig.from_dict(config)
-    return linearity.report(cfg, linearity.read_dataset(cfg.out_dir))
+    return linearity.report(cfg, linearity.read_dataset(cfg.output))
 
 
 @flow(name="linearity", persist_result=False)
@@ -42,6 +42,6 @@ def linearity_flow(config: dict) -> dict:
     swept = sweep_task(plain)
     get_run_logger().info("dataset %s (%s s)", swept["dataset"], swept["seconds"])
     reported = report_task(plain)
-    key = re.sub(r"[^a-z0-9-]+", "-", f"linearity-{cfg.run.name}".lower()).strip("-")
-    create_markdown_artifact(markdown=reported["markdown"], key=key, description=f"linearity study {cfg.run.name}")
+    key = re.sub(r"[^a-z0-9-]+", "-", f"linearity-{cfg.study.name}".lower()).strip("-")
+    create_markdown_artifact(markdown=reported["markdown"], key=key, description=f"linearity study {cfg.study.name}")
     return {"dataset": swept["dataset"], **{k: v for k, v in reported.items() if k != "markdown"}}

@@ -13,6 +13,9 @@
                                      the spectrum as netCDF, or inputs, spectrum and Gram as .npy files
     ntkdist theory [--activation A] [--depth L] [--weight-var W] [--bias-var B] [--dim D] [--n N] [--json]
                                      power series, sphere eigenvalues and bounds of a network, with no data
+    ntkdist study CONFIG.toml [--quiet] [--json]
+                                     a width study (finite_width or linearity, as [study] kind says): its
+                                     Prefect flow, datasets and report
 
 Exit status (`EXIT_CODES`): 0 success; 1 a check found a problem (`verify`: bad blocks) or the embedded Prefect
 server did not start; 2 bad input (a wrong option, configuration, store or path), told in one paragraph on stderr
@@ -136,13 +139,7 @@ def cmd_run(args) -> int:
     _prefect_defaults()
     from flows.spectrum import spectrum_flow
 
-    try:
-        result = spectrum_flow(config.to_dict(), overwrite=args.overwrite, data_digest=digest)
-    except RuntimeError as exc:
-        clear = _server_start_error(exc)
-        if clear is None:
-            raise
-        raise clear from exc
+    result = _run_flow(spectrum_flow, config.to_dict(), overwrite=args.overwrite, data_digest=digest)
     if args.quiet and not args.json:
         return 0
     _emit(args, {key: value for key, value in result.items() if key != "markdown"}, [
@@ -151,6 +148,41 @@ def cmd_run(args) -> int:
         f"spectrum: {result['store']} (group 'spectrum'; xarray.open_zarr(store, group='spectrum'))",
         f"report:   {result['plot']}",
         f"          {result['summary']}",
+    ])
+    return 0
+
+
+def _run_flow(flow, *args, **kwargs):
+    """Run a Prefect flow on the embedded server (after `_prefect_defaults`), turning a server that did not start
+    into `ServerStartError`."""
+    try:
+        return flow(*args, **kwargs)
+    except RuntimeError as exc:
+        clear = _server_start_error(exc)
+        if clear is None:
+            raise
+        raise clear from exc
+
+
+def cmd_study(args) -> int:
+    from .studies import load_study
+
+    config = load_study(args.config)
+    if args.quiet or args.json:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    _prefect_defaults()
+    if config.KIND == "finite_width":
+        from flows.finite_width import finite_width_flow as flow
+    else:
+        from flows.linearity import linearity_flow as flow
+    result = _run_flow(flow, config.to_dict())
+    if args.quiet and not args.json:
+        return 0
+    _emit(args, {"kind": config.KIND, "output": str(config.output), **result}, [
+        "",
+        f"study:  {config.KIND} {config.study.name}",
+        f"output: {config.output} (netCDF datasets; xarray.open_dataset)",
+        f"report: {result['report']}",
     ])
     return 0
 
@@ -343,6 +375,7 @@ EXAMPLES = {
               "  ntkdist export storage/runs/demo.zarr --format npy --out demo/ --no-gram",
     "theory": "ntkdist theory --activation relu --depth 3 --dim 16 --n 10000\n"
               "  ntkdist theory --activation erf --depth 2 --bias-var 0.1 --json",
+    "study": "ntkdist study examples/finite-width.toml\n  ntkdist study examples/linearity.toml --json",
 }
 
 
@@ -413,6 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     theory.add_argument("--degrees", type=_at_least(0), default=8, help="sphere eigenvalues μ_0..μ_K (default 8)")
     theory.add_argument("--n", type=_at_least(1), help="number of points: also print the Gram eigenvalues n·μ_k")
     _json_flag(theory)
+    study = _subcommand(sub, "study", cmd_study, "run a width study (finite_width or linearity, as its [study] kind "
+                        "says): datasets, figures and report in its output folder")
+    study.add_argument("config", help="path of the study's TOML configuration")
+    study.add_argument("--quiet", action="store_true", help="Prefect warnings only, no summary (for schedules)")
+    _json_flag(study)
     return parser
 
 

@@ -242,6 +242,9 @@ class Config(_Section):
         """
         if not isinstance(raw, dict):
             raise ConfigError(f"{source or 'configuration'}: expected a table of sections, got {type(raw).__name__}")
+        if "study" in raw and "run" not in raw:
+            raise ConfigError(f"{source or 'configuration'}: this is a width study's configuration (it has a [study] "
+                              f"table), not a spectrum job's; run it with `ntkdist study {source or 'CONFIG.toml'}`")
         if activations is None:
             activations = current_scope() or ActivationScope()
         elif not isinstance(activations, ActivationScope):
@@ -337,14 +340,18 @@ def load_config(path: str | os.PathLike, model=None):
     ConfigError
         If the file is missing, is not valid TOML, or fails validation.
     """
+    return (model or Config).from_dict(read_toml(path), source=str(path))
+
+
+def read_toml(path: str | os.PathLike) -> dict:
+    """The parsed TOML document at ``path`` (`ConfigError` naming the fix if it is missing or not TOML)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such configuration file; pass the path of a TOML file such as examples/demo.toml")
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax and run again") from None
-    return (model or Config).from_dict(raw, source=str(path))
 
 
 def _where(loc: tuple) -> str:

@@ -153,3 +153,18 @@ def test_a_user_error_message_is_printed_as_one_line(capsys):
     from ntkdist.errors import StoreError
 
     assert _paragraph(StoreError("first line\n  second  line\n")) == "first line second line"
+
+
+def test_study_configurations_and_spectrum_configurations_point_at_each_other(tmp_path, capsys):
+    """`ntkdist study` needs a [study] kind; `ntkdist run` on a study's file names `ntkdist study`."""
+    code, _, err = run_main(capsys, "run", str(REPO / "examples" / "linearity.toml"))
+    assert code == 2 and "ntkdist study" in err and "[study]" in err
+    code, _, err = run_main(capsys, "study", str(REPO / "examples" / "demo.toml"))
+    assert code == 2 and "[study] kind must be one of finite_width, linearity" in err and "ntkdist run" in err
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text((REPO / "examples" / "linearity.toml").read_text().replace('kind = "linearity"',
+                                                                              'kind = "finite_width"'))
+    code, _, err = run_main(capsys, "study", str(wrong))
+    assert code == 2 and "[sweep] is not a known section" in err
+    code, _, err = run_main(capsys, "study", str(tmp_path / "missing.toml"))
+    assert code == 2 and "no such configuration file" in err

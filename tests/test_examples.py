@@ -3,6 +3,7 @@ small N, and shows what its comment says it shows."""
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,9 @@ from ntkdist.config import Config, load_config
 from ntkdist.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
-#: Configurations of the width studies (ntkdist.studies), not of the spectrum job: their own tests run them.
-STUDY_EXAMPLES = {"linearity.toml"}  # tests/flows/test_linearity_flow.py
+#: Spectrum-run examples; demo.toml is tested by test_config, study configs (a [study] table) by tests/studies.
 EXAMPLES = sorted(p for p in (REPO / "examples").glob("*.toml")
-                  if p.name != "demo.toml" and p.name not in STUDY_EXAMPLES)  # demo: test_config
+                  if p.name != "demo.toml" and "study" not in tomllib.loads(p.read_text()))
 SMALL_N = 300
 
 

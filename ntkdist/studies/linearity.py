@@ -25,17 +25,17 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import xarray as xr
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from ..config import _Section, explain, load_config, storage_root
-from ..errors import ConfigError
+from ..config import _Section, load_config
 from ..kernels import MLP, get_activation, sample_weights
 from ..kernels.linearity import gradient_descent, hessian_norm, relative_change, tangent_gram
 from ..theory.scaling import fit_log_log
+from .common import StudyConfig
 
 VARIANTS = ("linear", "nonlinear_output", "bottleneck")
 #: Log–log slopes theory gives, where it does, as (slope, source). With a linear output Liu et al. (2020, Thm 3.2)
@@ -58,13 +58,6 @@ THEORY_SLOPES = {
 THEORY_CURVES = {
     ("hessian_norm", "linear"): [(lambda m: np.sqrt(np.log(m) / m), "Liu et al. with its log: √(log m / m)")],
 }
-
-
-class StudyRun(_Section):
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
-                      description="the study's name: letters, digits, . _ - (names its output folder)")
-    out: str | None = Field(default=None, description="folder of the dataset and report; default "
-                            "$NTKDIST_STORAGE (or ./storage)/linearity/NAME")
 
 
 class StudyData(_Section):
@@ -116,10 +109,10 @@ class StudyHessian(_Section):
     tol: float = Field(default=1e-6, gt=0.0, lt=0.1, description="Lanczos stopping rule: Ritz residual ≤ tol·|θ|")
 
 
-class LinearityConfig(_Section):
+class LinearityConfig(StudyConfig):
     """A validated linearity study. Build it with `LinearityConfig.from_dict` or `load_linearity_config`."""
 
-    run: StudyRun
+    KIND: ClassVar[str] = "linearity"
     data: StudyData = StudyData()
     network: StudyNetwork = StudyNetwork()
     sweep: StudySweep
@@ -152,27 +145,10 @@ class LinearityConfig(_Section):
                                  "as tanh, erf, gelu") from None
         return raw
 
-    @classmethod
-    def from_dict(cls, raw: dict, *, source: str = "") -> "LinearityConfig":
-        """Validate a parsed TOML document; raises `ConfigError` naming every bad key."""
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{source or 'configuration'}: expected a table of sections, got {type(raw).__name__}")
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            raise ConfigError(explain(exc, source, model=cls)) from None
-
     @property
     def net(self) -> MLP:
         n = self.network
         return MLP(depth=n.depth, activation=n.activation, weight_var=n.weight_var, bias_var=n.bias_var)
-
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.run.out or storage_root() / "linearity" / self.run.name).expanduser().resolve()
-
-    def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
 
 
 def load_linearity_config(path) -> LinearityConfig:
@@ -303,7 +279,7 @@ def report(config: LinearityConfig, ds: xr.Dataset) -> dict:
     """Write the figures and ``report.md`` into the study's folder; returns their paths and the markdown."""
     from ..figures import plot_width_scaling
 
-    out_dir = config.out_dir
+    out_dir = config.output
     fits = fitted_slopes(ds)
     paths = {}
     for quantity, (label, title, filename) in QUANTITIES.items():
@@ -311,7 +287,7 @@ def report(config: LinearityConfig, ds: xr.Dataset) -> dict:
                    THEORY_SLOPES.get((quantity, v), []) + THEORY_CURVES.get((quantity, v), []))
                   for v in ds["variant"].values.tolist()]
         paths[quantity] = str(plot_width_scaling(series, out_dir / filename, ylabel=label,
-                                                 title=f"{config.run.name}: {title}"))
+                                                 title=f"{config.study.name}: {title}"))
     markdown = summary_markdown(config, ds, fits, paths)
     (out_dir / "report.md").write_text(markdown)
     return {**paths, "markdown": markdown, "report": str(out_dir / "report.md")}
@@ -319,7 +295,7 @@ def report(config: LinearityConfig, ds: xr.Dataset) -> dict:
 
 def summary_markdown(config: LinearityConfig, ds: xr.Dataset, fits: dict, paths: dict) -> str:
     net = config.network
-    lines = [f"# Transition to linearity: {config.run.name}", "",
+    lines = [f"# Transition to linearity: {config.study.name}", "",
              f"Depth {net.depth}, {net.activation}, σ_w² = {net.weight_var}, σ_b² = {net.bias_var}; "
              f"N = {config.data.n} points in d = {config.data.dim}; widths {ds['width'].values.tolist()}, "
              f"{ds.sizes['seed']} seeds; {config.training.steps} steps of gradient descent at η = "

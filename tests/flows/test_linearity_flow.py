@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import tomllib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +17,16 @@ EXAMPLE = REPO / "examples" / "linearity.toml"
 
 
 @pytest.mark.slow
-def test_flow_on_the_example_shows_the_transition_to_linearity(prefect_server, tmp_path):
-    """About 10–30 s on two cores (the example's sweep) plus the flow's start."""
-    from flows.linearity import linearity_flow
+def test_flow_on_the_example_shows_the_transition_to_linearity(prefect_server, tmp_path, capsys):
+    """`ntkdist study CONFIG --json` on the example (its output folder moved under tmp_path). About 10–30 s on two
+    cores (the example's sweep) plus the flow's start."""
+    from ntkdist.cli import main
 
-    raw = tomllib.loads(EXAMPLE.read_text())
-    raw["run"]["out"] = str(tmp_path / "out")
-    result = linearity_flow(raw)
+    path = tmp_path / "linearity.toml"
+    path.write_text(EXAMPLE.read_text().replace("[study]\n", f'[study]\noutput = "{tmp_path / "out"}"\n', 1))
+    assert main(["study", str(path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kind"] == "linearity" and result["output"] == str(tmp_path / "out")
 
     ds = xr.open_dataset(result["dataset"], engine="scipy").load()
     assert ds["hessian_norm"].dims == ("variant", "width", "seed", "point")

@@ -15,7 +15,7 @@ EXAMPLE = REPO / "examples" / "linearity.toml"
 
 
 def config(**sections):
-    raw = {"run": {"name": "t"}, "sweep": {"widths": [8, 16, 32]}}
+    raw = {"study": {"kind": "linearity", "name": "t"}, "sweep": {"widths": [8, 16, 32]}}
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
     return LinearityConfig.from_dict(raw)
@@ -40,7 +40,7 @@ def test_defaults_and_derived_values():
     ({"network": {"activation": "swish"}}, r"\[network\] activation: unknown activation 'swish'"),
     ({"sweep": {"widths": [8, 16, 32], "output": "softmax"}}, r"\[sweep\] output"),
     ({"training": {"learning_rate": -1.0}}, r"\[training\] learning_rate"),
-    ({"studies": {}}, r"\[studies\] is not a known section \(known: run, data, network, sweep, training, hessian\)"),
+    ({"studies": {}}, r"\[studies\] is not a known section \(known: study, data, network, sweep, training, hessian\)"),
 ])
 def test_bad_configuration_names_the_key(sections, message):
     with pytest.raises(ConfigError, match=message):
@@ -49,6 +49,6 @@ def test_bad_configuration_names_the_key(sections, message):
 
 def test_example_loads(tmp_path):
     cfg = load_linearity_config(EXAMPLE)
-    assert cfg.run.name == "linearity" and len(cfg.sweep.widths) >= 4
+    assert cfg.study.name == "linearity" and len(cfg.sweep.widths) >= 4
     with pytest.raises(ConfigError, match="no such configuration file"):
         load_linearity_config(tmp_path / "missing.toml")
