@@ -465,7 +465,7 @@ def _run_pool(tasks: list, recorder: BlockRecorder, report: BuildReport, start_a
     """Start the actors, run the tasks on them, record what they built (also on failure) and stop them."""
     slots = [Slot(start_actor()) for _ in range(workers)]
     resources = start_actor.keywords["resources"]
-    pool = TaskPool(slots, start_actor=start_actor, has_room=lambda: _cluster_has_room(resources))
+    pool = TaskPool(slots, start_actor=start_actor, has_room=lambda: cluster_has_room(resources))
     start = ready = time.perf_counter()
     try:
         report.workers = get([slot.actor.describe.remote() for slot in slots])
@@ -508,7 +508,7 @@ def _start_actor(location: str, *, net: MLP, kind: str, device: str, width, seed
         location, net, kind, device, threads, width, seed, sketch_args)
 
 
-def _cluster_has_room(resources: dict) -> bool:
+def cluster_has_room(resources: dict) -> bool:
     """Whether the Ray cluster has the CPUs and GPUs for one more actor of this shape free now."""
     import ray
 

@@ -33,7 +33,7 @@ import numpy as np
 from ..kernels import MLP
 from ..kernels.sampled import network_seed, sampled_network_kernels
 from ..theory.finite_width.monte_carlo import Moments, merge_in_order, pair_theory, upper_pairs
-from .builder import MAX_RESTARTS, _cluster_has_room, resources_per_worker
+from .builder import MAX_RESTARTS, cluster_has_room, resources_per_worker
 from .dispatch import Slot, TaskPool
 from .runtime import get
 
@@ -103,7 +103,7 @@ def sample_moments(X, net: MLP, widths, *, networks: int, seed: int = 0, workers
     resources = resources_per_worker("cpu", workers, cpus_per_worker)
     start_actor = functools.partial(_start_sampler, X, net, int(seed), resources)
     slots = [Slot(start_actor()) for _ in range(workers)]
-    pool = TaskPool(slots, start_actor=start_actor, has_room=lambda: _cluster_has_room(resources))
+    pool = TaskPool(slots, start_actor=start_actor, has_room=lambda: cluster_has_room(resources))
     parts: dict[tuple[int, int], dict] = {}
     started = time.perf_counter()
     try:
