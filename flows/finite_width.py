@@ -7,15 +7,14 @@ study's output folder and returns a small summary, and the report task reads the
 
 from __future__ import annotations
 
-import re
 import sys
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 
 from ntkdist.studies import finite_width, finite_width_report
 from ntkdist.studies.finite_width import FiniteWidthConfig
 
+from .artifacts import artifact_key, publish_report
 from .spectrum import RETRIES
 
 
@@ -53,8 +52,9 @@ def finite_width_flow(config: dict) -> dict:
     nguyen = nguyen_task(plain)
     logger.info("Nguyen λ_min slope %.3f ± %.3f", nguyen["fit"]["slope"], nguyen["fit"]["slope_error"])
     reported = report_task(plain)
-    key = re.sub(r"[^a-z0-9-]+", "-", f"finite-width-{cfg.study.name}".lower()).strip("-")
-    create_markdown_artifact(markdown=reported["markdown"], key=key, description=f"finite-width study {cfg.study.name}")
+    publish_report(artifact_key("finite-width", cfg.study.name), reported["markdown"],
+                   {name: reported[name] for name in finite_width_report.FIGURES},
+                   f"finite-width study {cfg.study.name}")
     return {"output": str(cfg.output), "monte_carlo": sampled, "spectra": spectra, "nguyen": nguyen,
             "report": reported["report"], "figures": {name: reported[name] for name in finite_width_report.FIGURES}}
 

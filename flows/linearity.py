@@ -6,12 +6,12 @@ the report can be re-made alone; only small summaries pass through Prefect.
 
 from __future__ import annotations
 
-import re
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 
 from ntkdist.studies import linearity
+
+from .artifacts import artifact_key, publish_report
 
 
 @task(name="linearity-sweep", persist_result=False)
@@ -42,6 +42,7 @@ def linearity_flow(config: dict) -> dict:
     swept = sweep_task(plain)
     get_run_logger().info("dataset %s (%s s)", swept["dataset"], swept["seconds"])
     reported = report_task(plain)
-    key = re.sub(r"[^a-z0-9-]+", "-", f"linearity-{cfg.study.name}".lower()).strip("-")
-    create_markdown_artifact(markdown=reported["markdown"], key=key, description=f"linearity study {cfg.study.name}")
+    figures = {name: path for name, path in reported.items() if name not in ("markdown", "report")}
+    publish_report(artifact_key("linearity", cfg.study.name), reported["markdown"], figures,
+                   f"linearity study {cfg.study.name}")
     return {"dataset": swept["dataset"], **{k: v for k, v in reported.items() if k != "markdown"}}

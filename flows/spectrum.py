@@ -7,14 +7,14 @@ task retried after a crash picks up where the store says it stopped. Run it with
 
 from __future__ import annotations
 
-import re
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 
 from ntkdist import pipeline
 from ntkdist.config import Config
 from ntkdist.errors import UserError
+
+from .artifacts import artifact_key, publish_report
 
 
 def _retry_unless_user_error(task, task_run, state) -> bool:
@@ -82,7 +82,7 @@ def spectrum_flow(config: dict, overwrite: bool = False, data_digest: str | None
     compared = compare_task(plain)
     logger.info("theory: %s predictions, %s skipped", compared.get("predictions"), compared.get("skipped"))
     reported = report_task(plain)
-    key = re.sub(r"[^a-z0-9-]+", "-", f"ntkdist-{cfg.run.name}".lower()).strip("-")
-    create_markdown_artifact(markdown=reported["markdown"], key=key, description=f"spectrum of run {cfg.run.name}")
     figures = {name: path for name, path in reported.items() if name not in ("store", "markdown")}
+    publish_report(artifact_key("ntkdist", cfg.run.name), reported["markdown"], figures,
+                   f"spectrum of run {cfg.run.name}")
     return {"store": prepared["store"], **figures, "build": built, "solve": solved, "compare": compared}

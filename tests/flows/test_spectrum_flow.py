@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -64,11 +67,21 @@ def test_flow_publishes_the_summary_as_an_artifact(flow_env, make_config):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     config = make_config(run={"name": "Artifact_Run"}, data={"n": 120})
-    flow_env(config.to_dict())
+    result = flow_env(config.to_dict())
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ntkdist-artifact-run"])))
     assert artifacts and "λ_max" in artifacts[0].data
+    # Each figure of the report is an image artifact carrying its PNG (the UI cannot open the runner's files).
+    figures = [name for name in ("plot", "density", "trace_share") if Path(result[name]).is_file()]
+    assert {"plot", "trace_share"} <= set(figures)  # the density only when the solve estimated it
+    figure_keys = [f"ntkdist-artifact-run-{name.replace('_', '-')}" for name in figures]
+    with get_client(sync_client=True) as client:
+        images = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=figure_keys)))
+    assert sorted({a.key for a in images}) == sorted(figure_keys)
+    for image in images:
+        assert image.type == "image" and image.data.startswith("data:image/png;base64,")
+        assert base64.b64decode(image.data.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_flow_compares_the_spectrum_with_theory(flow_env, make_config):
