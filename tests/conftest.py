@@ -21,10 +21,22 @@ def _cupy_device_available() -> bool:
 
 
 def pytest_configure(config):
-    """Give the test run its id before pytest-xdist starts any worker (they inherit it: `tests/background.py`)."""
+    """Give the test run its id before pytest-xdist starts any worker (they inherit it: `tests/background.py`);
+    in a pytest-xdist worker, one BLAS thread.
+
+    Why one: `make test` runs two worker processes on two cores. OpenBLAS threads spin while they wait for work, so
+    two processes with two BLAS threads each fight over the cores and the dense tests ran 3–4 times slower than
+    alone. The environment variables carry the limit into subprocesses and Ray workers started from the tests.
+    """
     from . import background
 
     background.begin_run()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(variable, "1")
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1, user_api="blas")
 
 
 def pytest_collection_finish(session):
