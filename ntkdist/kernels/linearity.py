@@ -356,3 +356,40 @@ def tangent_gram(params: SampledWeights, X, output: str = "identity") -> np.ndar
 def relative_change(before: np.ndarray, after: np.ndarray) -> float:
     """‖after − before‖_F / ‖before‖_F."""
     return float(np.linalg.norm(after - before) / np.linalg.norm(before))
+
+
+def kernel_ascent_direction(params: SampledWeights, X, output: str = "identity") -> ParameterVector:
+    """The unit direction u in which the tangent kernel's trace Σ_i ‖∇ψ(f(x_i))‖² grows fastest at θ.
+
+    ∇_θ‖∇ψ_i‖² = 2·H_i∇ψ_i, with H_i the Hessian of ψ(f(x_i)), so u = g/‖g‖ for g = Σ_i H_i∇ψ_i: one gradient and
+    one Hessian–vector product per point. ‖H_i∇ψ_i‖ = O(‖H_i‖) = Õ(1/√m) (its readout block sums m same-sign
+    terms of size 1/m), unlike the random-sign contraction ⟨∇ψ_i, H_j∇ψ_j⟩ = O(1/m) that gradient descent sees
+    (docs/linearity.md §3.5).
+    """
+    X = _as_rows(params, X)
+    total = None
+    for x in X:
+        gradient, _ = gradient_of_outputs(params, x, output=output)
+        product = hessian_vector_product(params, x, gradient, output)
+        total = product if total is None else total.scaled_add(1.0, product)
+    norm = math.sqrt(total.dot(total))
+    if not norm > 0:
+        raise ValueError("X: the kernel's trace does not change to first order at these parameters (Hessian "
+                         "products vanish, e.g. a piecewise-linear network); use a smooth activation")
+    return total.combination(1.0 / norm, 0.0, total)
+
+
+def kernel_change_in_ball(params: SampledWeights, X, radius: float, output: str = "identity") -> float:
+    """‖Θ̃(θ + R·u) − Θ̃(θ)‖_F / ‖Θ̃(θ)‖_F on X, along `kernel_ascent_direction` u, for the ball radius R.
+
+    Liu, Zhu & Belkin (2020, Thm 3.2 and its corollary on the tangent kernel) bound the change of the tangent
+    kernel over the whole ball ‖θ' − θ‖ ≤ R by O(R·‖H‖) = Õ(R/√m). This is the change in one direction of the ball,
+    the steepest for the kernel's trace, so a lower estimate of their supremum; with a linear output it falls like
+    1/√m (while along gradient descent's path it falls like 1/m).
+    """
+    if not (math.isfinite(radius) and radius > 0):
+        raise ValueError(f"radius: must be a positive number, got {radius!r}")
+    X = _as_rows(params, X)
+    direction = kernel_ascent_direction(params, X, output)
+    moved = with_parameters(params, ParameterVector.of(params).scaled_add(radius, direction))
+    return relative_change(tangent_gram(params, X, output), tangent_gram(moved, X, output))

@@ -7,6 +7,8 @@ measures
   training inputs (`ntkdist.kernels.linearity.hessian_norm`, Lanczos on R-operator products);
 * ``ntk_change``: ‖Θ̂_T − Θ̂_0‖_F / ‖Θ̂_0‖_F of the tangent-kernel Gram on the training set after ``steps`` of
   full-batch gradient descent on the squared loss (for the non-linear output, the kernel of ψ(f));
+* ``ntk_change_ball``: the same relative change at θ_0 + R·u, u the kernel trace's steepest direction
+  (`kernel_change_in_ball`, R = ``[sweep] radius``): Liu et al.'s change over the ball, in one direction;
 
 for three variants: ``linear`` (the network's own linear readout; all hidden widths m), ``nonlinear_output``
 (f̃ = ψ(f), ψ = ``[sweep] output``), and ``bottleneck`` (linear readout; hidden layer ``bottleneck_layer`` has
@@ -33,7 +35,8 @@ from pydantic import Field, model_validator
 
 from ..config import _Section, load_config
 from ..kernels import MLP, get_activation, sample_weights
-from ..kernels.linearity import gradient_descent, hessian_norm, relative_change, tangent_gram
+from ..kernels.linearity import (gradient_descent, hessian_norm, kernel_change_in_ball, relative_change,
+                                 tangent_gram)
 from ..theory.scaling import fit_log_log
 from .common import StudyConfig
 
@@ -53,6 +56,7 @@ THEORY_SLOPES = {
     ("hessian_norm", "linear"): [(-0.5, "Liu et al. 2020, Thm 3.2")],
     ("hessian_norm_log", "linear"): [(-0.5, "Liu et al. 2020, Thm 3.2, with its log factor")],
     ("ntk_change", "linear"): [(-0.5, "Liu et al. 2020, bound"), (-1.0, "Dyer & Gur-Ari 2020")],
+    ("ntk_change_ball", "linear"): [(-0.5, "Liu et al. 2020, Thm 3.2: the ball")],
 }
 #: Theory curves that are not power laws, drawn in the figures: (m ↦ shape, label).
 THEORY_CURVES = {
@@ -87,6 +91,8 @@ class StudySweep(_Section):
     bottleneck_width: int = Field(default=8, ge=1, description="the narrow layer's fixed width")
     bottleneck_layer: int = Field(default=-1, description="which hidden layer is narrow: 0 … depth−1, or −1 for "
                                   "the last (the one the readout reads)")
+    radius: float = Field(default=1.0, gt=0.0, description="R of the kernel's change in the ball ‖θ − θ_0‖ ≤ R "
+                          "(ntk_change_ball; gradient descent travels a distance of order 1 at every width)")
 
     @model_validator(mode="after")
     def _enough_widths(self):
@@ -192,7 +198,9 @@ def measure(config: LinearityConfig, variant: str, width: int, seed: int, X, y) 
         trained, losses = gradient_descent(params, X, y, learning_rate=config.training.learning_rate,
                                            steps=config.training.steps, output=output)
         change = relative_change(before, tangent_gram(trained, X, output))
-    return {"hessian_norm": norms, "ntk_change": change, "loss_initial": losses[0], "loss_final": losses[-1]}
+        ball = kernel_change_in_ball(params, X, config.sweep.radius, output)
+    return {"hessian_norm": norms, "ntk_change": change, "ntk_change_ball": ball, "loss_initial": losses[0],
+            "loss_final": losses[-1]}
 
 
 def run(config: LinearityConfig, *, progress=None) -> xr.Dataset:
@@ -202,7 +210,8 @@ def run(config: LinearityConfig, *, progress=None) -> xr.Dataset:
     widths = sorted(set(sweep.widths))
     shape = (len(sweep.variants), len(widths), sweep.seeds)
     norms = np.full(shape + (config.hessian.points,), np.nan)
-    fields = {name: np.full(shape, np.nan) for name in ("ntk_change", "loss_initial", "loss_final")}
+    fields = {name: np.full(shape, np.nan) for name in ("ntk_change", "ntk_change_ball", "loss_initial",
+                                                         "loss_final")}
     started = time.perf_counter()
     for i, variant in enumerate(sweep.variants):
         for j, width in enumerate(widths):
@@ -217,6 +226,9 @@ def run(config: LinearityConfig, *, progress=None) -> xr.Dataset:
     ds = xr.Dataset(
         {"hessian_norm": (dims + ("point",), norms, {"long_name": "spectral norm of the output's Hessian at x"}),
          "ntk_change": (dims, fields["ntk_change"], {"long_name": "‖Θ_T − Θ_0‖_F / ‖Θ_0‖_F after training"}),
+         "ntk_change_ball": (dims, fields["ntk_change_ball"], {
+             "long_name": "‖Θ(θ_0 + R·u) − Θ_0‖_F / ‖Θ_0‖_F along the kernel's steepest direction u",
+             "radius": config.sweep.radius}),
          "loss_initial": (dims, fields["loss_initial"], {"long_name": "(1/2N)Σ(f − y)² before training"}),
          "loss_final": (dims, fields["loss_final"], {"long_name": "(1/2N)Σ(f − y)² after training"})},
         coords={"variant": list(sweep.variants), "width": widths, "seed": np.arange(sweep.seeds),
@@ -244,7 +256,7 @@ def fitted_slopes(ds: xr.Dataset) -> dict:
     """{(quantity, variant): LogLogFit} for every quantity and variant of the dataset, and, for the linear output,
     ``("hessian_norm_log", "linear")``: the fit of ‖H‖/√(log m) (why: the comment above `THEORY_SLOPES`)."""
     fits = {(quantity, variant): fit_log_log(*per_width(ds, quantity, variant))
-            for quantity in ("hessian_norm", "ntk_change") for variant in ds["variant"].values.tolist()}
+            for quantity in QUANTITIES for variant in ds["variant"].values.tolist()}
     if "linear" in ds["variant"].values.tolist():
         widths, means, errors = per_width(ds, "hessian_norm", "linear")
         log_factor = np.sqrt(np.log(widths))
@@ -272,7 +284,9 @@ QUANTITIES = {
     "hessian_norm": (r"$\|H(x)\|_2$ at initialization (max over points)", "Hessian norm of the output",
                      "hessian.png"),
     "ntk_change": (r"$\|\hat\Theta_T - \hat\Theta_0\|_F \,/\, \|\hat\Theta_0\|_F$ after training",
-                   "tangent-kernel change in gradient descent", "ntk_change.png")}
+                   "tangent-kernel change in gradient descent", "ntk_change.png"),
+    "ntk_change_ball": (r"$\|\hat\Theta(\theta_0 + R u) - \hat\Theta_0\|_F \,/\, \|\hat\Theta_0\|_F$",
+                        "tangent-kernel change in the ball (steepest direction)", "ntk_change_ball.png")}
 
 
 def report(config: LinearityConfig, ds: xr.Dataset) -> dict:
@@ -318,7 +332,7 @@ def summary_markdown(config: LinearityConfig, ds: xr.Dataset, fits: dict, paths:
 def dataset_layout() -> str:
     """The Dataset's layout in words (docs/linearity.md §2 has the table)."""
     return ("dims (variant, width, seed, point); hessian_norm (variant, width, seed, point); ntk_change, "
-            "loss_initial, loss_final (variant, width, seed); attrs: config (JSON), paper, seconds")
+            "ntk_change_ball, loss_initial, loss_final (variant, width, seed); attrs: config (JSON), paper, seconds")
 
 
 __all__ = ["LinearityConfig", "load_linearity_config", "run", "report", "fitted_slopes", "per_width",

@@ -33,7 +33,7 @@ def test_flow_on_the_example_shows_the_transition_to_linearity(prefect_server, t
     assert ds["ntk_change"].dims == ("variant", "width", "seed")
     assert ds["variant"].values.tolist() == ["linear", "nonlinear_output", "bottleneck"]
     assert np.all(ds["loss_final"].values < 0.1 * ds["loss_initial"].values)  # every network trained
-    for name in ("hessian_norm", "ntk_change"):
+    for name in ("hessian_norm", "ntk_change", "ntk_change_ball"):
         with open(result[name], "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     assert "Liu et al. 2020, Thm 3.2" in Path(result["report"]).read_text()
@@ -49,6 +49,11 @@ def test_flow_on_the_example_shows_the_transition_to_linearity(prefect_server, t
     # al.'s bound 1/√m over every direction of the ball: within 3σ of −1, and below −1/2 by more than 3σ.
     change = fits[("ntk_change", "linear")]
     assert change.agrees_with(-1.0) and change.slope + 3 * change.slope_error < -0.5
+    # Liu et al.'s own quantity, the change over the ball of radius R (here along its steepest direction for the
+    # kernel's trace), falls like 1/√m: the issue's −0.5 ± 0.15, and within 3σ of −1/2.
+    ball = fits[("ntk_change_ball", "linear")]
+    assert abs(ball.slope + 0.5) < 0.15 and ball.agrees_with(-0.5), ball
+    assert fits[("ntk_change_ball", "nonlinear_output")].agrees_with(0.0)
     # A non-linear output and a bottleneck: no transition. Both stay O(1) at every width.
     for variant in ("nonlinear_output", "bottleneck"):
         for quantity in ("hessian_norm", "ntk_change"):

@@ -14,8 +14,8 @@ from threadpoolctl import threadpool_limits
 from ntkdist.kernels import MLP, empirical_ntk, forward, sample_weights
 from ntkdist.kernels.linearity import (
     OUTPUT_MAPS, ParameterVector, gradient_descent, gradient_of_outputs, hessian_norm, hessian_operator,
-    hessian_vector_product, random_direction, relative_change, squared_loss_gradient, tangent_gram,
-    with_parameters,
+    hessian_vector_product, kernel_ascent_direction, kernel_change_in_ball, random_direction, relative_change,
+    squared_loss_gradient, tangent_gram, with_parameters,
 )
 
 CASES = [("tanh", "identity"), ("erf", "tanh"), ("gelu", "sigmoid"), ("relu", "identity")]
@@ -161,6 +161,33 @@ def test_tangent_gram_of_psi_is_the_gram_of_its_gradients():
     X = np.array([[0.4, -0.9, 0.7], [1.2, 0.1, -0.3], [-0.5, 0.5, 0.2]])
     J = np.array([gradient_of_outputs(params, x, output="tanh")[0].flat() for x in X])
     np.testing.assert_allclose(tangent_gram(params, X, "tanh"), J @ J.T, rtol=1e-12)
+
+
+@pytest.mark.parametrize("output", ["identity", "tanh"])
+def test_kernel_ascent_direction_is_the_normalised_gradient_of_the_kernel_trace(output):
+    """u = ∇ tr Θ̃ / ‖∇ tr Θ̃‖, against central differences of tr Θ̃ along every coordinate of a tiny net; the ball's
+    change along it is the relative change of the Gram at θ + R·u, and beats a random direction of the ball."""
+    params = tiny("tanh", widths=(5, 4))
+    X = np.array([[0.4, -0.9, 0.7], [1.2, 0.1, -0.3], [-0.5, 0.5, 0.2]])
+    u = kernel_ascent_direction(params, X, output)
+    flat, h = ParameterVector.of(params).flat(), 1e-5
+    trace = np.empty(flat.size)
+    for k in range(flat.size):
+        step = np.zeros(flat.size)
+        step[k] = h
+        up, down = (with_parameters(params, ParameterVector.from_flat(flat + s * step, params)) for s in (1, -1))
+        trace[k] = (np.trace(tangent_gram(up, X, output)) - np.trace(tangent_gram(down, X, output))) / (2 * h)
+    np.testing.assert_allclose(u.flat(), trace / np.linalg.norm(trace), atol=1e-7)
+    radius = 0.5
+    moved = with_parameters(params, ParameterVector.of(params).scaled_add(radius, u))
+    expected = relative_change(tangent_gram(params, X, output), tangent_gram(moved, X, output))
+    assert kernel_change_in_ball(params, X, radius, output) == pytest.approx(expected, rel=1e-12)
+    random = [relative_change(tangent_gram(params, X, output),
+                              tangent_gram(shifted(params, random_direction(params, seed), radius), X, output))
+              for seed in range(5)]
+    assert kernel_change_in_ball(params, X, radius, output) > max(random)
+    with pytest.raises(ValueError, match="radius"):
+        kernel_change_in_ball(params, X, 0.0)
 
 
 def test_bad_input_names_the_field():
