@@ -231,9 +231,9 @@ def test_killed_build_resumes_without_recomputing_written_blocks(tmp_path):
     chunk_times = {(i, j): (kill_store / "gram" / "c" / str(i) / str(j)).stat().st_mtime_ns
                    for i, j in snapshot}
 
-    rerun = subprocess.run([sys.executable, "-m", "ntkdist.cli", "run", str(config_path)], cwd=REPO,
-                           capture_output=True, text=True, timeout=400,
-                           env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")})
+    # The re-run is the same two stages in a fresh process (`ntkdist run` adds Prefect around them: its resume of a
+    # finished run is tests/flows/test_deployment.py's, and its first start tests/test_first_run.py's).
+    rerun = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     store = RunStore.open(kill_store)
     # Recorded blocks are skipped, and only the others computed: none recorded before the kill is computed again.

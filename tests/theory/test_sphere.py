@@ -142,7 +142,7 @@ def _uniform(n, dim, seed):
 
 @pytest.fixture(scope="module")
 def sphere_points():
-    return {3: _uniform(3000, 3, 20240), 5: _uniform(4000, 5, 20241)}
+    return {3: _uniform(3000, 3, 20240), 5: _uniform(3000, 5, 20241)}
 
 
 GRAM_NETS = [("relu", 1, 2.0, 0.0), ("relu", 2, 2.0, 0.1), ("relu", 3, 1.5, 0.2),
@@ -154,7 +154,7 @@ GRAM_NETS = [("relu", 1, 2.0, 0.0), ("relu", 2, 2.0, 0.1), ("relu", 3, 1.5, 0.2)
 @pytest.mark.parametrize("dim", [3, 5])
 @pytest.mark.parametrize("spec,depth,w,b", GRAM_NETS)
 def test_gram_spectrum_clusters_at_sphere_eigenvalues(sphere_points, dim, spec, depth, w, b):
-    """Uniform points on S² (N = 3000) and S⁴ (N = 4000): the top eigenvalues of Gram/N cluster at μ_k with
+    """Uniform points on S² and S⁴ (N = 3000 each): the top eigenvalues of Gram/N cluster at μ_k with
     multiplicity N(dim, k) — cluster means within 3% wherever μ_k > 1e-3·max μ (docs/theory.md §1.3 convention).
 
     Eigenvalues are matched in sorted order: the i-th largest of Gram/N with the i-th largest μ (with multiplicity).
