@@ -1,9 +1,10 @@
 """The ``ntkdist`` command line.
 
-    ntkdist run CONFIG.toml [--store PATH] [--overwrite] [--force] [--quiet] [--json]
+    ntkdist run CONFIG.toml [--store PATH] [--ray-address ADDR] [--overwrite] [--force] [--quiet] [--json]
                                      run the spectrum flow (embedded Prefect + Ray); a finished run is reused
                                      unless --force
-    ntkdist check CONFIG.toml        validate a configuration and print it resolved
+    ntkdist check CONFIG.toml [--store PATH] [--ray-address ADDR]
+                                     validate a configuration and print it resolved
     ntkdist info STORE [--json]      what a run store holds
     ntkdist ls [ROOT] [--json]       the run stores under ROOT (default: the storage root), one line each
     ntkdist verify STORE [--workers N] [--sample K] [--seed S] [--repair] [--json]
@@ -100,13 +101,18 @@ def _server_start_error(exc: BaseException) -> ServerStartError | None:
     return ServerStartError(message)
 
 
-def _load(path: str, store: str | None):
+def _load(path: str, store: str | None, ray_address: str | None = None):
+    """The configuration at ``path``, with ``--store`` and ``--ray-address`` in place of [run] store and
+    [cluster] address when given (validated again, so a bad override is named like a bad key)."""
     from .config import Config, load_config
 
     config = load_config(path)
-    if store:
+    if store or ray_address is not None:
         raw = config.to_dict()
-        raw["run"]["store"] = store
+        if store:
+            raw["run"]["store"] = store
+        if ray_address is not None:
+            raw["cluster"]["address"] = ray_address
         config = Config.from_dict(raw, source=path)
     return config
 
@@ -128,7 +134,7 @@ def _emit(args, document: dict, lines: list[str]) -> None:
 def cmd_run(args) -> int:
     from . import pipeline
 
-    config = _load(args.config, args.store)
+    config = _load(args.config, args.store, args.ray_address)
     args.overwrite = args.overwrite or args.force  # a new store: nothing of the old one is reused
     if args.quiet or args.json:
         from .cluster.progress import QUIET_SETTING
@@ -188,7 +194,7 @@ def cmd_study(args) -> int:
 
 
 def cmd_check(args) -> int:
-    config = _load(args.config, None)
+    config = _load(args.config, args.store, args.ray_address)
     print(json.dumps(config.to_dict(), indent=2))
     print(f"store: {config.store_location}")
     return 0
@@ -365,7 +371,8 @@ def _theory_lines(summary: dict) -> list[str]:
 
 
 EXAMPLES = {
-    "run": "ntkdist run examples/sphere-relu.toml\n  ntkdist run job.toml --store s3://bucket/runs/a.zarr --quiet",
+    "run": "ntkdist run examples/sphere-relu.toml\n  ntkdist run job.toml --store s3://bucket/runs/a.zarr --quiet\n"
+           "  ntkdist run job.toml --ray-address auto   # on a node of a running Ray cluster",
     "check": "ntkdist check job.toml",
     "info": "ntkdist info storage/runs/demo.zarr --json",
     "ls": "ntkdist ls\n  ntkdist ls /data/runs --json\n  ntkdist ls s3://bucket/runs",
@@ -386,6 +393,13 @@ def _subcommand(sub, name: str, func, help: str, **kwargs) -> argparse.ArgumentP
     return parser
 
 
+def _override_flags(parser: argparse.ArgumentParser) -> None:
+    """``--store`` and ``--ray-address``: where this run stores and computes, over what the configuration says."""
+    parser.add_argument("--store", help="override [run] store")
+    parser.add_argument("--ray-address", help="override [cluster] address: \"auto\" joins the cluster of this "
+                        "node, HOST:PORT its GCS, ray://HOST:10001 through Ray Client, \"\" an embedded Ray")
+
+
 def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout (for scripts)")
 
@@ -397,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = _subcommand(sub, "run", cmd_run, "run the spectrum flow for a configuration")
     run.add_argument("config", help="path of the TOML configuration")
-    run.add_argument("--store", help="override [run] store")
+    _override_flags(run)
     run.add_argument("--overwrite", action="store_true", help="replace an existing store of another configuration")
     run.add_argument("--force", action="store_true", help="recompute everything, even a finished run of the same "
                      "configuration (a re-run otherwise reuses the stored Gram matrix and spectrum)")
@@ -406,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(run)
     check = _subcommand(sub, "check", cmd_check, "validate a configuration and print it with defaults filled in")
     check.add_argument("config")
+    _override_flags(check)
     info = _subcommand(sub, "info", cmd_info, "describe a run store")
     info.add_argument("store")
     _json_flag(info)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -189,6 +190,14 @@ class ClusterSection(_Section):
                                           "among the workers")
     memory_budget_gb: float = Field(default=4.0, gt=0.0, description="per actor, for holding its Gram panels in "
                                     "memory (operator = memory or auto)")
+
+    @field_validator("address")
+    @classmethod
+    def _address_form(cls, value: str) -> str:
+        if value in ("", "auto") or re.fullmatch(r"(ray://)?[A-Za-z0-9._\-\[\]:]+:\d{1,5}", value):
+            return value
+        raise ValueError(f"must be \"\" (an embedded Ray), \"auto\", \"host:port\" or \"ray://host:port\", got "
+                         f"{value!r}")
 
 
 class Config(_Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -168,3 +169,17 @@ def test_study_configurations_and_spectrum_configurations_point_at_each_other(tm
     assert code == 2 and "[sweep] is not a known section" in err
     code, _, err = run_main(capsys, "study", str(tmp_path / "missing.toml"))
     assert code == 2 and "no such configuration file" in err
+
+
+def test_store_and_ray_address_override_the_configuration(tmp_path, capsys):
+    """`--store` and `--ray-address` (run and check) replace [run] store and [cluster] address, validated like keys."""
+    path = write_config(tmp_path, 'source = "sphere"\nn = 10\ndim = 3')
+    code, out, _ = run_main(capsys, "check", str(path), "--ray-address", "auto", "--store", str(tmp_path / "o.zarr"))
+    resolved = json.loads(out[:out.rindex("}") + 1])
+    assert code == 0 and resolved["cluster"]["address"] == "auto" and resolved["run"]["store"] == str(tmp_path / "o.zarr")
+    for address in ("127.0.0.1:6379", "ray://127.0.0.1:10001", ""):
+        code, out, _ = run_main(capsys, "check", str(path), "--ray-address", address)
+        assert code == 0 and json.loads(out[:out.rindex("}") + 1])["cluster"]["address"] == address
+    code, _, err = run_main(capsys, "run", str(path), "--ray-address", "somewhere")
+    assert code == 2 and "[cluster] address" in err and "host:port" in err
+    assert not (tmp_path / "bad.zarr").exists()
