@@ -29,7 +29,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 import tracemalloc
 

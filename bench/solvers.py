@@ -42,7 +42,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
-from ntkdist.kernels import MLP, gram_block, ntk
+from ntkdist.kernels import MLP, gram_block
 from ntkdist.linalg import DenseOperator
 
 NET = MLP(depth=3, activation="relu", weight_var=2.0, bias_var=0.0)

@@ -24,8 +24,6 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import numpy as np
-
 from . import datasets
 from .config import Config, check_solver_size, storage_root
 from .errors import DataError, StoreError

@@ -12,7 +12,8 @@ from .activations import (
     DEFAULT_TOL, ABReLU, Activation, Cos, Custom, Erf, Gelu, Identity, MehlerActivation, PairMoments, Polynomial,
     Sigmoid, Sin, Softplus, Tanh, available_activations, get_activation, numerical_derivative,
 )
-from .gram import DTYPES, ENGINES, KINDS, TILE, default_threads, gram_block, nngp, ntk, resolve_engine, validate_inputs
+from .tiles import DTYPES, KINDS
+from .gram import ENGINES, TILE, default_threads, gram_block, nngp, ntk, resolve_engine, validate_inputs
 from .empirical import (ForwardPass, SampledWeights, backward_signals, empirical_gram_block, empirical_nngp,
                         empirical_ntk, forward, sample_weights)
 from .network import MLP

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-import os
 import warnings
 from functools import cached_property
 from pathlib import Path

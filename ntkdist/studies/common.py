@@ -8,7 +8,7 @@ is, so `load_study` (and ``ntkdist study CONFIG``) can tell a finite-width study
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -16,11 +16,12 @@ from ..config import _Section, explain, read_toml, storage_root
 from ..errors import ConfigError
 
 #: The kinds of study, as ``[study] kind`` names them.
-STUDY_KINDS = ("finite_width", "linearity")
+StudyKind = Literal["finite_width", "linearity"]
+STUDY_KINDS = get_args(StudyKind)
 
 
 class StudySection(_Section):
-    kind: Literal["finite_width", "linearity"] = Field(description="which study: finite_width (Monte Carlo over "
+    kind: StudyKind = Field(description="which study: finite_width (Monte Carlo over "
                                                        "networks, finite-width spectra, Nguyen's λ_min) or "
                                                        "linearity (Hessian norm and kernel change against width)")
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ntkdist.linalg import DenseOperator, PassBudgetExhausted, Product, run_programs
+from ntkdist.linalg import DenseOperator, Product, run_programs
 from ntkdist.linalg.krylov import block_krylov_program, default_block, topk_eigenpairs
 
 
