@@ -64,7 +64,7 @@ bench-io-cost: $(STAMP)
 	$(BIN)/python -m bench.io_cost --seconds 10 --rounds 2 --json bench/results/io-cost.json
 
 bench-kernels: $(STAMP) $(NT_STAMP)
-	$(BIN)/python -m bench.kernels --peer --rounds 5 --peer-python $(NT_VENV)/bin/python
+	$(BIN)/python -m bench.kernels --peer --rounds 5 --dtype both --peer-python $(NT_VENV)/bin/python
 
 bench-peer: $(NT_STAMP)
 	$(NT_VENV)/bin/python bench/neural_tangents_reference.py speed 8000 64 2 5

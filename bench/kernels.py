@@ -4,12 +4,14 @@
     python -m bench.kernels --quick         # a smaller grid (a minute)
     python -m bench.kernels --case 8000,64,2,relu --repeat 7
     python -m bench.kernels --gpu --dtype float32 --case 65536,784,3,relu --repeat 3   # on a GPU machine
-    python -m bench.kernels --peer --rounds 5 # side by side with neural-tangents (make bench-kernels)
+    python -m bench.kernels --peer --rounds 5 --dtype both   # side by side with neural-tangents (make bench-kernels)
 
 ``--peer`` measures ntkdist and neural-tangents in the same run: the peer runs in its own environment
 (``--peer-python``, default ``$NTKDIST_NT_PYTHON`` or ``.venv-nt/bin/python``) as a long-lived
 ``bench/neural_tangents_reference.py serve`` process, and the two alternate run by run, so both see the same
-machine load. The ratio is the ratio of the two medians of wall time; the CPU-time ratio (medians of the CPU
+machine load. ``--dtype both`` times ntkdist's float64 and float32 outputs (float64 arithmetic in both) against the
+same peer runs: the peer's default output is float32, so the second row compares equal output precision and half
+the bytes written. The ratio is the ratio of the two medians of wall time; the CPU-time ratio (medians of the CPU
 seconds each process spent, all threads) is printed too, as it depends less on what else runs on the machine.
 The roofline fraction is the executed float64 flops (`flops_per_pair`, counted from the engine's code) per
 second over the peak implied by /proc/cpuinfo (`cpu_info`). Grid: the issue's acceptance cases (ReLU NTK at depth 2
@@ -175,41 +177,51 @@ class Peer:
         self.process.wait()
 
 
-def side_by_side(grid, rounds: int, peer: Peer, threads: int | None) -> list[dict]:
-    """Per case: both warmed up, then ``rounds`` × (ntkdist once, the peer once); medians of each side."""
+def side_by_side(grid, rounds: int, peer: Peer, threads: int | None,
+                 dtypes: tuple[str, ...] = ("float64",)) -> list[dict]:
+    """Per case: all sides warmed up, then ``rounds`` × (ntkdist once in each output dtype, the peer once);
+    medians of each side, one result per ntkdist dtype against the same peer runs."""
     peak = cpu_info()["peak_gflops"]
     results = []
     for n, dim, depth, activation in grid:
         X = np.random.default_rng(0).standard_normal((n, dim))
         net = MLP(depth=depth, activation=activation)
 
-        def ours() -> tuple[float, float]:
+        def ours(dtype: str) -> tuple[float, float]:
             start, cpu = time.perf_counter(), time.process_time()
-            K = ntkdist.ntk(X, net=net, threads=threads)
+            K = ntkdist.ntk(X, net=net, threads=threads, dtype=dtype)
             elapsed = time.perf_counter() - start, time.process_time() - cpu
             del K
             return elapsed
 
-        ours()
+        for dtype in dtypes:
+            ours(dtype)
         peer.run(n, dim, depth, activation, net)  # jit and warm-up
-        mine, theirs = [], []
+        mine, theirs = {dtype: [] for dtype in dtypes}, []
         for _ in range(rounds):
-            mine.append(ours())
+            for dtype in dtypes:
+                mine[dtype].append(ours(dtype))
             theirs.append(peer.run(n, dim, depth, activation, net))
-        ours_s, peer_s = (statistics.median(t[0] for t in runs) for runs in (mine, theirs))
-        # CPU seconds (all threads) are less sensitive to other processes on a shared machine than wall time.
-        ours_cpu, peer_cpu = (statistics.median(t[1] for t in runs) for runs in (mine, theirs))
-        flops = flops_per_pair(dim, depth, activation)
-        gflops = n * (n + 1) / 2 * flops / ours_s / 1e9
-        results.append({
-            "n": n, "dim": dim, "depth": depth, "activation": activation, "rounds": rounds,
-            "ntkdist_s": [t[0] for t in mine], "peer_s": [t[0] for t in theirs], "ntkdist_cpu_s": [t[1] for t in mine],
-            "peer_cpu_s": [t[1] for t in theirs], "ntkdist_median_s": ours_s, "peer_median_s": peer_s,
-            "cpu_ratio": peer_cpu / ours_cpu,
-            "ntkdist_entries_per_s": n * n / ours_s, "peer_entries_per_s": n * n / peer_s,
-            "ratio": peer_s / ours_s, "flops_per_pair": flops, "gflops": gflops, "roofline_fraction": gflops / peak,
-        })
+        for dtype in dtypes:
+            results.append(_comparison(n, dim, depth, activation, rounds, dtype, mine[dtype], theirs, peak))
     return results
+
+
+def _comparison(n, dim, depth, activation, rounds, dtype, mine, theirs, peak) -> dict:
+    """One case's medians and ratios; ``mine`` and ``theirs`` are lists of (wall s, CPU s)."""
+    ours_s, peer_s = (statistics.median(t[0] for t in runs) for runs in (mine, theirs))
+    # CPU seconds (all threads) are less sensitive to other processes on a shared machine than wall time.
+    ours_cpu, peer_cpu = (statistics.median(t[1] for t in runs) for runs in (mine, theirs))
+    flops = flops_per_pair(dim, depth, activation)
+    gflops = n * (n + 1) / 2 * flops / ours_s / 1e9
+    return {
+        "n": n, "dim": dim, "depth": depth, "activation": activation, "rounds": rounds, "ntkdist_dtype": dtype,
+        "ntkdist_s": [t[0] for t in mine], "peer_s": [t[0] for t in theirs], "ntkdist_cpu_s": [t[1] for t in mine],
+        "peer_cpu_s": [t[1] for t in theirs], "ntkdist_median_s": ours_s, "peer_median_s": peer_s,
+        "cpu_ratio": peer_cpu / ours_cpu,
+        "ntkdist_entries_per_s": n * n / ours_s, "peer_entries_per_s": n * n / peer_s,
+        "ratio": peer_s / ours_s, "flops_per_pair": flops, "gflops": gflops, "roofline_fraction": gflops / peak,
+    }
 
 
 def main(argv=None) -> int:
@@ -218,7 +230,9 @@ def main(argv=None) -> int:
     parser.add_argument("--case", action="append", help="N,dim,depth,activation (repeatable)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    parser.add_argument("--dtype", default="float64", choices=("float64", "float32", "both"),
+                        help="ntkdist's output precision (arithmetic is float64); with --peer, \"both\" times "
+                             "each against the same peer runs (the peer's output is float32 by default)")
     parser.add_argument("--gpu", action="store_true", help="CuPy inputs (the fused GPU engine)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--peer", action="store_true", help="side by side with neural-tangents, same run")
@@ -228,6 +242,8 @@ def main(argv=None) -> int:
     parser.add_argument("--peer-python", default=os.environ.get("NTKDIST_NT_PYTHON", ".venv-nt/bin/python"),
                         help="--peer: the interpreter with neural-tangents (make .venv-nt)")
     args = parser.parse_args(argv)
+    if args.dtype == "both" and not args.peer:
+        parser.error("--dtype both: only with --peer (without it, run float64 and float32 as two commands)")
     if args.case:
         grid = [(int(n), int(d), int(depth), act) for n, d, depth, act in (c.split(",") for c in args.case)]
     else:
@@ -250,23 +266,25 @@ def main(argv=None) -> int:
 
 
 def main_peer(args, grid) -> int:
+    dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
     peer = Peer(args.peer_python, args.peer_dtype)
     print(f"peer: neural-tangents (JAX {peer.version}), {args.peer_dtype}, jitted kernel_fn(x, None, \"ntk\"); "
-          f"ntkdist float64, {args.threads or default_threads()} threads; {args.rounds} alternating runs each; "
+          f"ntkdist output {' and '.join(dtypes)} (float64 arithmetic), {args.threads or default_threads()} threads; {args.rounds} alternating runs each; "
           f"load average {os.getloadavg()[0]:.2f} at start\n")
-    print("| N | d | depth | activation | ntkdist median s | ntkdist M entries/s | peer median s | "
+    print("| N | d | depth | activation | ntkdist output | ntkdist median s | ntkdist M entries/s | peer median s | "
           "peer M entries/s | ntkdist ÷ peer | CPU-time ratio | flops/pair | GFLOP/s | of float64 peak |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     try:
         results = []
         for case in grid:
-            r = side_by_side([case], args.rounds, peer, args.threads)[0]
-            results.append(r)
-            print(f"| {r['n']} | {r['dim']} | {r['depth']} | {r['activation']} | {r['ntkdist_median_s']:.3f} | "
-                  f"{r['ntkdist_entries_per_s'] / 1e6:.1f} | {r['peer_median_s']:.3f} | "
-                  f"{r['peer_entries_per_s'] / 1e6:.1f} | **{r['ratio']:.1f}×** | {r['cpu_ratio']:.1f}× | "
-                  f"{r['flops_per_pair']} | "
-                  f"{r['gflops']:.1f} | {100 * r['roofline_fraction']:.0f}% |", flush=True)
+            for r in side_by_side([case], args.rounds, peer, args.threads, dtypes):
+                results.append(r)
+                print(f"| {r['n']} | {r['dim']} | {r['depth']} | {r['activation']} | {r['ntkdist_dtype']} | "
+                      f"{r['ntkdist_median_s']:.3f} | "
+                      f"{r['ntkdist_entries_per_s'] / 1e6:.1f} | {r['peer_median_s']:.3f} | "
+                      f"{r['peer_entries_per_s'] / 1e6:.1f} | **{r['ratio']:.1f}×** | {r['cpu_ratio']:.1f}× | "
+                      f"{r['flops_per_pair']} | "
+                      f"{r['gflops']:.1f} | {100 * r['roofline_fraction']:.0f}% |", flush=True)
     finally:
         peer.close()
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")

@@ -1,0 +1,31 @@
+"""bench/kernels.py side by side with neural-tangents on a tiny case: both of ntkdist's output precisions are timed
+against the same peer runs, and the ratios are of those medians."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from bench import kernels as bench_kernels
+from tests.kernels.test_neural_tangents import peer_python
+
+
+@pytest.mark.slow
+def test_both_output_precisions_share_the_peer_runs(tmp_path):
+    out = tmp_path / "peer.json"
+    bench_kernels.main(["--peer", "--rounds", "2", "--case", "300,8,2,relu", "--dtype", "both",
+                        "--peer-python", peer_python(), "--json", str(out)])
+    results = json.loads(out.read_text())["results"]
+    assert [r["ntkdist_dtype"] for r in results] == ["float64", "float32"]
+    assert results[0]["peer_s"] == results[1]["peer_s"] and len(results[0]["peer_s"]) == 2
+    for r in results:
+        assert r["ratio"] == pytest.approx(statistics.median(r["peer_s"]) / statistics.median(r["ntkdist_s"]))
+        assert r["ntkdist_entries_per_s"] == pytest.approx(300 * 300 / r["ntkdist_median_s"])
+
+
+def test_both_precisions_need_the_peer(capsys):
+    with pytest.raises(SystemExit):
+        bench_kernels.main(["--dtype", "both", "--case", "300,8,2,relu"])
+    assert "--dtype both: only with --peer" in capsys.readouterr().err
