@@ -155,9 +155,12 @@ def _overlay_theory(ax, theory, modes: int) -> None:
                   label="upper bound on λ_k (Murray Thm 4.8)")
     band = lambda_min_band(theory)
     if band is not None and band[1] > 0:
-        low = band[0] if band[0] > 0 else band[1] * 1e-3
-        ax.fill_between([modes / 1.25, modes * 1.25], low, band[1], color="C2", alpha=0.25, lw=0,
-                        label="λ_min lies in this band (best bounds)")
+        if band[0] > 0:
+            ax.fill_between([modes / 1.25, modes * 1.25], band[0], band[1], color="C2", alpha=0.25, lw=0,
+                            label="λ_min lies in this band (best bounds)")
+        else:  # no positive lower bound: a band with an invented lower edge would claim one
+            ax.hlines(band[1], modes / 1.25, modes * 1.25, color="C2", lw=2.5,
+                      label="λ_min lies below this line (every lower bound is 0 here)")
     markers = {"lower": "^", "upper": "v"}
     colour = iter(f"C{i}" for i in range(4, 10))
     for name in sorted(variables):

@@ -196,6 +196,34 @@ def test_lambda_min_band_is_the_best_bound_on_each_side():
     assert lambda_min_band(bounds.drop_vars(["theory_lambda_min_upper_c", "theory_lambda_min_upper_d"])) is None
 
 
+def test_the_lambda_min_band_is_drawn_only_between_positive_bounds():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ntkdist.figures import _overlay_theory
+
+    def labels_and_bands(lower: float):
+        fig, ax = plt.subplots()
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _overlay_theory(ax, xr.Dataset({
+            "theory_lambda_min_lower_a": ((), lower, {"bound": "lower"}),
+            "theory_lambda_min_upper_b": ((), 0.5, {"bound": "upper"}),
+        }), modes=100)
+        labels = ax.get_legend_handles_labels()[1]
+        bands = [c.get_paths()[0].vertices[:, 1] for c in ax.collections if "band" in (c.get_label() or "")]
+        plt.close(fig)
+        return labels, bands
+
+    labels, bands = labels_and_bands(0.3)
+    assert "λ_min lies in this band (best bounds)" in labels
+    assert len(bands) == 1 and bands[0].min() == pytest.approx(0.3) and bands[0].max() == pytest.approx(0.5)
+    labels, bands = labels_and_bands(0.0)  # a trivial lower bound: no invented lower edge
+    assert bands == [] and "λ_min lies below this line (every lower bound is 0 here)" in labels
+
+
 def test_theory_json_for_a_depth_3_relu_network_in_d_10_is_sphere_eigenvalues(capsys):
     from ntkdist.theory import sphere_eigenvalues
 
