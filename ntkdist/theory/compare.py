@@ -306,14 +306,17 @@ def positivity_predictions(X, net: MLP, kind: str, spectrum: ComputedSpectrum) -
 def positivity_agrees(status: str, lam: Computed | None, slack: float) -> bool | None:
     """Whether computed λ_min ± its error agrees with the verdict; None when it cannot tell.
 
-    Positive definite: agrees when λ_min is certainly above rounding, disagrees when certainly not. Singular:
-    agrees when [θ − err, θ + err] meets the rounding interval. Not guaranteed: nothing to check.
+    Positive definite: agrees when λ_min is certainly above rounding, disagrees only when it is certainly
+    negative beyond rounding. A λ_min within rounding of 0 cannot tell: the theorem promises λ_min > 0, not that
+    it exceeds float64's resolution, and analytic kernels (tanh, erf, …) on many points have eigenvalues far
+    below it. Singular: agrees when [θ − err, θ + err] meets the rounding interval. Not guaranteed: nothing to
+    check.
     """
     if lam is None or status == NOT_GUARANTEED:
         return None
     err = lam.error or 0.0
     if status == POSITIVE_DEFINITE:
-        return True if lam.value - err > slack else (False if lam.value + err <= slack else None)
+        return True if lam.value - err > slack else (False if lam.value + err < -slack else None)
     assert status == SINGULAR, status
     return bool(lam.value - err <= slack and lam.value + err >= -slack)
 

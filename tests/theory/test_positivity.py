@@ -326,3 +326,24 @@ def test_interlacing_bound_with_the_projection_search_still_holds():
     assert projected.value <= 10 * exact.value
     found = B.near_pairs(X, 5, exact_max_n=100)
     assert (7, 600) in {tuple(p) for p in found.tolist()}
+
+
+def test_a_lambda_min_at_rounding_neither_confirms_nor_refutes_positive_definiteness():
+    """The tanh NTK on 2000 points of S² (the sphere-tanh example) is positive definite by Carvalho et al., but its
+    smallest eigenvalues lie far below float64's resolution: the comparison must say "cannot tell", not "NO"."""
+    from ntkdist.datasets import uniform_sphere
+    from ntkdist.theory.compare import computed_spectrum, positivity_agrees
+    from ntkdist.theory.positivity import POSITIVE_DEFINITE
+
+    X = uniform_sphere(2000, 3, seed=0).to_array()
+    net = MLP(3, "tanh", 1.5, 0.05)
+    K = ntkdist.ntk(X, net=net)
+    values = np.linalg.eigvalsh(K)[::-1]
+    spectrum = computed_spectrum(len(K), values, float(np.trace(K)), lambda_min=float(values[-1]))
+    assert P.ntk_positivity(X, net).status == POSITIVE_DEFINITE
+    assert abs(values[-1]) < spectrum.slack  # at rounding: the exact λ_min is positive but unresolved
+    assert positivity_agrees(POSITIVE_DEFINITE, spectrum.lambda_min, spectrum.slack) is None
+    # Shifted down by more than rounding it is a contradiction; shifted up, a confirmation.
+    for shift, expected in ((-10 * spectrum.slack, False), (10 * spectrum.slack, True)):
+        shifted = computed_spectrum(len(K), values + shift, float(np.trace(K)), lambda_min=float(values[-1] + shift))
+        assert positivity_agrees(POSITIVE_DEFINITE, shifted.lambda_min, shifted.slack) is expected
