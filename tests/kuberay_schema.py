@@ -26,13 +26,19 @@ INT32_MAX = 2**31 - 1  # KubeRay's default maxReplicas
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
 MANAGERS = ("ray.io/kuberay-operator", "kueue.x-k8s.io/multikueue")
 
-TABLES: dict[str, dict[str, Field]] = {
-    "RayCluster": {
+
+def custom_resource(kind: str) -> dict[str, Field]:
+    """What every object of a KubeRay kind holds: its kind, metadata, and its spec (table `kind` + "Spec")."""
+    return {
         "apiVersion": Field("str", required=True, allowed=(API_VERSION,)),
-        "kind": Field("str", required=True, allowed=("RayCluster",)),
+        "kind": Field("str", required=True, allowed=(kind,)),
         "metadata": Field("V1ObjectMeta", required=True),
-        "spec": Field("RayClusterSpec", required=True),
-    },
+        "spec": Field(f"{kind}Spec", required=True),
+    }
+
+
+TABLES: dict[str, dict[str, Field]] = {
+    "RayCluster": custom_resource("RayCluster"),
     "RayClusterSpec": {
         "suspend": Field("bool"),
         "managedBy": Field("str", allowed=MANAGERS),
@@ -87,12 +93,7 @@ TABLES: dict[str, dict[str, Field]] = {
         "valueFrom": Field("V1EnvVarSource"),
         "value": Field("str"),
     },
-    "RayJob": {
-        "apiVersion": Field("str", required=True, allowed=(API_VERSION,)),
-        "kind": Field("str", required=True, allowed=("RayJob",)),
-        "metadata": Field("V1ObjectMeta", required=True),
-        "spec": Field("RayJobSpec", required=True),
-    },
+    "RayJob": custom_resource("RayJob"),
     "RayJobSpec": {
         "activeDeadlineSeconds": Field("int"),
         "backoffLimit": Field("int"),
