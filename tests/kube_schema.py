@@ -5,7 +5,7 @@ constraints.txt). Each class, e.g. ``kubernetes.client.V1PodTemplateSpec``, decl
 
 - ``attribute_map``: Python attribute → the key a manifest uses (camelCase, e.g. ``volume_mounts`` →
   ``volumeMounts``). A key that is not among these values is an unknown field, as the API server's strict field
-  validation (and ``kubectl apply``, which warns) treats it.
+  validation (kubectl's default) treats it.
 - ``openapi_types``: Python attribute → the declared type, in the client's notation: ``str``, ``int``, ``bool``,
   ``float``, ``datetime``, ``object`` (anything: int-or-string ports, free-form JSON), ``list[T]``,
   ``dict[str, T]``, or the name of another model class.
