@@ -1,7 +1,7 @@
 """The KubeRay manifests agree with each other and with the command line they run.
 
-Not checked here: validation against KubeRay's CRD schema, which this repository does not carry (it is not
-installable as a package); these tests check what the manifests promise ntkdist itself.
+These tests check what the manifests promise ntkdist itself. Their schema is checked in test_kuberay_schema.py:
+the pod templates against the Kubernetes API's own models, the rest against our table of KubeRay's CRD fields.
 """
 
 from __future__ import annotations
