@@ -148,8 +148,8 @@ def solve_spectrum(operator: SymmetricOperator, *, method: str, k: int, tol: flo
     shares = memory_shares(n, k, smallest, driver_memory_bytes)
     if not shares["fits"]:
         logger.warning("driver_memory_bytes = %d is below what the solvers need at N = %d with k = %d even at their "
-                    "smallest sizes; the driver may use more (raise [solver] driver_memory_gb)",
-                    driver_memory_bytes, n, k)
+                       "smallest sizes; the driver may use more (raise [solver] driver_memory_gb to at least %.1f)",
+                       driver_memory_bytes, n, k, minimum_driver_memory_gib(n, k, smallest))
     top_options = ({"max_basis": shares["max_basis"], "max_block": shares["max_block"], **(top_options or {})}
                    if method == "krylov" else top_options)
     bottom_options = {"rank": shares["rank"], **(bottom_options or {})}
@@ -215,6 +215,22 @@ def memory_shares(n: int, k: int, smallest: int, memory_bytes: int, probes: int 
     need = 3 * block + 12 * lobpcg_block + 4 * probes + 2 * max_basis + 2 * rank + 4 * deflate + 5 * (max_block - block)
     return {"max_basis": max_basis, "max_block": max_block, "rank": rank, "deflate": deflate,
             "fits": bool(need <= columns)}
+
+
+def minimum_driver_memory_gib(n: int, k: int, smallest: int) -> float:
+    """The smallest driver budget, in GiB rounded up to 0.1, at which `memory_shares` fits (for the warning that
+    tells the user what to set)."""
+    def fits(tenths: int) -> bool:
+        return memory_shares(n, k, smallest, tenths * 2**30 // 10)["fits"]
+
+    high = 1
+    while not fits(high):
+        high *= 2
+    low = high // 2  # does not fit (or is 0)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if fits(middle) else (middle, high)
+    return high / 10
 
 
 def _diagonal_program():

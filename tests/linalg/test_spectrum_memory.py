@@ -13,7 +13,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from ntkdist.linalg.spectrum import memory_shares, solve_spectrum
+from ntkdist.linalg.spectrum import memory_shares, minimum_driver_memory_gib, solve_spectrum
 
 
 class LowRankPlusDiagonal:
@@ -80,3 +80,12 @@ def test_a_budget_below_the_floors_is_flagged(caplog):
         solve_spectrum(operator, method="krylov", k=10, tol=1e-8, max_passes=2, smallest=0,
                        driver_memory_bytes=2**20)
     assert "driver_memory_gb" in caplog.text
+    assert f"to at least {minimum_driver_memory_gib(2000, 10, 0):.1f}" in caplog.text  # says what to set
+
+
+@pytest.mark.parametrize("n, k, smallest", [(100_000, 200, 1), (300_000, 100, 1), (2000, 10, 0)])
+def test_the_suggested_driver_memory_is_the_smallest_that_fits(n, k, smallest):
+    """What the warning suggests fits, and 0.1 GiB less does not (float32-large's N = 10⁵, k = 200: 2.2 GiB)."""
+    gib = minimum_driver_memory_gib(n, k, smallest)
+    assert memory_shares(n, k, smallest, round(gib * 10) * 2**30 // 10)["fits"]
+    assert gib == 0.1 or not memory_shares(n, k, smallest, (round(gib * 10) - 1) * 2**30 // 10)["fits"]
