@@ -20,7 +20,8 @@
 
 Exit status (`EXIT_CODES`): 0 success; 1 a check found a problem (`verify`: bad blocks) or the embedded Prefect
 server did not start; 2 bad input (a wrong option, configuration, store or path), told in one paragraph on stderr
-that names the field and the fix, without a traceback. Anything else is a bug and keeps its traceback (status 1).
+that names the field and the fix, without a traceback; 143 stopped by SIGTERM (the embedded Prefect server and Ray
+are shut down first; a re-run resumes). Anything else is a bug and keeps its traceback (status 1).
 ``--json`` prints one JSON document on stdout and nothing else there.
 """
 
@@ -29,7 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 
 from .errors import UserError
 
@@ -119,7 +122,9 @@ def _load(path: str, store: str | None, ray_address: str | None = None):
 
 #: What each exit status means (the module docstring; `--help` prints it).
 EXIT_CODES = {0: "success", 1: "a check found a problem (verify: bad blocks), or the embedded Prefect server did not "
-              "start", 2: "bad input: a wrong option, configuration, store or path (one paragraph on stderr)"}
+              "start", 2: "bad input: a wrong option, configuration, store or path (one paragraph on stderr)",
+              128 + signal.SIGTERM: "stopped by SIGTERM, after shutting down the embedded Prefect server and Ray "
+              "(a re-run resumes)"}
 
 
 def _emit(args, document: dict, lines: list[str]) -> None:
@@ -483,14 +488,38 @@ def _at_least(lowest: int):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _unwind_on_sigterm()
     try:
         return args.func(args)
+    except SystemExit as exc:
+        # Once the run has started Ray, Ray's driver handles SIGTERM itself with sys.exit(15) (it also unwinds);
+        # nothing in ntkdist exits with 15, so report it as the same 143 as before Ray started.
+        if exc.code == signal.SIGTERM:
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
     except UserError as exc:
         print(f"ntkdist: error: {_paragraph(exc)}", file=sys.stderr)
         return 2
     except ServerStartError as exc:  # not bad input, but the user's to fix all the same: no traceback
         print(f"ntkdist: error: {_paragraph(exc)}", file=sys.stderr)
         return 1
+
+
+def _unwind_on_sigterm() -> None:
+    """Make SIGTERM (a scheduler cancelling the job, `kill`, an evicted pod) raise SystemExit(143) in the main thread.
+
+    By default SIGTERM ends the process on the spot: no `finally`, no atexit, so the embedded Prefect server and
+    Ray's agents outlive the run and keep their ports and files. As an exception it unwinds: the writer's lease is
+    released, the embedded services stop, and every block already recorded stays (a re-run resumes). A second
+    SIGTERM kills at once, as usual. A handler installed by whoever embeds the CLI stands.
+    """
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _raise_terminated(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise SystemExit(128 + signal.SIGTERM)
 
 
 def _paragraph(exc: BaseException) -> str:
