@@ -76,10 +76,12 @@ def write_config(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def started(phase: str, lines: list[str], family: dict[int, str]) -> bool:
-    """Whether the run is in ``phase``: "prefect" once its flow run began (the embedded server is up, Ray may not
-    be yet: ntkdist's own handler), "ray" once Ray's raylet runs below the driver (Ray's driver handler)."""
+    """Whether the run is in ``phase``: "prefect" while the embedded Prefect server starts (a Python child, no Ray
+    yet: ntkdist's own handler; killed outright, that server outlived the run), "ray" once Ray's raylet runs below
+    the driver (Ray's driver handler)."""
     if phase == "prefect":
-        return any("Beginning flow run" in line for line in lines)
+        return (any("Starting temporary server" in line for line in lines)
+                and any(name.startswith("python") for name in family.values()))
     return "raylet" in family.values()
 
 
@@ -102,6 +104,7 @@ def test_sigterm_stops_the_run_with_its_services_and_a_rerun_finishes(tmp_path, 
             time.sleep(0.2)
         assert proc.poll() is None, "".join(lines)[-3000:]
         assert any(name.startswith("python") for name in family.values()), family  # the Prefect server
+        assert ("raylet" in family.values()) == (phase == "ray"), family
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 128 + signal.SIGTERM, "".join(lines)[-3000:]
         # Everything the run started goes with it (Ray's processes may take a few seconds after the driver).
