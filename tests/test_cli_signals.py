@@ -112,8 +112,8 @@ def test_sigterm_stops_the_run_with_its_services_and_a_rerun_finishes(tmp_path, 
         while any(alive(pid) for pid in family) and time.monotonic() < end:
             time.sleep(0.5)
         assert not {pid: name for pid, name in family.items() if alive(pid)}
-    finally:
-        for pid in [proc.pid, *descendants(proc.pid)]:
+    finally:  # whatever the outcome, nothing the run started outlives the test (orphans leave the tree: `family`)
+        for pid in {proc.pid, *family, *descendants(proc.pid)}:
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
