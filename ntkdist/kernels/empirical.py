@@ -52,7 +52,7 @@ import numpy as np
 from ._xp import array_module, to_numpy
 from .gram import validate_inputs
 from .network import MLP
-from .tiles import check_kind_dtype, gemm_operand, padded, store_tile
+from .tiles import check_kind_dtype, gemm_operand, output_array, padded, store_tile
 
 #: Rows of one tile, for the forward/backward pass and for each side of a Gram product. Fixed, so that every
 #: point's features and every entry have the same arithmetic in every call (a different size rounds the products
@@ -384,7 +384,7 @@ def empirical_gram_block(X_rows, X_cols=None, *, params: SampledWeights, kind: s
         _check_dim(params, Y, "X_cols")
     xp = array_module(X)
     n, m = X.shape[0], Y.shape[0]
-    out = xp.empty((n, m), dtype=dtype)
+    out = output_array(xp, (n, m), dtype)
     if n == 0 or m == 0:
         return out
     params = params.to(xp)

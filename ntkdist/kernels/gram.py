@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ._xp import array_module
 from .analytic import recursion
 from .network import MLP
-from .tiles import check_kind_dtype, gemm_operand, padded, store_tile, tile_grid
+from .tiles import check_kind_dtype, gemm_operand, output_array, padded, store_tile, tile_grid
 
 #: Rows and columns of one tile; fixed so that every entry's arithmetic is the same in every call.
 TILE = 256
@@ -213,7 +213,7 @@ def gram_block(X_rows, X_cols=None, *, net: MLP, kind: str = "ntk", dtype: str =
     xp = array_module(X)
     engine = resolve_engine(engine, xp, net.activation)
     n, m = X.shape[0], Y.shape[0]
-    out = xp.empty((n, m), dtype=dtype)
+    out = output_array(xp, (n, m), dtype)
     if n == 0 or m == 0:
         return out
     sq_x = row_sq_norms(X)
