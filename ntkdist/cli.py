@@ -21,7 +21,8 @@
 Exit status (`EXIT_CODES`): 0 success; 1 a check found a problem (`verify`: bad blocks) or the embedded Prefect
 server did not start; 2 bad input (a wrong option, configuration, store or path), told in one paragraph on stderr
 that names the field and the fix, without a traceback; 143 stopped by SIGTERM (the embedded Prefect server and Ray
-are shut down first; a re-run resumes). Anything else is a bug and keeps its traceback (status 1).
+are shut down first; a re-run resumes). A SIGTERM that lands while Ray's native code runs (mid-solve) can end the
+process with SIGABRT (−6) after the same shutdown. Anything else is a bug and keeps its traceback (status 1).
 ``--json`` prints one JSON document on stdout and nothing else there.
 """
 
@@ -124,7 +125,8 @@ def _load(path: str, store: str | None, ray_address: str | None = None):
 EXIT_CODES = {0: "success", 1: "a check found a problem (verify: bad blocks), or the embedded Prefect server did not "
               "start", 2: "bad input: a wrong option, configuration, store or path (one paragraph on stderr)",
               128 + signal.SIGTERM: "stopped by SIGTERM, after shutting down the embedded Prefect server and Ray "
-              "(a re-run resumes)"}
+              "(a re-run resumes; mid-solve, Ray's own signal handling may end it with SIGABRT instead, after the "
+              "same shutdown)"}
 
 
 def _emit(args, document: dict, lines: list[str]) -> None:
@@ -492,8 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SystemExit as exc:
-        # Once the run has started Ray, Ray's driver handles SIGTERM itself with sys.exit(15) (it also unwinds);
-        # nothing in ntkdist exits with 15, so report it as the same 143 as before Ray started.
+        # Inside a flow run Prefect's engine handles SIGTERM itself (the run is marked crashed, everything unwinds)
+        # and the process exits with 15; nothing in ntkdist exits with 15, so report the same 143 as outside one.
         if exc.code == signal.SIGTERM:
             raise SystemExit(128 + signal.SIGTERM) from None
         raise

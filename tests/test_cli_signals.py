@@ -1,8 +1,10 @@
 """SIGTERM, as a scheduler or `kill` sends it, stops `ntkdist run` cleanly: the embedded Prefect server and the
 Ray processes the run started exit with it, the status is 143, and a re-run resumes and finishes.
 
-Two phases, two handlers: before Ray starts, ntkdist's own (`cli._unwind_on_sigterm`); once Ray runs in the
-driver, Ray's, which exits with status 15 and which the CLI reports as 143 too."""
+Two phases, two handlers: while the embedded Prefect server starts, ntkdist's own (`cli._unwind_on_sigterm`);
+inside the flow run, once Ray runs, Prefect's engine's, which marks the run crashed and exits with 15, reported
+as 143 too. (Mid-solve, Ray's native handler may end the process with SIGABRT after the same shutdown; checked
+by hand, not here: it needs a solve long enough to be caught in.)"""
 
 from __future__ import annotations
 
@@ -78,7 +80,7 @@ def write_config(tmp_path: Path) -> tuple[Path, Path]:
 def started(phase: str, lines: list[str], family: dict[int, str]) -> bool:
     """Whether the run is in ``phase``: "prefect" while the embedded Prefect server starts (a Python child, no Ray
     yet: ntkdist's own handler; killed outright, that server outlived the run), "ray" once Ray's raylet runs below
-    the driver (Ray's driver handler)."""
+    the driver (inside the flow run: Prefect's handler)."""
     if phase == "prefect":
         return (any("Starting temporary server" in line for line in lines)
                 and any(name.startswith("python") for name in family.values()))
