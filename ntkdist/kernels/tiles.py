@@ -44,7 +44,7 @@ def output_array(xp, shape: tuple[int, int], dtype):
     the same steady speed whatever ran before. The array keeps its mapping alive; the last view unmaps it.
     """
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if xp is not np or nbytes < HUGE_PAGE_HINT_BYTES:
+    if xp is not np or nbytes < HUGE_PAGE_HINT_BYTES or not hasattr(mmap, "MAP_PRIVATE"):  # (Windows: NumPy's)
         return xp.empty(shape, dtype=dtype)
     mapping = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     return np.frombuffer(mapping, dtype=dtype).reshape(shape)

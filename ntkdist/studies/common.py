@@ -21,9 +21,9 @@ STUDY_KINDS = get_args(StudyKind)
 
 
 class StudySection(_Section):
-    kind: StudyKind = Field(description="which study: finite_width (Monte Carlo over "
-                                                       "networks, finite-width spectra, Nguyen's λ_min) or "
-                                                       "linearity (Hessian norm and kernel change against width)")
+    kind: StudyKind = Field(description="which study: finite_width (Monte Carlo over networks, finite-width "
+                                        "spectra, Nguyen's λ_min) or linearity (Hessian norm and kernel change "
+                                        "against width)")
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                       description="the study's name: letters, digits, . _ - (names its output folder)")
     output: str | None = Field(default=None, description="folder of the datasets and the report; default "
