@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -104,15 +105,11 @@ def write_tiny_config(tmp_path: Path) -> tuple[Path, Path]:
 def kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL a process and everything it started (the Prefect server, Ray's processes), so nothing outlives a
     failed test."""
-    import psutil
+    from .test_cli_signals import descendants  # from /proc: psutil is not among the test dependencies
 
-    try:
-        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        family = []
-    for member in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            member.kill()
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=30)
 
 
