@@ -54,7 +54,7 @@ def plot_spectrum(eigenvalues: np.ndarray, path: Path, *, title: str, kind: str 
     values = np.asarray(eigenvalues, dtype=np.float64)
     index = np.arange(1, len(values) + 1)
     positive = values > 0
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(6.4, 5.4), dpi=120)
     ax.loglog(index[positive], values[positive], ".", ms=3, color="C0", label=f"{kind.upper()} Gram eigenvalues")
     if errors is not None:
         errors = np.asarray(errors, dtype=np.float64)
@@ -71,13 +71,14 @@ def plot_spectrum(eigenvalues: np.ndarray, path: Path, *, title: str, kind: str 
                 ax.loglog([n], [lam_min], "s", ms=5, color="C0", mfc="none", label="λ_min (certified upper bound)")
         _overlay_theory(ax, theory, n)
     dropped = int((~positive).sum())
-    if dropped:
-        ax.text(0.02, 0.02, f"{dropped} eigenvalue(s) ≤ 0 not shown", transform=ax.transAxes, fontsize=8)
+    if dropped:  # a legend entry, not free text: the legend places itself, and text under it was hidden
+        ax.plot([], [], " ", label=f"{dropped} eigenvalue(s) ≤ 0 not shown")
     ax.set_xlabel("index ℓ (1 = largest)")
     ax.set_ylabel("λ_ℓ of the Gram matrix K (not divided by N)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=7)
+    # Below the axes: the spectrum and the λ_min markers span the whole plot, so a legend inside hid some of them.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
     return _save(fig, path)
 
 

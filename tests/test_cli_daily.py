@@ -224,6 +224,26 @@ def test_the_lambda_min_band_is_drawn_only_between_positive_bounds():
     assert bands == [] and "λ_min lies below this line (every lower bound is 0 here)" in labels
 
 
+def test_the_spectrum_legend_sits_below_the_axes_and_counts_what_is_not_drawn(tmp_path, monkeypatch):
+    from ntkdist import figures
+
+    drawn = {}
+
+    def keep(fig, path):
+        ax = fig.axes[0]
+        drawn["labels"] = ax.get_legend_handles_labels()[1]
+        drawn["texts"] = [t.get_text() for t in ax.texts]
+        fig.canvas.draw()
+        legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
+        drawn["legend_below"] = legend.y1 <= axes.y0
+        return path
+
+    monkeypatch.setattr(figures, "_save", keep)
+    figures.plot_spectrum(np.array([5.0, 2.0, 1.0, 1e-3, 0.0, -1e-14]), tmp_path / "s.png", title="t")
+    assert "2 eigenvalue(s) ≤ 0 not shown" in drawn["labels"] and drawn["texts"] == []
+    assert drawn["legend_below"]  # so it can hide no eigenvalue or bound
+
+
 def test_theory_json_for_a_depth_3_relu_network_in_d_10_is_sphere_eigenvalues(capsys):
     from ntkdist.theory import sphere_eigenvalues
 
