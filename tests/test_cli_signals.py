@@ -64,12 +64,12 @@ def write_config(tmp_path: Path) -> tuple[Path, Path]:
         store = "{store}"
         [data]
         source = "sphere"
-        n = 2000
+        n = 600
         dim = 3
         [network]
         depth = 2
         [kernel]
-        block = 500
+        block = 200
         [cluster]
         workers = 1
         device = "cpu"
