@@ -17,6 +17,7 @@ from .gram import ENGINES, TILE, default_threads, gram_block, nngp, ntk, resolve
 from .empirical import (ForwardPass, SampledWeights, backward_signals, empirical_gram_block, empirical_nngp,
                         empirical_ntk, forward, sample_weights)
 from .network import MLP
+from .output_memory import release_pooled_outputs
 
 __all__ = [
     "activations", "ABReLU", "Activation", "ActivationScope", "Erf", "available_activations", "current_scope",
@@ -25,5 +26,5 @@ __all__ = [
     "Sin", "Softplus", "Tanh", "numerical_derivative",
     "MLP", "DTYPES", "ENGINES", "KINDS", "TILE", "default_threads", "gram_block", "nngp", "ntk", "resolve_engine",
     "validate_inputs", "ForwardPass", "SampledWeights", "backward_signals", "empirical_gram_block", "empirical_nngp",
-    "empirical_ntk", "forward", "sample_weights",
+    "empirical_ntk", "forward", "sample_weights", "release_pooled_outputs",
 ]

@@ -52,7 +52,8 @@ import numpy as np
 from ._xp import array_module, to_numpy
 from .gram import validate_inputs
 from .network import MLP
-from .tiles import check_kind_dtype, gemm_operand, output_array, padded, store_tile
+from .output_memory import output_array
+from .tiles import check_kind_dtype, gemm_operand, padded, store_tile
 
 #: Rows of one tile, for the forward/backward pass and for each side of a Gram product. Fixed, so that every
 #: point's features and every entry have the same arithmetic in every call (a different size rounds the products

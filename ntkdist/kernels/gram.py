@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from ._xp import array_module
 from .analytic import recursion
 from .network import MLP
-from .tiles import check_kind_dtype, gemm_operand, output_array, padded, store_tile, tile_grid
+from .output_memory import output_array
+from .tiles import check_kind_dtype, gemm_operand, padded, store_tile, tile_grid
 
 #: Rows and columns of one tile; fixed so that every entry's arithmetic is the same in every call.
 TILE = 256

@@ -1,5 +1,5 @@
-"""The tiling both Gram engines share: argument checks, the output array, zero-padding to whole tiles, the tile
-grid, and storing a tile (with its mirror) into the output.
+"""The tiling both Gram engines share: argument checks, zero-padding to whole tiles, the tile
+grid, and storing a tile (with its mirror) into the output (allocated by `output_memory.output_array`).
 
 Every kernel entry is computed inside a tile whose BLAS products have one fixed shape (rows zero-padded to the
 engine's tile size). BLAS results depend on the shapes of a call, not on where a row sits in it, so an entry's
@@ -10,10 +10,6 @@ triangles agree exactly. The analytic engine (`ntkdist.kernels.gram`) and the em
 """
 
 from __future__ import annotations
-
-import mmap
-
-import numpy as np
 
 from ._xp import array_module
 
@@ -27,27 +23,6 @@ def check_kind_dtype(kind, dtype) -> None:
         raise ValueError(f"kind: must be one of {', '.join(KINDS)}, got {kind!r}")
     if str(dtype) not in DTYPES:
         raise ValueError(f"dtype: must be one of {', '.join(DTYPES)}, got {dtype!r}")
-
-
-#: NumPy asks for transparent huge pages for arrays of this size and more; `output_array` maps those itself.
-HUGE_PAGE_HINT_BYTES = 4 * 2**20
-
-
-def output_array(xp, shape: tuple[int, int], dtype):
-    """An uninitialised result array; on the CPU, a large one is mapped without the huge-page hint.
-
-    NumPy advises transparent huge pages for every large array (``madvise(MADV_HUGEPAGE)``). Where the kernel's
-    THP defrag setting is ``madvise`` (a common default), a page fault in such a region compacts memory
-    synchronously whenever no free huge page is at hand, and after other processes have churned memory that
-    stalled a fresh 488 MB Gram matrix by up to 0.8 s, longer than computing it (BENCHMARKS.md, "huge pages").
-    A private anonymous mapping without the hint gets 4 KiB pages: a little more work per page, no stalls, and
-    the same steady speed whatever ran before. The array keeps its mapping alive; the last view unmaps it.
-    """
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    if xp is not np or nbytes < HUGE_PAGE_HINT_BYTES or not hasattr(mmap, "MAP_PRIVATE"):  # (Windows: NumPy's)
-        return xp.empty(shape, dtype=dtype)
-    mapping = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    return np.frombuffer(mapping, dtype=dtype).reshape(shape)
 
 
 def padded(X, tile: int):

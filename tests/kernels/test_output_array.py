@@ -1,22 +1,24 @@
-"""The Gram engines' large outputs are mapped without the huge-page hint (`tiles.output_array`): ordinary,
-writable NumPy arrays whose memory carries no MADV_HUGEPAGE advice and is unmapped with the last view."""
+"""The Gram engines' large CPU outputs (`ntkdist.kernels.output_memory`): ordinary writable NumPy arrays on a
+mapping of our own, advised to use huge pages only when the kernel has them free, and handed back to a pool
+when the last view is gone, where the next output of the same size reuses them until they expire."""
 
 from __future__ import annotations
 
 import gc
+import mmap
 import pickle
+import time
 
 import numpy as np
 import pytest
 
 import ntkdist
-from ntkdist.kernels import MLP
-from ntkdist.kernels.tiles import HUGE_PAGE_HINT_BYTES, output_array
+from ntkdist.kernels import MLP, output_memory
+from ntkdist.kernels.output_memory import HUGE_PAGE_HINT_BYTES, OutputPool, free_huge_page_bytes, output_array
 
 
-def mapping_of(array: np.ndarray) -> dict | None:
-    """The /proc/self/smaps entry holding the array's first byte: {"range": (start, end), "flags": set}."""
-    address = array.ctypes.data
+def mapping_of(address: int) -> dict | None:
+    """The /proc/self/smaps entry holding ``address``: {"range": (start, end), "flags": set}."""
     entry = None
     with open("/proc/self/smaps") as smaps:
         for line in smaps:
@@ -30,33 +32,93 @@ def mapping_of(array: np.ndarray) -> dict | None:
     return None
 
 
-def test_a_large_gram_is_an_ordinary_array_without_the_huge_page_hint():
+def is_mapped(address: int, start: int) -> bool:
+    with open("/proc/self/maps") as maps:
+        ranges = [tuple(int(x, 16) for x in line.split()[0].split("-")) for line in maps]
+    return any(lo <= address < hi and lo == start for lo, hi in ranges)
+
+
+@pytest.fixture
+def pool(monkeypatch):
+    """A pool of our own in place of the process's, keeping idle mappings 0.3 s."""
+    own = OutputPool(keep_seconds=0.3, limit_bytes=64 * 2**20)
+    monkeypatch.setattr(output_memory, "_POOL", own)
+    yield own
+    own.release()
+
+
+def test_a_large_gram_is_an_ordinary_writable_array():
     X = np.random.default_rng(0).standard_normal((1200, 8))
     K = ntkdist.ntk(X, net=MLP(depth=2))
     assert K.nbytes >= HUGE_PAGE_HINT_BYTES
     assert K.flags.writeable and K.flags.c_contiguous and K.dtype == np.float64 and K.shape == (1200, 1200)
-    mapping = mapping_of(K)
-    assert mapping is not None and "hg" not in mapping["flags"]  # no MADV_HUGEPAGE, unlike NumPy's own
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(K)), K)  # how Ray ships it
     np.testing.assert_array_equal(K[:300], ntkdist.ntk(X[:300], X, net=MLP(depth=2)))  # a small block agrees
     K[0, 0] = -1.0  # writable in place
     assert K[0, 0] == -1.0
 
 
-def test_the_mapping_goes_with_the_last_view():
+@pytest.mark.skipif(not hasattr(mmap, "MADV_HUGEPAGE"), reason="this platform has no MADV_HUGEPAGE")
+@pytest.mark.parametrize("free_bytes, advised", [(0, False), (2**40, True)])
+def test_huge_pages_are_asked_for_only_when_enough_are_free(pool, monkeypatch, free_bytes, advised):
+    monkeypatch.setattr(output_memory, "free_huge_page_bytes", lambda: free_bytes)
+    out = output_array(np, (1024, 1024), "float64")
+    assert ("hg" in mapping_of(out.ctypes.data)["flags"]) is advised
+
+
+def test_free_huge_page_bytes_counts_blocks_of_a_huge_page_and_more(tmp_path):
+    page = mmap.PAGESIZE
+    (tmp_path / "hpage").write_text(str(512 * page))  # a huge page of order 9
+    (tmp_path / "buddyinfo").write_text(
+        "Node 0, zone      DMA      1      0      0      0      0      0      0      0      1      1      3 \n"
+        "Node 0, zone   Normal  19581  27867   5631  14595   6879   4458   2642   1402    570    270    218 \n")
+    free = free_huge_page_bytes(str(tmp_path / "buddyinfo"), str(tmp_path / "hpage"))
+    assert free == ((1 + 270) * 512 + (3 + 218) * 1024) * page
+    assert free_huge_page_bytes(str(tmp_path / "missing"), str(tmp_path / "hpage")) == 0
+
+
+def test_the_mapping_returns_to_the_pool_with_the_last_view_and_is_reused_then_unmapped(pool):
     out = output_array(np, (1024, 1024), "float64")
     out[:] = 1.0
     view = out[10:20]
-    start, _ = mapping_of(out)["range"]
+    address = out.ctypes.data
+    start = mapping_of(address)["range"][0]
     del out
     gc.collect()
-    assert mapping_of(view) is not None and mapping_of(view)["range"][0] == start  # a view keeps it
-    address = view.ctypes.data
+    assert pool.idle_bytes() == 0 and np.all(view == 1.0)  # a view keeps it in use
+    other = output_array(np, (1024, 1024), "float64")  # so a second output gets other memory
+    assert other.ctypes.data != address
     del view
     gc.collect()
-    with open("/proc/self/maps") as maps:
-        ranges = [tuple(int(x, 16) for x in line.split()[0].split("-")) for line in maps]
-    assert not any(lo <= address < hi and lo == start for lo, hi in ranges)
+    assert pool.idle_bytes() == 1024 * 1024 * 8
+    again = output_array(np, (512, 2048), "float64")  # the same size, another shape: the same memory
+    assert again.ctypes.data == address and pool.idle_bytes() == 0
+    del again, other
+    gc.collect()
+    assert pool.idle_bytes() == 2 * 1024 * 1024 * 8
+    deadline = time.monotonic() + 10.0
+    while pool.idle_bytes() and time.monotonic() < deadline:  # expiry after 0.3 s
+        time.sleep(0.05)
+    assert pool.idle_bytes() == 0 and not is_mapped(address, start)
+
+
+def test_the_pool_keeps_at_most_its_limit_and_nothing_when_turned_off():
+    capped = OutputPool(keep_seconds=60.0, limit_bytes=10 * 2**20)
+    for _ in range(3):
+        capped.give_back(mmap.mmap(-1, 4 * 2**20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
+    assert capped.idle_bytes() == 8 * 2**20  # the oldest went
+    capped.release()
+    assert capped.idle_bytes() == 0
+    off = OutputPool(keep_seconds=0.0, limit_bytes=10 * 2**20)
+    mapping = mmap.mmap(-1, 4 * 2**20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    off.give_back(mapping)
+    assert off.idle_bytes() == 0 and mapping.closed
+
+
+def test_a_bad_keep_seconds_names_the_variable(monkeypatch):
+    monkeypatch.setenv("NTKDIST_OUTPUT_KEEP_SECONDS", "five")
+    with pytest.raises(ValueError, match="NTKDIST_OUTPUT_KEEP_SECONDS"):
+        output_memory._keep_seconds()
 
 
 @pytest.mark.parametrize("shape, dtype", [((10, 10), "float64"), ((300, 300), "float32")])
