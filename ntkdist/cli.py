@@ -29,6 +29,7 @@ process with SIGABRT (−6) after the same shutdown. Anything else is a bug and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -492,7 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _unwind_on_sigterm()
     try:
-        return args.func(args)
+        with _environment_restored():
+            return args.func(args)
     except SystemExit as exc:
         # Inside a flow run Prefect's engine handles SIGTERM itself (the run is marked crashed, everything unwinds)
         # and the process exits with 15; nothing in ntkdist exits with 15, so report the same 143 as outside one.
@@ -505,6 +507,22 @@ def main(argv: list[str] | None = None) -> int:
     except ServerStartError as exc:  # not bad input, but the user's to fix all the same: no traceback
         print(f"ntkdist: error: {_paragraph(exc)}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _environment_restored():
+    """The settings a command puts into the environment (Prefect's defaults, the log level and the quiet flag of
+    ``--quiet``/``--json``) are for that command only: a caller that runs `main` in its own process (a notebook,
+    a test, a scheduler's Python task) gets its environment back as it was, and its next command starts from it."""
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(before):
+            del os.environ[key]
+        for key, value in before.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
 
 
 def _unwind_on_sigterm() -> None:

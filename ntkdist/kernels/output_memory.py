@@ -26,8 +26,10 @@ memory. Contents are uninitialised, as with ``numpy.empty``.
 
 from __future__ import annotations
 
+import atexit
 import mmap
 import os
+import sys
 import threading
 import time
 
@@ -97,10 +99,7 @@ class _Lease:
                                     "version": 3}
 
     def __del__(self):
-        try:
-            self.pool.give_back(self.mapping)
-        except RuntimeError:  # at interpreter shutdown no reaper thread can start: unmap now
-            self.mapping.close()
+        self.pool.give_back(self.mapping)
 
 
 class OutputPool:
@@ -115,6 +114,7 @@ class OutputPool:
         self._lock = threading.Condition()
         self._idle: list[tuple[float, mmap.mmap]] = []  # (expiry, mapping), oldest first
         self._reaper: threading.Thread | None = None
+        self._closed = False
 
     def take(self, nbytes: int) -> mmap.mmap | None:
         """The most recently returned idle mapping of exactly ``nbytes``, or None."""
@@ -125,7 +125,8 @@ class OutputPool:
         return None
 
     def give_back(self, mapping: mmap.mmap) -> None:
-        if self.keep_seconds <= 0 or len(mapping) > self.limit_bytes:
+        if self.keep_seconds <= 0 or len(mapping) > self.limit_bytes or self._closed or sys.is_finalizing():
+            # (At exit no reaper thread could start: starting one then waits forever, so the process would hang.)
             mapping.close()
             return
         evicted = []
@@ -143,6 +144,11 @@ class OutputPool:
     def idle_bytes(self) -> int:
         with self._lock:
             return sum(len(m) for _, m in self._idle)
+
+    def close(self) -> None:
+        """Unmap every idle mapping and keep none from now on (at interpreter exit: `atexit` calls it)."""
+        self._closed = True
+        self.release()
 
     def release(self) -> None:
         """Unmap every idle mapping now."""
@@ -192,6 +198,7 @@ def pool_limit_bytes() -> int:
 
 
 _POOL = OutputPool(_keep_seconds(), pool_limit_bytes())
+atexit.register(_POOL.close)  # arrays still alive at exit unmap their memory instead of pooling it
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_POOL._after_fork)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,9 @@ def test_flow_on_the_example_shows_the_transition_to_linearity(prefect_server, t
 
     path = tmp_path / "linearity.toml"
     path.write_text(EXAMPLE.read_text().replace("[study]\n", f'[study]\noutput = "{tmp_path / "out"}"\n', 1))
+    environment = dict(os.environ)
     assert main(["study", str(path), "--json"]) == 0
+    assert dict(os.environ) == environment  # --json's quiet settings were for that command only
     result = json.loads(capsys.readouterr().out)
     assert result["kind"] == "linearity" and result["output"] == str(tmp_path / "out")
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import gc
 import mmap
 import pickle
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -125,3 +127,14 @@ def test_a_bad_keep_seconds_names_the_variable(monkeypatch):
 def test_small_outputs_are_plain_numpy(shape, dtype):
     out = output_array(np, shape, dtype)
     assert out.base is None and out.shape == shape and out.dtype == np.dtype(dtype)
+
+
+def test_a_process_ending_with_pooled_arrays_exits():
+    """At exit the pool keeps nothing: an array alive at teardown unmaps its memory (a reaper thread started then
+    would wait forever to run, and the interpreter with it)."""
+    script = ("import numpy as np\n"
+              "from ntkdist.kernels.output_memory import output_array\n"
+              "kept = output_array(np, (1024, 1024), 'float64'); kept[:] = 1.0\n"
+              "cycle = [output_array(np, (1024, 1024), 'float64')]; cycle.append(cycle)\n")
+    done = subprocess.run([sys.executable, "-c", script], timeout=30, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
