@@ -18,7 +18,7 @@ NT_PYTHON ?= $(PYTHON)
 NT_STAMP := $(NT_VENV)/.installed-stamp
 NT_PINS  := jax==0.4.26 jaxlib==0.4.26 numpy==1.26.4 scipy==1.12.0 ml_dtypes==0.5.4 opt_einsum==3.4.0 frozendict==2.5.1
 
-.PHONY: demo test bench bench-kernels bench-peer bench-solvers bench-build bench-io-cost install clean-venv
+.PHONY: demo test bench bench-kernels bench-peer bench-solvers bench-build bench-io-cost bench-write-cost bench-fresh-memory install clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,10 +59,18 @@ bench-solvers: $(BENCH_STAMP)
 bench-build: $(STAMP)
 	$(BIN)/python -m bench.build --n 50000 --dim 64 --depth 3 --repeats 3 --json bench/results/build-50000.json
 
-# ntkdist and neural-tangents side by side in one run (alternating), the issue's acceptance cases.
+# What the VM's disk costs the computing cores, and what writing one block costs the builder, step by step.
 bench-io-cost: $(STAMP)
 	$(BIN)/python -m bench.io_cost --seconds 10 --rounds 2 --json bench/results/io-cost.json
 
+bench-write-cost: $(STAMP)
+	$(BIN)/python -m bench.write_cost --blocks 28
+
+# What fresh memory costs against memory already mapped (the reason for the engines' output pool).
+bench-fresh-memory: $(STAMP)
+	$(BIN)/python -m bench.fresh_memory --repeat 5
+
+# ntkdist and neural-tangents side by side in one run (alternating), the issue's acceptance cases.
 bench-kernels: $(STAMP) $(NT_STAMP)
 	$(BIN)/python -m bench.kernels --peer --rounds 5 --dtype both --peer-python $(NT_VENV)/bin/python
 
