@@ -25,3 +25,11 @@ class StoreError(UserError):
 
 class ClusterError(UserError):
     """The Ray cluster cannot run the work: no worker is left that can run it, or a task keeps losing its worker."""
+
+
+class StaleLeaseWarning(UserWarning):
+    """A writer took over the lease of a dead or silent one (the message names it and why its lease was stale).
+
+    The same text is logged on the ``ntkdist.store`` logger, which is what a run's log and Prefect's UI show; the
+    command line therefore ignores this warning, so that it prints the take-over once.
+    """

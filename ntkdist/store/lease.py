@@ -28,7 +28,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from ..errors import StoreError
+from ..errors import StaleLeaseWarning, StoreError
 from .location import LEASE, is_remote, normalize_location, object_filesystem, storage_errors
 
 log = logging.getLogger("ntkdist.store")
@@ -185,7 +185,7 @@ class Lease:
                         f"(a lease is stale after {self._stale_after:.0f} s without a heartbeat)")
                 message = f"{self.location}: taking over the lease of {_describe(holder)}: {reason}"
                 log.warning("%s", message)
-                warnings.warn(message, stacklevel=3)
+                warnings.warn(message, StaleLeaseWarning, stacklevel=3)
                 self._file.delete()
                 if not self._file.create(self._encoded()):
                     raise StoreError(f"{self.location}: another writer took the stale lease first "

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ntkdist.errors import StoreError
+from ntkdist.errors import StaleLeaseWarning, StoreError
 from ntkdist.store import RunStore
 from ntkdist.store.lease import Lease
 
@@ -89,7 +89,7 @@ def test_lease_with_an_old_heartbeat_is_stale_and_a_live_one_is_renewed(tmp_path
     old = {"user": "someone", "host": "elsewhere", "pid": 1, "started": "2020-01-01T00:00:00+00:00",
            "heartbeat": "2020-01-01T00:00:00+00:00", "token": "x"}
     (tmp_path / "r.zarr" / "lease.json").write_text(json.dumps(old))
-    with pytest.warns(UserWarning, match=r"someone@elsewhere pid 1.*heartbeat is \d+ s old"):
+    with pytest.warns(StaleLeaseWarning, match=r"someone@elsewhere pid 1.*heartbeat is \d+ s old"):
         lease = Lease(store.location, heartbeat_seconds=0.05).acquire()
     first = lease.record["heartbeat"]
     deadline = time.monotonic() + 5
