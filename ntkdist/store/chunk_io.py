@@ -92,9 +92,10 @@ def write_file_atomically(path: Path, values: np.ndarray) -> None:
     A build writes each byte of the matrix once and does not read it back: through the page cache, the kernel
     spends 55 ms of CPU on each 2048² float32 block and its mirror (1.6 ms a MB on the development machine), CPU
     the kernels' own cores then lack. ``O_DIRECT`` hands the pages to the device instead (2 ms of CPU a chunk);
-    it needs a size that is a multiple of 4096 bytes and an aligned buffer, so the values are written from this
-    thread's `direct_write_buffer` (copied into it unless they already are it). Where the file system refuses
-    ``O_DIRECT`` (tmpfs) or the size is not aligned, the write is an ordinary buffered one.
+    it needs a size that is a multiple of 4096 bytes and an aligned buffer, so values that do not start on a
+    4096-byte boundary are first copied into this thread's `direct_write_buffer` (the mirror is transposed
+    straight into it; a block from the engines' output pool is page-aligned and is written as it is). Where the
+    file system refuses ``O_DIRECT`` (tmpfs) or the size is not aligned, the write is an ordinary buffered one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.partial")
@@ -102,9 +103,11 @@ def write_file_atomically(path: Path, values: np.ndarray) -> None:
     direct = getattr(os, "O_DIRECT", 0) and data.nbytes % _DIRECT_ALIGNMENT == 0
     try:
         if direct:
-            buffer = direct_write_buffer(values.shape, values.dtype)
-            if buffer.ctypes.data != values.ctypes.data:
+            source = data
+            if values.ctypes.data % _DIRECT_ALIGNMENT:  # (an engine's pooled output is page-aligned already)
+                buffer = direct_write_buffer(values.shape, values.dtype)
                 np.copyto(buffer, values)
+                source = _aligned_buffers.map
             try:
                 descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
             except OSError as error:  # EINVAL: this file system has no direct I/O
@@ -113,7 +116,7 @@ def write_file_atomically(path: Path, values: np.ndarray) -> None:
                 direct = False
             else:
                 try:
-                    if os.write(descriptor, _aligned_buffers.map) != data.nbytes:
+                    if os.write(descriptor, source) != data.nbytes:
                         raise OSError(errno.EIO, f"short direct write to {partial}")
                 finally:
                     os.close(descriptor)

@@ -136,3 +136,22 @@ def test_mirror_transpose_is_exact_for_every_shape(shape, dtype):
     into = direct_write_buffer(shape[::-1], dtype)
     assert transposed(values, out=into) is into and np.array_equal(into, values.T)
     assert into.ctypes.data % 4096 == 0  # page-aligned, as O_DIRECT needs
+
+
+def test_a_chunk_file_holds_the_bytes_whether_its_array_is_page_aligned_or_not(tmp_path):
+    """`write_file_atomically` writes a page-aligned array (an engine's pooled output) as it is, copies any other
+    into its aligned buffer first, and writes sizes that direct I/O cannot take through the page cache."""
+    from ntkdist.kernels.output_memory import output_array
+    from ntkdist.store.chunk_io import write_file_atomically
+
+    aligned = output_array(np, (1024, 1024), "float32")
+    aligned[:] = np.random.default_rng(0).standard_normal(aligned.shape)
+    backing = np.random.default_rng(1).standard_normal(1024 * 1024 + 1).astype(np.float32)
+    unaligned = backing[1:].reshape(1024, 1024)  # starts 4 bytes past an allocation: never page-aligned
+    odd = np.arange(1000, dtype=np.float32)  # 4000 bytes: not a multiple of the 4096 direct I/O needs
+    assert aligned.ctypes.data % 4096 == 0 and unaligned.ctypes.data % 4096 != 0
+    for name, values in {"aligned": aligned, "unaligned": unaligned, "odd": odd}.items():
+        path = tmp_path / name
+        write_file_atomically(path, values)
+        assert path.read_bytes() == values.tobytes(), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aligned", "odd", "unaligned"]  # no partial files left
