@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
+from pathlib import Path
 
 import mpmath as mp
 import numpy as np
@@ -279,3 +281,60 @@ def start_moto_server(extra_env: dict | None = None):
                 raise RuntimeError(f"moto_server did not start on {endpoint}")
             time.sleep(0.1)
 
+
+
+# ============================================================================ runs in subprocesses
+def write_cpu_run_config(tmp_path: Path, name: str, *, n: int, block: int) -> tuple[Path, Path]:
+    """A run configuration on the unit sphere in R³ (depth 2, one CPU worker) and the store it names, both
+    under ``tmp_path``; for tests that start `ntkdist run` as a user would."""
+    store = tmp_path / f"{name}.zarr"
+    config = tmp_path / f"{name}.toml"
+    config.write_text(textwrap.dedent(f"""
+        [run]
+        name = "{name}"
+        store = "{store}"
+        [data]
+        source = "sphere"
+        n = {n}
+        dim = 3
+        [network]
+        depth = 2
+        [kernel]
+        block = {block}
+        [cluster]
+        workers = 1
+        device = "cpu"
+    """))
+    return config, store
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """{pid: command name} of every process below ``pid``, from /proc (Linux; psutil is not among the test
+    dependencies)."""
+    parents: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        parents[int(entry.name)] = (int(stat[stat.rindex(")") + 2:].split()[1]), name)
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, name) in parents.items():
+            if ppid == parent and child not in found:
+                found[child] = name
+                frontier.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return state[state.rindex(")") + 2] != "Z"

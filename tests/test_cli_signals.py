@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -20,39 +19,9 @@ from pathlib import Path
 import pytest
 
 from ntkdist.store import RunStore
+from tests.helpers import alive, descendants, write_cpu_run_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """{pid: command name} of every process below ``pid``, from /proc (Linux)."""
-    parents: dict[int, tuple[int, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        parents[int(entry.name)] = (int(stat[stat.rindex(")") + 2:].split()[1]), name)
-    found: dict[int, str] = {}
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, (ppid, name) in parents.items():
-            if ppid == parent and child not in found:
-                found[child] = name
-                frontier.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return state[state.rindex(")") + 2] != "Z"
 
 
 #: Prefect settings the run may inherit: its home and what tests/conftest.py sets for every test.
@@ -60,33 +29,11 @@ KEPT_PREFECT = ("PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_LOG
 
 
 def own_services_env() -> dict:
-    """This process's environment as a user's shell would have it: no Prefect setting but its home (an in-process
-    `ntkdist run --quiet` earlier in the worker leaves PREFECT_LOGGING_LEVEL=WARNING behind, which hides the log
-    lines the test waits for), no quiet flag, no Ray address, so the run starts its own embedded services."""
+    """This process's environment as a user's shell would have it: no Prefect setting but its home (a fixture's
+    server address or log level would reach the run and, with WARNING, hide the log lines the test waits for), no
+    quiet flag, no Ray address, so the run starts its own embedded services."""
     return {k: v for k, v in os.environ.items()
             if (not k.startswith("PREFECT_") or k in KEPT_PREFECT) and k not in ("NTKDIST_QUIET", "RAY_ADDRESS")}
-
-
-def write_config(tmp_path: Path) -> tuple[Path, Path]:
-    store = tmp_path / "terminated.zarr"
-    config = tmp_path / "terminated.toml"
-    config.write_text(textwrap.dedent(f"""
-        [run]
-        name = "terminated"
-        store = "{store}"
-        [data]
-        source = "sphere"
-        n = 600
-        dim = 3
-        [network]
-        depth = 2
-        [kernel]
-        block = 200
-        [cluster]
-        workers = 1
-        device = "cpu"
-    """))
-    return config, store
 
 
 def started(phase: str, lines: list[str], family: dict[int, str]) -> bool:
@@ -102,7 +49,7 @@ def started(phase: str, lines: list[str], family: dict[int, str]) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize("phase", ["prefect", "ray"])
 def test_sigterm_stops_the_run_with_its_services_and_a_rerun_finishes(tmp_path, phase):
-    config, store = write_config(tmp_path)
+    config, store = write_cpu_run_config(tmp_path, "terminated", n=600, block=200)
     proc = subprocess.Popen([sys.executable, "-m", "ntkdist.cli", "run", str(config)], cwd=REPO,
                             env=own_services_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from ntkdist import cli
+from tests.helpers import descendants, write_cpu_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 SETTING = cli.STARTUP_TIMEOUT_SETTING
@@ -80,33 +81,9 @@ def test_server_start_error_names_the_setting():
     assert cli._server_start_error(RuntimeError("something else")) is None
 
 
-def write_tiny_config(tmp_path: Path) -> tuple[Path, Path]:
-    store = tmp_path / "tiny.zarr"
-    config = tmp_path / "tiny.toml"
-    config.write_text(textwrap.dedent(f"""
-        [run]
-        name = "tiny"
-        store = "{store}"
-        [data]
-        source = "sphere"
-        n = 100
-        dim = 3
-        [network]
-        depth = 2
-        [kernel]
-        block = 100
-        [cluster]
-        workers = 1
-        device = "cpu"
-    """))
-    return config, store
-
-
 def kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL a process and everything it started (the Prefect server, Ray's processes), so nothing outlives a
     failed test."""
-    from .test_cli_signals import descendants  # from /proc: psutil is not among the test dependencies
-
     for pid in [proc.pid, *descendants(proc.pid)]:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
@@ -128,7 +105,7 @@ def test_first_run_on_an_empty_prefect_home_under_cpu_load(tmp_path):
     The load lasts until the flow run begins, which is what the start-up timeout covers; the rest of the run (a
     fresh clone's first numba compile among it) is not timed by anything and would only make the test slow.
     """
-    config, store = write_tiny_config(tmp_path)
+    config, store = write_cpu_run_config(tmp_path, "tiny", n=100, block=100)
     home = tmp_path / "prefect"
     home.mkdir()
     # One busy loop per core, each in a process of its own that ends itself should it ever be orphaned.
@@ -175,7 +152,7 @@ def test_first_run_on_an_empty_prefect_home_under_cpu_load(tmp_path):
 @pytest.mark.slow
 def test_a_server_that_does_not_start_in_time_names_the_setting(tmp_path):
     """The user's own timeout stands, even an impossible one, and its failure says what to set; no traceback."""
-    config, store = write_tiny_config(tmp_path)
+    config, store = write_cpu_run_config(tmp_path, "tiny", n=100, block=100)
     home = tmp_path / "prefect"
     home.mkdir()
     out = subprocess.run([sys.executable, "-m", "ntkdist.cli", "run", str(config)], cwd=REPO,
