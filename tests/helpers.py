@@ -284,8 +284,8 @@ def start_moto_server(extra_env: dict | None = None):
 
 
 # ============================================================================ runs in subprocesses
-def write_cpu_run_config(tmp_path: Path, name: str, *, n: int, block: int) -> tuple[Path, Path]:
-    """A run configuration on the unit sphere in R³ (depth 2, one CPU worker) and the store it names, both
+def write_cpu_run_config(tmp_path: Path, name: str, *, n: int, block: int, depth: int = 2) -> tuple[Path, Path]:
+    """A run configuration on the unit sphere in R³ (a ReLU network, one CPU worker) and the store it names, both
     under ``tmp_path``; for tests that start `ntkdist run` as a user would."""
     store = tmp_path / f"{name}.zarr"
     config = tmp_path / f"{name}.toml"
@@ -298,7 +298,7 @@ def write_cpu_run_config(tmp_path: Path, name: str, *, n: int, block: int) -> tu
         n = {n}
         dim = 3
         [network]
-        depth = 2
+        depth = {depth}
         [kernel]
         block = {block}
         [cluster]

@@ -19,6 +19,7 @@ from ntkdist.cluster import build_gram, plan_tasks
 from ntkdist.cluster.verify import verify_in_process
 from ntkdist.config import load_config
 from ntkdist.store import RunStore
+from tests.helpers import write_cpu_run_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -180,24 +181,7 @@ def test_gpu_workers_are_placed_one_per_logical_gpu(tmp_path):
 def test_killed_build_resumes_without_recomputing_written_blocks(tmp_path):
     """SIGKILL the whole run (driver, Ray and its actors) mid-build; a re-run keeps every recorded block's bytes
     and finishes the rest."""
-    config_path = tmp_path / "kill.toml"
-    kill_store = tmp_path / "kill.zarr"
-    config_path.write_text(textwrap.dedent(f"""
-        [run]
-        name = "kill"
-        store = "{kill_store}"
-        [data]
-        source = "sphere"
-        n = 1500
-        dim = 3
-        [network]
-        depth = 3
-        [kernel]
-        block = 100
-        [cluster]
-        workers = 1
-        device = "cpu"
-    """))
+    config_path, kill_store = write_cpu_run_config(tmp_path, "kill", n=1500, block=100, depth=3)
     script = textwrap.dedent(f"""
         from ntkdist import pipeline
         from ntkdist.config import load_config
