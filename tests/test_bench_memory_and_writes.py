@@ -20,7 +20,8 @@ def table(text: str) -> dict[str, list[float]]:
 def test_write_cost_times_each_step_of_a_block(tmp_path, capsys):
     assert write_cost.main(["--block", "256", "--blocks", "3", "--dir", str(tmp_path)]) == 0
     rows = table(capsys.readouterr().out)
-    assert set(rows) == {"write_block (all of it)", "mirror transpose", "CRC-32", "Σ K² (float64)",
+    assert set(rows) == {"write_block (all of it)", "mirror transpose", "CRC-32",
+                         "Σ K² (float64, `block_sum_squares`)", "(Σ K² by np.einsum, the rule before it)",
                          "two direct writes"}
     assert all(len(values) == 2 and values[0] >= 0 for values in rows.values())
     assert not list(tmp_path.iterdir())  # its store is removed

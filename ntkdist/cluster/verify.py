@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..kernels import MLP, empirical_gram_block, gram_block, sample_weights
-from ..store import RunStore, block_checksum
+from ..store import RunStore, block_checksum, sum_squares_matches
 from .builder import BLOCKS_PER_TASK, SKETCH, BuildReport, build_gram, resources_per_worker
 
 #: Sampled rows (and the same columns): SAMPLE² / 2 entries of the upper triangle are recomputed.
@@ -136,7 +136,7 @@ class BlockVerifier:
             reasons.append("holds NaN: its chunk is missing or was never written")
         if block_checksum(upper) != crc:
             reasons.append("does not match its CRC-32 in the manifest")
-        if float(np.einsum("ij,ij->", upper, upper, dtype=np.float64)) != squares:
+        if not sum_squares_matches(upper, squares):
             reasons.append("its sum of squares differs from manifest/sum_squares")
         if i != j:
             reasons.extend(self._mirror_problems(i, j, upper))

@@ -1,5 +1,5 @@
-"""Writing one Gram chunk as a build does: its CRC-32, its transposed mirror, and its bytes written to a file
-atomically and past the page cache (what `RunStore.write_block` runs for a full chunk of a local store).
+"""Writing one Gram chunk as a build does: its CRC-32, its Σ K², its transposed mirror, and its bytes written to
+a file atomically and past the page cache (what `RunStore.write_block` runs for a full chunk of a local store).
 
 Measured in BENCHMARKS.md, "The build with its store".
 """
@@ -9,17 +9,73 @@ from __future__ import annotations
 import errno
 import os
 import threading
-import zlib
 from pathlib import Path
 
 import numpy as np
 from numba import njit
+from zlib_ng import zlib_ng
 
 
 def block_checksum(block: np.ndarray) -> int:
-    """CRC-32 of a block's bytes in C order (what the manifest records and `ntkdist verify` recomputes)."""
+    """CRC-32 of a block's bytes in C order (what the manifest records and `ntkdist verify` recomputes).
+
+    The standard CRC-32 (zlib's, so ``zlib.crc32`` of the chunk file's bytes gives the same number) computed by
+    zlib-ng, whose carry-less-multiply kernel runs 0.3 ms a 16 MB block against the standard library's 4–5 ms.
+    """
     # The array's own buffer, not a bytes copy: a 16 MB block is checksummed without copying it.
-    return zlib.crc32(np.ascontiguousarray(block).data)
+    return zlib_ng.crc32(np.ascontiguousarray(block).data)
+
+
+#: Σ K² sums each row into this many running float64 totals (column j into total j mod 8), added at the end.
+_SQUARE_LANES = 8
+
+
+def block_sum_squares(block: np.ndarray) -> float:
+    """Σ K_ij² of a block, in float64 (what the manifest's ``sum_squares`` records and `ntkdist verify` recomputes).
+
+    The entries are promoted to float64 and squared exactly (a float32's square is exact in float64), then summed in
+    a fixed order: row by row, column j into running total j mod 8, the 8 totals added last. The order is part of
+    the definition: verify compares the recorded value exactly, and this one function is the only place either
+    side computes it. 8 independent totals vectorise without reassociating the sum (1.2 ms a 2048² float32 block,
+    against 4.3 ms for ``np.einsum("ij,ij->", K, K, dtype=float64)``, the rule of stores written before it); the
+    relative rounding error is at most about (N·M/8)·2⁻⁵³, far below a float32 store's own error.
+    """
+    values = np.asarray(block)
+    if values.ndim != 2:
+        raise ValueError(f"block_sum_squares takes a 2-D block, got shape {values.shape}")
+    if values.dtype not in (np.float32, np.float64):
+        values = values.astype(np.float64)
+    return float(_sum_squares_in_lanes(values))
+
+
+def sum_squares_matches(block: np.ndarray, recorded: float) -> bool:
+    """Whether ``recorded`` is the block's Σ K² exactly: by `block_sum_squares`, or by the rule stores written
+    before it used (``np.einsum`` in float64; the two differ only by rounding, ~1e-13 relative), so those stores
+    still verify."""
+    if block_sum_squares(block) == recorded:
+        return True
+    values = np.asarray(block)
+    return float(np.einsum("ij,ij->", values, values, dtype=np.float64)) == recorded
+
+
+@njit(cache=True, nogil=True)
+def _sum_squares_in_lanes(values: np.ndarray) -> float:
+    rows, cols = values.shape
+    whole = cols - cols % _SQUARE_LANES
+    lanes = np.zeros(_SQUARE_LANES)
+    ragged = 0.0
+    for i in range(rows):
+        for j in range(0, whole, _SQUARE_LANES):
+            for lane in range(_SQUARE_LANES):
+                entry = np.float64(values[i, j + lane])
+                lanes[lane] += entry * entry
+        for j in range(whole, cols):
+            entry = np.float64(values[i, j])
+            ragged += entry * entry
+    total = 0.0
+    for lane in range(_SQUARE_LANES):
+        total += lanes[lane]
+    return total + ragged
 
 
 def transposed(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -37,19 +93,21 @@ def transposed(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def _transpose_into(source: np.ndarray, target: np.ndarray) -> None:
-    """``target[:] = source.T`` through 8 × 8 tiles gathered in registers, 128 × 128 tiles at a time.
+    """``target[:] = source.T`` through 8 × 8 tiles gathered in registers, 512 × 512 tiles at a time.
 
     A 2048² float32 chunk has rows 8 KB apart, so a strided copy (numpy's ``values.T``: 37 ms) or a slab copy
     (16 rows at a time: ~20 ms) touches a new page, and the same cache set, at every element. Reading 8 rows ×
-    8 columns and writing them as 8 short rows keeps each 32-byte run whole: 10–14 ms on the development machine.
+    8 columns and writing them as 8 short rows keeps each 32-byte run whole. Outer tiles of 512 (1 MB of source
+    and target together) measured 3.2–3.6 ms a 2048² float32 block on the development machine, against 5–6 ms
+    for 128 and 6.5 ms for none (BENCHMARKS.md, "What writing a block costs").
     """
     rows, cols = source.shape
     rows8, cols8 = rows - rows % 8, cols - cols % 8
     tile = np.empty((8, 8), dtype=source.dtype)
-    for i0 in range(0, rows8, 128):
-        for j0 in range(0, cols8, 128):
-            for i in range(i0, min(i0 + 128, rows8), 8):
-                for j in range(j0, min(j0 + 128, cols8), 8):
+    for i0 in range(0, rows8, 512):
+        for j0 in range(0, cols8, 512):
+            for i in range(i0, min(i0 + 512, rows8), 8):
+                for j in range(j0, min(j0 + 512, cols8), 8):
                     for a in range(8):
                         for c in range(8):
                             tile[c, a] = source[i + a, j + c]

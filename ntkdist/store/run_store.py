@@ -9,6 +9,7 @@ Layout (see ``storage/README.md`` for the reader's view)::
       gram               (N, N) float64|float32, chunks (block, block), fill NaN; the full symmetric matrix
       manifest/blocks    (nb, nb) int64, one chunk, fill −1; CRC-32 of each finished upper block I ≤ J
       manifest/sum_squares (nb, nb) float64, one chunk, fill NaN; Σ K_ij² of each finished upper block as stored
+                         (`chunk_io.block_sum_squares`)
       spectrum/          xarray Dataset (consolidated): eigenvalue(mode), …
 
 Writes are chunk-aligned and idempotent: a block is written as its chunk and its mirror's chunk by a worker
@@ -37,7 +38,7 @@ from zarr.core.sync import sync
 
 from ..errors import StoreError
 from ..linalg.operator import float32_storage_error_from_squares
-from .chunk_io import block_checksum, direct_write_buffer, transposed, write_file_atomically
+from .chunk_io import block_checksum, block_sum_squares, direct_write_buffer, transposed, write_file_atomically
 from .lease import Lease
 from .location import (LEASE, clear_keeping_lease, is_remote, normalize_location, storage_errors, store_exists,
                        zarr_store)
@@ -313,8 +314,7 @@ class RunStore:
         self._write_gram_chunk(i, j, values)
         if i != j:
             self._write_gram_chunk(j, i, values, transpose=True)
-        squares = float(np.einsum("ij,ij->", values, values, dtype=np.float64))
-        return BlockRecord(i, j, block_checksum(values), squares)
+        return BlockRecord(i, j, block_checksum(values), block_sum_squares(values))
 
     def _write_gram_chunk(self, i: int, j: int, values: np.ndarray, *, transpose: bool = False) -> None:
         """Write block (I, J) of ``gram``, which is exactly its chunk (I, J): ``values``, or with ``transpose``

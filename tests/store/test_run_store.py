@@ -127,7 +127,7 @@ def test_blocks_written_as_raw_chunks_read_back_through_plain_zarr(where, dtype,
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (8, 8), (17, 130), (256, 129), (300, 2048)])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (8, 8), (17, 130), (256, 129), (300, 2048), (1030, 611)])
 def test_mirror_transpose_is_exact_for_every_shape(shape, dtype):
     from ntkdist.store.chunk_io import direct_write_buffer, transposed
 
@@ -136,6 +136,49 @@ def test_mirror_transpose_is_exact_for_every_shape(shape, dtype):
     into = direct_write_buffer(shape[::-1], dtype)
     assert transposed(values, out=into) is into and np.array_equal(into, values.T)
     assert into.ctypes.data % 4096 == 0  # page-aligned, as O_DIRECT needs
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (8, 8), (17, 130), (513, 1031)])
+def test_block_sum_squares_is_the_sum_to_its_rounding_bound(shape, dtype):
+    """Σ K² against the exact sum of squares (rational arithmetic): within the rounding bound of 8 running totals,
+    (entries/8 + 8)·2⁻⁵³ relative, plus one rounding of each square for float64 (a float32's square is exact in
+    float64)."""
+    from fractions import Fraction
+
+    from ntkdist.store import block_sum_squares
+
+    values = (np.random.default_rng(sum(shape)).standard_normal(shape) * 3).astype(dtype)
+    exact = float(sum(Fraction(float(v)) ** 2 for v in values.ravel()))
+    entries = values.size
+    bound = (entries / 8 + 8 + (dtype == "float64")) * 2.0 ** -53 * exact
+    assert abs(block_sum_squares(values) - exact) <= bound
+    assert block_sum_squares(values) == block_sum_squares(values.copy())  # a fixed order: the same bits each time
+
+
+def test_recorded_sum_squares_verify_under_either_rule_and_nothing_else():
+    """`sum_squares_matches` accepts Σ K² as `block_sum_squares` computes it and as stores before it recorded it
+    (numpy's einsum in float64), and refuses a value one ulp away from both."""
+    from ntkdist.store import block_sum_squares, sum_squares_matches
+
+    values = np.random.default_rng(7).standard_normal((257, 300)).astype(np.float32)
+    ours = block_sum_squares(values)
+    einsum = float(np.einsum("ij,ij->", values, values, dtype=np.float64))
+    assert sum_squares_matches(values, ours) and sum_squares_matches(values, einsum)
+    for wrong in (np.nextafter(max(ours, einsum), np.inf), np.nextafter(min(ours, einsum), -np.inf)):
+        assert not sum_squares_matches(values, wrong)
+
+
+def test_block_checksum_is_the_standard_crc32_of_the_chunk_bytes():
+    """The manifest's CRC-32 is zlib's (what ``zlib.crc32`` of a chunk file gives a reader without ntkdist), for
+    C-ordered and strided blocks alike."""
+    import zlib
+
+    values = np.random.default_rng(3).standard_normal((300, 517)).astype(np.float32)
+    assert block_checksum(values) == zlib.crc32(values.tobytes())
+    strided = values[::2, 1::3]
+    assert block_checksum(strided) == zlib.crc32(np.ascontiguousarray(strided).tobytes())
+    assert block_checksum(values[:0]) == 0
 
 
 def test_a_chunk_file_holds_the_bytes_whether_its_array_is_page_aligned_or_not(tmp_path):
