@@ -94,13 +94,19 @@ def asin_half(x):
 
 
 @njit(inline="always", cache=True, error_model="numpy")
-def asin_unit(x):
-    """asin(x) for −1 ≤ x ≤ 1, via asin(t) = π/2 − 2·asin(√((1 − t)/2)) above t = 1/√2: one polynomial per
-    element, its argument and the outer formula chosen by selects (no branches)."""
+def asin_given_cosine(x, cosine):
+    """asin(x) for −1 ≤ x ≤ 1, given ``cosine`` = √(1 − x²) computed on its own: asin_half(|x|) up to |x| = 1/√2,
+    π/2 − asin_half(cosine) above (both arguments ≤ 1/√2, up to rounding), the sign of x restored; one polynomial
+    per element, chosen by selects (no branches).
+
+    The erf layer has the cosine for free (√(1 − x²) = √det·(1 + 2q_x)^(-1/2)(1 + 2q_y)^(-1/2), and √det is needed
+    anyway), which saves the square root of the usual reduction π/2 − 2·asin(√((1 − |x|)/2)); and near |x| = 1
+    the cosine, built from the Cauchy–Schwarz gaps, keeps the digits that 1 − |x| loses to cancellation.
+    """
     t = abs(x)
     low = t <= _SQRT_HALF
-    p = asin_half(t if low else math.sqrt(0.5 * (1.0 - t)))
-    y = p if low else _HALF_PI - 2.0 * p
+    p = asin_half(t if low else cosine)
+    y = p if low else _HALF_PI - p
     return y if x >= 0.0 else -y
 
 
@@ -316,9 +322,10 @@ def _erf_layer(rx, rqx, qx, inv_x, next_rx, root_var_y, root_q_y, q_y, inv_y, ne
         cov[j] = 2.0 * c * scale * (inv_x * inv_y[j])
         gap_lo[j] = 1.0 + 2.0 * (qx + q_y[j]) + 4.0 * (qx * q_y[j]) * (e * f)
     for j in range(cov.shape[0]):
-        value = (2.0 / _PI) * asin_unit(cov[j])
+        root_det = math.sqrt(gap_lo[j])
+        value = (2.0 / _PI) * asin_given_cosine(cov[j], root_det * (inv_x * inv_y[j]))
         root = next_rx * next_root_var_y[j]
-        dcov[j] = (4.0 / _PI) / math.sqrt(gap_lo[j])
+        dcov[j] = (4.0 / _PI) / root_det
         cov[j] = value
         gap_lo[j] = max(root - value, 0.0)
         gap_hi[j] = max(root + value, 0.0)

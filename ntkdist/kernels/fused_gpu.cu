@@ -50,10 +50,10 @@ NTK_DEVICE double ntk_asin_half(double x) {
     return x + x * z * p;
 }
 
-// fused_cpu.asin_unit.
-NTK_DEVICE double ntk_asin_unit(double x) {
+// fused_cpu.asin_given_cosine: asin(x) given cosine = sqrt(1 - x^2), computed on its own.
+NTK_DEVICE double ntk_asin_given_cosine(double x, double cosine) {
     const double t = fabs(x);
-    const double y = t <= NTK_SQRT_HALF ? ntk_asin_half(t) : NTK_HALF_PI - 2.0 * ntk_asin_half(sqrt(0.5 * (1.0 - t)));
+    const double y = t <= NTK_SQRT_HALF ? ntk_asin_half(t) : NTK_HALF_PI - ntk_asin_half(cosine);
     return x >= 0.0 ? y : -y;
 }
 
@@ -130,11 +130,14 @@ NTK_DEVICE double ntk_fused_pair(
         } else {
             // closed_form_activations.Erf.pair_moments (as fused_cpu._erf_layer), Williams 1997.
             const double qx = q_x[layer * n + i], qy = q_y[layer * m + j];
-            const double value = (2.0 / NTK_PI) * ntk_asin_unit(2.0 * c * scale * ia_x[layer * n + i] * ia_y[layer * m + j]);
-            const double det = 1.0 + 2.0 * (qx + qy) + 4.0 * qx * qy * (e * f);
+            // x's and y's factors multiplied first, as on the CPU: (x, y) and (y, x) round the same.
+            const double inv_xy = ia_x[layer * n + i] * ia_y[layer * m + j];
+            const double det = 1.0 + 2.0 * (qx + qy) + 4.0 * (qx * qy) * (e * f);
+            const double root_det = sqrt(det);
+            const double value = (2.0 / NTK_PI) * ntk_asin_given_cosine(2.0 * c * scale * inv_xy, root_det * inv_xy);
             const double root = rv_x[(layer + 1) * n + i] * rv_y[(layer + 1) * m + j];
             cov = value;
-            dcov = (4.0 / NTK_PI) / sqrt(det);
+            dcov = (4.0 / NTK_PI) / root_det;
             lo = root - value > 0.0 ? root - value : 0.0;
             hi = root + value > 0.0 ? root + value : 0.0;
         }
