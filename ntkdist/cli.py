@@ -494,8 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     _unwind_on_sigterm()
     # The settings a command puts into the environment (Prefect's defaults, the log level and quiet flag of
     # --quiet/--json) are for that command only: a caller that runs `main` in its own process (a notebook, a test,
-    # a scheduler's Python task) gets its environment back, and its next command starts from it. Not when the
-    # process is ending (SystemExit, Ctrl-C): that skips the restore, as the services' exit handlers still run.
+    # a scheduler's Python task) gets its environment back, and its next command starts from it. Only on a return:
+    # any exception that escapes (SystemExit, Ctrl-C, a bug's traceback) skips the restore, since the process is
+    # usually ending then and the services' exit handlers still read those settings.
     environment = dict(os.environ)
     code = _dispatch(args)
     _restore_environment(environment)
