@@ -113,10 +113,13 @@ def cpu_info() -> dict:
     """Model, CPUs, clock and SIMD width from /proc/cpuinfo, and the float64 peak they imply.
 
     Peak = CPUs × GHz × FMA units × float64 lanes × 2 flops. Lanes from the flags (avx512f: 8, avx2: 4, else 2);
-    2 FMA units per core is assumed (Zen 2–4 and Intel server cores since Haswell have two); the clock is the
-    nominal "cpu MHz" (under a hypervisor the guest sees no boost). An upper bound, not a measurement.
+    2 FMA units per core is assumed (Zen 2–4 and Intel server cores since Haswell have two), except that Zen 4
+    (AMD family 0x19 with AVX-512) runs a 512-bit FMA on both of its 256-bit units at once: one 8-lane FMA a
+    cycle, not two. The clock is the nominal "cpu MHz" (under a hypervisor the guest sees no boost). An upper
+    bound, not a measurement.
     """
-    info = {"model": platform.processor() or platform.machine(), "mhz": 0.0, "flags": set()}
+    info = {"model": platform.processor() or platform.machine(), "mhz": 0.0, "flags": set(), "vendor": "",
+            "family": -1}
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -128,12 +131,18 @@ def cpu_info() -> dict:
                     info["mhz"] = float(value)
                 elif key == "flags" and not info["flags"]:
                     info["flags"] = set(value.split())
+                elif key == "vendor_id" and not info["vendor"]:
+                    info["vendor"] = value.strip()
+                elif key == "cpu family" and info["family"] < 0:
+                    info["family"] = int(value)
     except OSError:
         pass
-    flags = info.pop("flags")
+    flags, vendor, family = info.pop("flags"), info.pop("vendor"), info.pop("family")
     lanes = 8 if "avx512f" in flags else 4 if "avx2" in flags else 2
     cpus = default_threads()
     fma_units = 2 if "fma" in flags or lanes == 8 else 1
+    if lanes == 8 and vendor == "AuthenticAMD" and family == 0x19:  # Zen 4: 512-bit ops on 256-bit units
+        fma_units = 1
     info.update(cpus=cpus, float64_lanes=lanes, fma_units=fma_units,
                 peak_gflops=cpus * info["mhz"] / 1e3 * fma_units * lanes * 2)
     return info
@@ -142,7 +151,7 @@ def cpu_info() -> dict:
 def machine() -> str:
     c = cpu_info()
     return (f"{c['model']}, {c['cpus']} CPUs at {c['mhz'] / 1e3:.2f} GHz, {c['float64_lanes']} float64 lanes × "
-            f"{c['fma_units']} FMA units, float64 peak {c['peak_gflops']:.0f} GFLOP/s; "
+            f"{c['fma_units']} FMA unit{'s' if c['fma_units'] != 1 else ''}, float64 peak {c['peak_gflops']:.0f} GFLOP/s; "
             f"Python {platform.python_version()}, numpy {np.__version__}")
 
 
