@@ -19,14 +19,14 @@ def _mp_dot(a, b):
     return mp.fsum(mp.mpf(float(p)) * mp.mpf(float(q)) for p, q in zip(a, b))
 
 
-def mp_kernels(x, y, *, depth, activation, w, b):
-    """(NNGP, NTK) of the stax network at the pair (x, y): the closed-form recursion in 40 digits.
+def mp_kernels(x, y, *, depth, activation, w, b, dps: int = 40):
+    """(NNGP, NTK) of the stax network at the pair (x, y): the closed-form recursion in ``dps`` digits (40).
 
     ``activation``: the ABReLU family (``"relu"``, ``"leaky_relu(0.1)"``, ``"abs"``, ``"abrelu(a, b)"`` or an
     `ABReLU`), from the arc-cosine kernel of degree 1 (Cho & Saul 2009) through φ = αx + β|x|; or ``"erf"``,
     Williams (1997). The inner products of the float64 inputs are exact at this precision.
     """
-    with mp.workdps(40):
+    with mp.workdps(dps):
         return _mp_kernels(x, y, depth=depth, activation=get_activation(activation), w=w, b=b)
 
 

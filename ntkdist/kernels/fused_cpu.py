@@ -41,6 +41,8 @@ _A10, _A11, _A12, _A13, _A14, _A15, _A16, _A17, _A18 = _ASIN_P[10:]
 # `ntkdist.kernels.activation_base.theta_minus_sin` (the same seven terms; the omitted one is below 1e-17 at 0.5).
 _S0, _S1, _S2, _S3, _S4, _S5, _S6 = ((-1.0) ** k / math.factorial(2 * k + 3) for k in range(7))
 _SQRT_HALF = math.sqrt(0.5)
+#: The least T·u the erf layer scales by (`_erf_layer`): its square, 1e-300, is still a normal float64.
+_ERF_TINY_SCALE = 1e-150
 _PI = math.pi
 _HALF_PI = math.pi / 2.0
 
@@ -248,20 +250,31 @@ def fused_tile(inner, x_hat, y_hat, sq_x, sq_y, near, depth, w, b, act_kind, ab,
 
 
 @njit(inline="always", cache=True, error_model="numpy")
-def _dense(rx, rqx, ry, rqy, w, b, cov, below, above):
-    """One Dense layer for one pair (mirrors `ntkdist.kernels.analytic.dense_layer`) with one division:
-    Σ, √(q_x q_y), ρ, 1 − ρ, 1 + ρ, from the input moments and the roots √E, √q of both points."""
+def _dense_numerators(rx, rqx, ry, rqy, w, b, cov, below, above):
+    """One Dense layer for one pair before its division (mirrors `ntkdist.kernels.analytic.dense_layer`): Σ,
+    s = √(q_x q_y), T = s + w√(E_x E_y) + b, and the numerators (1 ∓ ρ)·s·T, from the input moments and the
+    roots √E, √q of both points.
+
+    s − Σ = (s² − (w√(E_x E_y) + b)²)/T + w·(√(E_x E_y) − ⟨·,·⟩), and s² − (w√(E_x E_y) + b)² = b·w·(√E_x − √E_y)²
+    (the AM–GM gap): so (1 − ρ)·s·T has no cancellation, and likewise (1 + ρ)·s·T.
+    """
     sigma = w * cov + b
     scale = rqx * rqy
-    positive = scale > 0.0
-    geometric = w * (rx * ry) + b
-    total = scale + geometric
-    inv = 1.0 / (total * scale) if positive else 0.0
+    total = scale + (w * (rx * ry) + b)
     diff = rx - ry
     am_gm = (b * w) * diff * diff  # AM–GM gap × (scale + geometric)
+    return sigma, scale, total, am_gm + w * below * total, am_gm + (2.0 * b + w * above) * total
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _dense(rx, rqx, ry, rqy, w, b, cov, below, above):
+    """One Dense layer for one pair with one division: Σ, √(q_x q_y), ρ, 1 − ρ, 1 + ρ (`_dense_numerators`)."""
+    sigma, scale, total, lo, hi = _dense_numerators(rx, rqx, ry, rqy, w, b, cov, below, above)
+    positive = scale > 0.0
+    inv = 1.0 / (total * scale) if positive else 0.0
     c = _clip(sigma * total * inv, -1.0, 1.0) if positive else 0.0
-    e = _clip((am_gm + w * below * total) * inv, 0.0, 2.0) if positive else 1.0
-    f = _clip((am_gm + (2.0 * b + w * above) * total) * inv, 0.0, 2.0) if positive else 1.0
+    e = _clip(lo * inv, 0.0, 2.0) if positive else 1.0
+    f = _clip(hi * inv, 0.0, 2.0) if positive else 1.0
     return sigma, scale, c, e, f
 
 
@@ -311,21 +324,38 @@ def _abrelu_layer(rx, rqx, root_var_y, root_q_y, w, b, ab, alpha2, beta2, cov, g
 def _erf_layer(rx, rqx, qx, inv_x, next_rx, root_var_y, root_q_y, q_y, inv_y, next_root_var_y, w, b,
                cov, gap_lo, gap_hi, dcov, theta):
     """Dense + erf over one row of pairs (Williams 1997): mirrors
-    `ntkdist.kernels.closed_form_activations.Erf.pair_moments`, with its gaps by subtraction as `smooth_gaps`."""
-    # Two loops, as in `_abrelu_layer`: the Dense moments and the arguments of asin and of 1/√det first (stored
-    # over Σ and the parallel gap), then the arcsine and the square root.
+    `ntkdist.kernels.closed_form_activations.Erf.pair_moments`, with its gaps by subtraction as `smooth_gaps`.
+
+    With A = 1 + 2q_x, B = 1 + 2q_y and u = 1/√(AB): E erf·erf = (2/π)·asin(t), t = 2Σu, and E erf′·erf′ =
+    (4/π)/√det, det = AB − 4Σ² = A + B − 1 + 4·q_x q_y (1 − ρ)(1 + ρ) = A + B − 1 + 4·lo·hi/T² in the numerators
+    of `_dense_numerators`. Scaled by u, G = det·(Tu)² = (A + B − 1)·(Tu)² + 4·(lo·u)(hi·u) (any scale would do;
+    u keeps Tu ∈ [0.3, 1.5] for large q, where unscaled lo·hi overflows from q ≈ 1e77). Then one square root and
+    one division, r = 1/(Tu·√G), give 1/√det = (Tu)²·r and the arcsine's cosine √(1 − t²) = √det·u = G·r·u
+    (`asin_given_cosine`), where the textbook order spends two divisions and two square roots. Tu is held at
+    least `_ERF_TINY_SCALE`: below it q ≤ 1e-150, so 4·lo·hi/T² ≤ 16 q_x q_y is below the rounding of A + B − 1
+    and G = (A + B − 1)·Tu² gives det as exactly as the full sum would (a zero point, T = 0, included).
+    """
+    # Two loops, as in `_abrelu_layer`: the Dense numerators, t and G first (stored over Σ and the two gaps), then
+    # the square root, the division and the arcsine.
     for j in range(cov.shape[0]):
-        sigma, scale, c, e, f = _dense(rx, rqx, root_var_y[j], root_q_y[j], w, b, cov[j], gap_lo[j], gap_hi[j])
+        sigma, _, total, lo, hi = _dense_numerators(rx, rqx, root_var_y[j], root_q_y[j], w, b, cov[j],
+                                                    gap_lo[j], gap_hi[j])
         theta[j] = sigma + w * dcov[j] * theta[j]
         # Products of x's and y's factors are formed first, so that (x, y) and (y, x) round the same: the mirror
         # of a symmetric Gram equals the entry computed with its points swapped (blocks of any size agree).
-        cov[j] = 2.0 * c * scale * (inv_x * inv_y[j])
-        gap_lo[j] = 1.0 + 2.0 * (qx + q_y[j]) + 4.0 * (qx * q_y[j]) * (e * f)
+        u = inv_x * inv_y[j]
+        cov[j] = 2.0 * sigma * u
+        scaled_total = max(total * u, _ERF_TINY_SCALE)
+        gap_lo[j] = (1.0 + 2.0 * (qx + q_y[j])) * (scaled_total * scaled_total) + \
+            4.0 * ((max(lo, 0.0) * u) * (max(hi, 0.0) * u))
+        gap_hi[j] = scaled_total
     for j in range(cov.shape[0]):
-        root_det = math.sqrt(gap_lo[j])
-        value = (2.0 / _PI) * asin_given_cosine(cov[j], root_det * (inv_x * inv_y[j]))
+        g = gap_lo[j]
+        scaled_total = gap_hi[j]
+        r = 1.0 / (scaled_total * math.sqrt(g))
+        value = (2.0 / _PI) * asin_given_cosine(cov[j], (g * r) * (inv_x * inv_y[j]))
         root = next_rx * next_root_var_y[j]
-        dcov[j] = (4.0 / _PI) / root_det
+        dcov[j] = (4.0 / _PI) * ((scaled_total * scaled_total) * r)
         cov[j] = value
         gap_lo[j] = max(root - value, 0.0)
         gap_hi[j] = max(root + value, 0.0)

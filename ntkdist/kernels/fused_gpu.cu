@@ -32,8 +32,8 @@ using std::fabs;
 
 NTK_DEVICE double ntk_clip(double x, double lo, double hi) { return x < lo ? lo : (x > hi ? hi : x); }
 
-#ifndef NTK_ASIN_P
-#error "compile the text of ntkdist.kernels.fused_gpu.cuda_source(), which defines NTK_ASIN_P"
+#if !defined(NTK_ASIN_P) || !defined(NTK_ERF_TINY_SCALE)
+#error "compile the text of ntkdist.kernels.fused_gpu.cuda_source(), which defines NTK_ASIN_P and NTK_ERF_TINY_SCALE"
 #endif
 
 // asin(x), 0 ≤ x ≤ 1/√2, as x + x³·P(x²): fused_cpu.asin_half, the same coefficients (NTK_ASIN_P, highest degree
@@ -98,22 +98,24 @@ NTK_DEVICE double ntk_fused_pair(
     for (int layer = 0; layer <= depth; ++layer) {
         const double rx = rv_x[layer * n + i], ry = rv_y[layer * m + j];
         const double rqx = rq_x[layer * n + i], rqy = rq_y[layer * m + j];
-        // analytic.dense_layer (as fused_cpu._dense, with one division).
         sigma = w * cov + b;
         theta = sigma + w * dcov * theta;
         if (layer == depth) break;
+        // analytic.dense_layer: the numerators of fused_cpu._dense_numerators.
         const double scale = rqx * rqy;
-        const bool positive = scale > 0.0;
-        const double geometric = w * (rx * ry) + b;
-        const double total = scale + geometric;
-        const double inv = positive ? 1.0 / (total * scale) : 0.0;
+        const double total = scale + (w * (rx * ry) + b);
         const double diff = rx - ry;
         const double am_gm = (b * w) * diff * diff;
-        const double c = positive ? ntk_clip(sigma * total * inv, -1.0, 1.0) : 0.0;
-        const double e = positive ? ntk_clip((am_gm + w * lo * total) * inv, 0.0, 2.0) : 1.0;
-        const double f = positive ? ntk_clip((am_gm + (2.0 * b + w * hi) * total) * inv, 0.0, 2.0) : 1.0;
+        const double lo_num = am_gm + w * lo * total;
+        const double hi_num = am_gm + (2.0 * b + w * hi) * total;
         if (act_kind == 0) {
-            // closed_form_activations.ABReLU.pair_moments (as fused_cpu._abrelu_layer): the arc-cosine kernel.
+            // fused_cpu._dense (one division), then closed_form_activations.ABReLU.pair_moments (as
+            // fused_cpu._abrelu_layer): the arc-cosine kernel.
+            const bool positive = scale > 0.0;
+            const double inv = positive ? 1.0 / (total * scale) : 0.0;
+            const double c = positive ? ntk_clip(sigma * total * inv, -1.0, 1.0) : 0.0;
+            const double e = positive ? ntk_clip(lo_num * inv, 0.0, 2.0) : 1.0;
+            const double f = positive ? ntk_clip(hi_num * inv, 0.0, 2.0) : 1.0;
             const bool near_zero = e <= f;
             const double small = near_zero ? e : f;
             const double alpha = 2.0 * ntk_asin_half(sqrt(0.5 * small));
@@ -128,16 +130,19 @@ NTK_DEVICE double ntk_fused_pair(
             lo = scale * (alpha2 * e + beta_over_pi * pi_minus_even);
             hi = scale * (alpha2 * f + beta_over_pi * (NTK_PI + even));
         } else {
-            // closed_form_activations.Erf.pair_moments (as fused_cpu._erf_layer), Williams 1997.
+            // closed_form_activations.Erf.pair_moments as fused_cpu._erf_layer computes it (Williams 1997): G =
+            // det * (T u)^2 from the numerators, then one square root and one division give 1/sqrt(det) and the
+            // arcsine's cosine. x's and y's factors are multiplied first: (x, y) and (y, x) round the same.
             const double qx = q_x[layer * n + i], qy = q_y[layer * m + j];
-            // x's and y's factors multiplied first, as on the CPU: (x, y) and (y, x) round the same.
-            const double inv_xy = ia_x[layer * n + i] * ia_y[layer * m + j];
-            const double det = 1.0 + 2.0 * (qx + qy) + 4.0 * (qx * qy) * (e * f);
-            const double root_det = sqrt(det);
-            const double value = (2.0 / NTK_PI) * ntk_asin_given_cosine(2.0 * c * scale * inv_xy, root_det * inv_xy);
+            const double u = ia_x[layer * n + i] * ia_y[layer * m + j];
+            const double tu = total * u > NTK_ERF_TINY_SCALE ? total * u : NTK_ERF_TINY_SCALE;
+            const double g = (1.0 + 2.0 * (qx + qy)) * (tu * tu)
+                + 4.0 * (((lo_num > 0.0 ? lo_num : 0.0) * u) * ((hi_num > 0.0 ? hi_num : 0.0) * u));
+            const double r = 1.0 / (tu * sqrt(g));
+            const double value = (2.0 / NTK_PI) * ntk_asin_given_cosine(2.0 * sigma * u, (g * r) * u);
             const double root = rv_x[(layer + 1) * n + i] * rv_y[(layer + 1) * m + j];
             cov = value;
-            dcov = (4.0 / NTK_PI) / root_det;
+            dcov = (4.0 / NTK_PI) * ((tu * tu) * r);
             lo = root - value > 0.0 ? root - value : 0.0;
             hi = root + value > 0.0 ? root + value : 0.0;
         }

@@ -34,12 +34,14 @@ def supports(activation) -> bool:
 
 def cuda_source(out_type: str = "double") -> str:
     """The text of ``fused_gpu.cu`` with what it takes from the Python definitions prepended: the output type
-    (``OUT_T``) and the arcsine polynomial's coefficients (``NTK_ASIN_P``, highest degree first, from
-    `fused_cpu`), printed with ``repr`` so they are the same float64 numbers."""
-    from .fused_cpu import _ASIN_P
+    (``OUT_T``), the arcsine polynomial's coefficients (``NTK_ASIN_P``, highest degree first) and the erf layer's
+    least scale (``NTK_ERF_TINY_SCALE``), both from `fused_cpu`, printed with ``repr`` so they are the same
+    float64 numbers."""
+    from .fused_cpu import _ASIN_P, _ERF_TINY_SCALE
 
     coefficients = ", ".join(repr(float(c)) for c in reversed(_ASIN_P))
-    return f"#define OUT_T {out_type}\n#define NTK_ASIN_P {coefficients}\n" + _SOURCE.read_text()
+    return (f"#define OUT_T {out_type}\n#define NTK_ASIN_P {coefficients}\n"
+            f"#define NTK_ERF_TINY_SCALE {float(_ERF_TINY_SCALE)!r}\n" + _SOURCE.read_text())
 
 
 @functools.lru_cache(maxsize=None)
