@@ -23,9 +23,21 @@ def test_both_output_precisions_share_the_peer_runs(tmp_path):
     for r in results:
         assert r["ratio"] == pytest.approx(statistics.median(r["peer_s"]) / statistics.median(r["ntkdist_s"]))
         assert r["ntkdist_entries_per_s"] == pytest.approx(300 * 300 / r["ntkdist_median_s"])
+        assert r["best_ratio"] == pytest.approx(min(r["peer_s"]) / min(r["ntkdist_s"]))
 
 
 def test_both_precisions_need_the_peer(capsys):
     with pytest.raises(SystemExit):
         bench_kernels.main(["--dtype", "both", "--case", "300,8,2,relu"])
     assert "--dtype both: only with --peer" in capsys.readouterr().err
+
+
+def test_fused_tile_times_the_product_each_depth_and_the_mirror(capsys):
+    from bench import fused_tile
+
+    assert fused_tile.main(["--activation", "erf", "--depths", "1,2", "--repeat", "2", "--n", "600"]) == 0
+    rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and line.split("|")[2].strip().replace(".", "").isdigit()}
+    assert set(rows) == {"input product (GEMM)", "fused_tile, erf depth 1", "fused_tile, erf depth 2",
+                         "mirror transpose"}
+    assert all(value > 0 for value in rows.values())
