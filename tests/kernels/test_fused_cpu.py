@@ -78,6 +78,18 @@ def test_fused_erf_holds_its_accuracy_from_tiny_to_huge_inputs(bias_var):
         assert (np.abs(got - ref) <= 4 * (depth + 1) * 2.0**-53 * size).all(), scale
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (4, 4), (7, 256), (255, 130), (256, 256)])
+def test_tile_mirror_is_the_exact_transpose(shape):
+    from ntkdist.kernels.fused_cpu import transpose_into
+
+    out = np.full((600, 600), np.nan)
+    source = out[:shape[0], 300:300 + shape[1]]  # strided views, as tiles of a larger output are
+    source[:] = np.random.default_rng(sum(shape)).standard_normal(shape)
+    target = out[300:300 + shape[1], :shape[0]]
+    transpose_into(source, target)
+    assert np.array_equal(target, source.T)
+
+
 def test_results_do_not_depend_on_threads_or_blocks():
     rng = np.random.default_rng(13)
     X = rng.standard_normal((900, 16))
