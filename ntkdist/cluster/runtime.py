@@ -41,6 +41,9 @@ def start_local_ray(*, num_cpus: int | None = None, num_gpus: int | None = None)
     """
     import ray
 
+    # Ray turns its token authentication on for a new local instance and logs a warning saying so on every run;
+    # that is the setting we want (loopback only, and a token), so the notice is dropped, nothing else.
+    logging.getLogger(_RAY_AUTH_LOGGER).addFilter(_drop_token_auth_notice)
     with _loopback_only():
         ray.init(
             address="local",
@@ -51,6 +54,14 @@ def start_local_ray(*, num_cpus: int | None = None, num_gpus: int | None = None)
             log_to_driver=True,
         )
     log.info("started an embedded Ray instance (loopback only): %s", ray.cluster_resources())
+
+
+#: The logger of Ray's "Token authentication is enabled for this Ray cluster" notice.
+_RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def _drop_token_auth_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Token authentication is enabled")
 
 
 @contextlib.contextmanager
