@@ -111,7 +111,9 @@ class Erf(Activation):
     """φ(x) = erf(x); closed forms of Williams (1997).
 
     E[φ(u)φ(v)] = (2/π) arcsin(2Σ_uv / √((1 + 2q_x)(1 + 2q_y))),
-    E[φ'(u)φ'(v)] = (4/π) det(I + 2Σ)^{-1/2}.
+    E[φ'(u)φ'(v)] = (4/π) det(I + 2Σ)^{-1/2},
+
+    the arcsines evaluated as arctan2 of sine and cosine, both from quantities without cancellation.
     """
 
     name = "erf"
@@ -128,8 +130,10 @@ class Erf(Activation):
         return (2.0 / math.sqrt(_PI)) * xp.exp(-x * x)
 
     def second_moment(self, q):
+        # arcsin(2q/(1 + 2q)) = arctan2(2q, √(1 + 4q)) (its cosine is √(1 + 4q)/(1 + 2q)): for large q the
+        # arcsine's argument nears 1, where a rounding of it costs √q times more; arctan2 is well conditioned.
         xp = array_module(q)
-        return (2.0 / _PI) * xp.arcsin(2.0 * q / (1.0 + 2.0 * q))
+        return (2.0 / _PI) * xp.arctan2(2.0 * q, xp.sqrt(1.0 + 4.0 * q))
 
     def derivative_second_moment(self, q):
         xp = array_module(q)
@@ -137,11 +141,11 @@ class Erf(Activation):
 
     def pair_moments(self, qx, qy, c, e, f):
         xp = array_module(qx, qy, c, e, f)
-        ax = 1.0 + 2.0 * qx
-        ay = 1.0 + 2.0 * qy
-        cov = (2.0 / _PI) * xp.arcsin(2.0 * c * xp.sqrt(qx * qy) / xp.sqrt(ax * ay))
         # det(I + 2Σ) = 1 + 2q_x + 2q_y + 4 q_x q_y (1 − ρ²), with 1 − ρ² = (1 − ρ)(1 + ρ) free of cancellation.
         det = 1.0 + 2.0 * (qx + qy) + 4.0 * qx * qy * (e * f)
+        # arcsin(t), t = 2ρ√(q_x q_y)/√((1 + 2q_x)(1 + 2q_y)), as arctan2(2ρ√(q_x q_y), √det): 1 − t² is
+        # det/((1 + 2q_x)(1 + 2q_y)), and arctan2 stays well conditioned where t nears ±1 (large q, ρ → ±1).
+        cov = (2.0 / _PI) * xp.arctan2(2.0 * c * xp.sqrt(qx * qy), xp.sqrt(det))
         root = xp.sqrt(self.second_moment(qx) * self.second_moment(qy))
         # erf's dual kernel is smooth in ρ: the plain differences lose no more than the rounding of their terms.
         return PairMoments(

@@ -136,7 +136,8 @@ def _row_layers(sq, dim, depth, w, b, act_kind, second):
 
     Mirrors the layer-variance recursion `ntkdist.kernels.analytic.diagonal_recursion` (q ↦ w·E φ(u)² + b), with
     E φ(u)² written out: ``second``·q for the ABReLU family (`ABReLU.second_moment`, second = (a² + b²)/2) and
-    (2/π)·asin(2q/(1 + 2q)) for erf (`Erf.second_moment`, both in `closed_form_activations`).
+    (2/π)·asin(2q/(1 + 2q)) = (2/π)·atan2(2q, √(1 + 4q)) for erf (`Erf.second_moment`, both in
+    `closed_form_activations`).
     """
     n = sq.shape[0]
     var = np.empty((depth + 1, n))
@@ -150,7 +151,7 @@ def _row_layers(sq, dim, depth, w, b, act_kind, second):
             if act_kind == 0:
                 v = second * ql
             else:
-                v = (2.0 / _PI) * math.asin(2.0 * ql / (1.0 + 2.0 * ql))
+                v = (2.0 / _PI) * math.atan2(2.0 * ql, math.sqrt(1.0 + 4.0 * ql))
     return var, np.sqrt(var), q, np.sqrt(q), 1.0 / np.sqrt(1.0 + 2.0 * q)
 
 

@@ -10,14 +10,14 @@ Pairs: a point against itself and against 0.5× itself (angle 0), and points at 
 
 Tolerance: `tolerance` = 4(depth + 1) units of rounding (u = 2⁻⁵³) of √(K_ii K_jj): 8.9e-16 at depth 1 (below the
 1e-15 asked for), 1.8e-15 at depth 3 and 4.0e-15 at depth 8. 1e-15 cannot hold at every depth, in any of the engines,
-NumPy included. Measured over this table (the largest error of each engine, in u): depth 1 4.9, depth 3 9.8 (1.09e-15,
-numba and the CUDA source, erf without bias; NumPy 9.4), depth 8 26.2 (2.9e-15, the CUDA source compiled for the host,
-erf without bias; numba 19.2, NumPy 17.2). That is 2–3u per layer, growing linearly with depth, for every engine: each
-layer rounds its Σ, its Σ̇ and the correlation triple (ρ, 1 − ρ, 1 + ρ) it re-derives from Σ and the per-point
-variances (about ten operations), and Θ is a sum of products of up to depth + 1 such factors, so their relative errors
-add. (The scalar diagonal recursion, `analytic.diagonal_recursion`, which re-derives no correlation, stays within 3u
-at depth 8 on the same points.) A wrong formula or a lost-digit angle shows up far above this: an angle error of 1e-8,
-what arccos ρ gives near ρ = 1, moves Θ by ~1e-9 of its scale.
+NumPy included. Measured over this table (the largest error of each engine, in u): depth 1 4.9, depth 3 9.4 (1.04e-15,
+the NumPy engine, abrelu(−0.4, 1.3) with bias; numba and the CUDA source 5.9), depth 8 22.7 (2.5e-15, the CUDA source
+compiled for the host, erf without bias; numba 17.4, NumPy 17.2). That is 2–3u per layer, growing linearly with depth,
+for every engine: each layer rounds its Σ, its Σ̇ and the correlation triple (ρ, 1 − ρ, 1 + ρ) it re-derives from Σ
+and the per-point variances (about ten operations), and Θ is a sum of products of up to depth + 1 such factors, so
+their relative errors add. (The scalar diagonal recursion, `analytic.diagonal_recursion`, which re-derives no
+correlation, stays within 3u at depth 8 on the same points.) A wrong formula or a lost-digit angle shows up far above
+this: an angle error of 1e-8, what arccos ρ gives near ρ = 1, moves Θ by ~1e-9 of its scale.
 """
 
 from __future__ import annotations

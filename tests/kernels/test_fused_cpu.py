@@ -58,19 +58,20 @@ def test_fused_engine_matches_40_digits_on_tricky_inputs(activation):
     assert_kernel_close(got, ref, np.sqrt(np.outer(np.diag(ref), np.diag(ref))), sizable=1e-6)
 
 
+@pytest.mark.parametrize("engine", ["fused", "array"])
 @pytest.mark.parametrize("bias_var", [0.0, 0.3])
-def test_fused_erf_holds_its_accuracy_from_tiny_to_huge_inputs(bias_var):
-    """The fused erf layer scales its products by powers of two (`fused_cpu._erf_layer`): at input norms from
-    1e-60 to 1e76 (first-layer variances 1e-120 to 1e152, where the unscaled products overflowed) every entry is
-    finite and within 4(depth + 1) units of rounding of √(K_ii K_jj) of the recursion in 400 digits (enough for
-    the cancellation in det at q = 1e152). Scales where the arcsine itself is ill-conditioned (t → 1 at large but
-    not huge q) are left to the tests above."""
+def test_erf_holds_its_accuracy_from_tiny_to_huge_inputs(engine, bias_var):
+    """At input norms from 1e-60 to 1e76 (first-layer variances 1e-120 to 1e152) every erf entry is finite and
+    within 4(depth + 1) units of rounding of √(K_ii K_jj) of the recursion in 400 digits (enough for the cancellation
+    in det at q = 1e152). Two things it checks: the fused layer's products are scaled (`fused_cpu._erf_layer`;
+    unscaled they overflowed from q ≈ 1e77), and both engines take every arcsine as an arctan2 of its sine and
+    cosine (`closed_form_activations.Erf`): with arcsin(2q/(1 + 2q)) the diagonal was 3e-10 off at norm 1e10."""
     depth = 2
     net = MLP(depth=depth, activation="erf", weight_var=1.0, bias_var=bias_var)
     X = np.random.default_rng(5).standard_normal((5, 4))
-    for scale in (1e-60, 1e-3, 1.0, 1e40, 1e76):
+    for scale in (1e-60, 1e-3, 1.0, 1e3, 1e6, 1e10, 1e20, 1e40, 1e76):
         points = X * scale
-        got = ntkdist.ntk(points, net=net, engine="fused")
+        got = ntkdist.ntk(points, net=net, engine=engine)
         assert np.isfinite(got).all(), scale
         ref = np.array([[float(mp_kernels(x, y, depth=depth, activation="erf", w=1.0, b=bias_var, dps=400)[1])
                          for y in points] for x in points])
