@@ -330,11 +330,12 @@ def _erf_layer(rx, rqx, qx, inv_x, next_rx, root_var_y, root_q_y, q_y, inv_y, ne
     With A = 1 + 2q_x, B = 1 + 2q_y and u = 1/√(AB): E erf·erf = (2/π)·asin(t), t = 2Σu, and E erf′·erf′ =
     (4/π)/√det, det = AB − 4Σ² = A + B − 1 + 4·q_x q_y (1 − ρ)(1 + ρ) = A + B − 1 + 4·lo·hi/T² in the numerators
     of `_dense_numerators`. Scaled by u, G = det·(Tu)² = (A + B − 1)·(Tu)² + 4·(lo·u)(hi·u) (any scale would do;
-    u keeps Tu ∈ [0.3, 1.5] for large q, where unscaled lo·hi overflows from q ≈ 1e77). Then one square root and
-    one division, r = 1/(Tu·√G), give 1/√det = (Tu)²·r and the arcsine's cosine √(1 − t²) = √det·u = G·r·u
-    (`asin_given_cosine`), where the textbook order spends two divisions and two square roots. Tu is held at
-    least `_ERF_TINY_SCALE`: below it q ≤ 1e-150, so 4·lo·hi/T² ≤ 16 q_x q_y is below the rounding of A + B − 1
-    and G = (A + B − 1)·Tu² gives det as exactly as the full sum would (a zero point, T = 0, included).
+    u keeps Tu within [0.5, 1] for large q, since √(q_x q_y) ≤ T ≤ 2√(q_x q_y), where unscaled lo·hi overflows from
+    q ≈ 1e77). Then one square root and one division, r = 1/(Tu·√G), give 1/√det = (Tu)²·r and the arcsine's
+    cosine √(1 − t²) = √det·u = G·r·u (`asin_given_cosine`), where the textbook order spends two divisions and two
+    square roots. Tu is held at least `_ERF_TINY_SCALE`: below it (u ≤ 1) q_x q_y < 1e-300, so 4·lo·hi/T² =
+    4 q_x q_y (1 − ρ²) is far below the rounding of A + B − 1 ≥ 1, and G = (A + B − 1)·Tu² gives det as exactly
+    as the full sum would (a zero point, T = 0, included).
     """
     # Two loops, as in `_abrelu_layer`: the Dense numerators, t and G first (stored over Σ and the two gaps), then
     # the square root, the division and the arcsine.
