@@ -27,7 +27,8 @@ from pathlib import Path
 from . import datasets
 from .config import Config, check_solver_size, storage_root
 from .errors import DataError, StoreError
-from .store import Lease, RunStore, store_exists
+from .kernels import ARITHMETIC_REVISION
+from .store import KERNEL_ARITHMETIC, Lease, RunStore, store_exists
 
 log = logging.getLogger("ntkdist.pipeline")
 
@@ -35,8 +36,9 @@ _VERSIONED = ("ntkdist", "numpy", "scipy", "zarr", "xarray", "ray", "prefect", "
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of Python and of the packages a run's numbers depend on (recorded in the store)."""
-    found = {"python": platform.python_version()}
+    """Versions of Python, of the packages a run's numbers depend on, and of the kernel engines' arithmetic
+    (`ntkdist.kernels.ARITHMETIC_REVISION`, as ``kernel_arithmetic``), recorded in the store."""
+    found = {"python": platform.python_version(), KERNEL_ARITHMETIC: str(ARITHMETIC_REVISION)}
     for name in _VERSIONED:
         try:
             found[name] = version(name)

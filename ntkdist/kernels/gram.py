@@ -28,6 +28,11 @@ from .tiles import check_kind_dtype, gemm_operand, padded, store_tile, tile_grid
 
 #: Rows and columns of one tile; fixed so that every entry's arithmetic is the same in every call.
 TILE = 256
+#: The revision of the engines' arithmetic, bumped by any change that alters the bits an engine returns (the tile,
+#: an operation's order, a formula's form): stores record the revision that built them (`kernel_arithmetic` in
+#: their versions), and `ntkdist verify` expects a float64 store's entries bit for bit only from that revision.
+#: 1: up to 2026-12-01. 2: erf's arcsines as arctan2 of sine and cosine, the fused erf layer's single division.
+ARITHMETIC_REVISION = 2
 #: Pairs with 1 − cos(x, y) below this get their angle from the difference of the normalised rows.
 NEAR_PARALLEL = 1e-2
 #: Near-parallel pairs are gathered this many at a time (bounds the temporary to a few MiB per tile).

@@ -49,6 +49,8 @@ INPUTS = "inputs"
 GRAM = "gram"
 MANIFEST = "manifest/blocks"
 SUM_SQUARES = "manifest/sum_squares"
+#: The key of the store's ``versions`` that records the revision of the kernel arithmetic that built it.
+KERNEL_ARITHMETIC = "kernel_arithmetic"
 SPECTRUM = "spectrum"
 #: Key of the ``ntkdist`` group attrs that holds the bound on ‖K_stored − K‖₂ (`RunStore.record_gram_error_bound`).
 GRAM_ERROR_BOUND = "gram_error_bound"
@@ -224,6 +226,12 @@ class RunStore:
     @property
     def fingerprint(self) -> str:
         return self._fixed["fingerprint"]
+
+    @property
+    def kernel_arithmetic(self) -> str | None:
+        """The revision of the kernel engines' arithmetic that built this store (``versions`` key
+        `KERNEL_ARITHMETIC`; None when not recorded, as by versions before the key existed)."""
+        return (self._fixed.get("versions") or {}).get(KERNEL_ARITHMETIC)
 
     @property
     def dtype(self) -> str:

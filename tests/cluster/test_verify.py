@@ -143,3 +143,30 @@ def test_sample_is_seeded_distinct_and_capped_at_n():
     assert np.array_equal(first, sample_indices(1000, 50, seed=3)) and len(np.unique(first)) == 50
     assert not np.array_equal(first, sample_indices(1000, 50, seed=4))
     assert np.array_equal(sample_indices(7, 50, seed=0), np.arange(7))
+
+
+def test_a_store_of_another_kernel_arithmetic_is_held_to_the_tolerance(make_config, written_store):
+    """A float64 store records the revision of the kernel arithmetic that built it; another revision (or none
+    recorded, as before the key existed) rounds differently, so its entries are compared within 2^-36·max|k|, and a
+    value off by more than that is still named."""
+    from ntkdist.kernels import ARITHMETIC_REVISION
+    from ntkdist.store import KERNEL_ARITHMETIC
+
+    config = small(make_config)
+    written_store(config)
+    store = RunStore.open(config.store_location, mode="r+")
+    assert store.kernel_arithmetic == str(ARITHMETIC_REVISION) and entry_tolerance(store)[2] == "exact"
+    group = zarr.open_group(store.location, mode="r+")
+    meta = dict(group.attrs["ntkdist"])
+    meta["versions"] = {k: v for k, v in meta["versions"].items() if k != KERNEL_ARITHMETIC}
+    group.attrs["ntkdist"] = meta
+    older = RunStore.open(config.store_location, mode="r+")
+    assert older.kernel_arithmetic is None
+    assert entry_tolerance(older) == (0.0, GPU_RELATIVE_TOLERANCE, "within 2^-36·max|k| (kernel arithmetic "
+                                      f"unrecorded, this is {ARITHMETIC_REVISION})")
+    values = older.gram[0:16, 16:32]
+    values[4, 7] += 1e-14 * np.abs(values).max()  # a rounding-sized difference: accepted
+    values[9, 2] += 1e-9 * np.abs(values).max()  # far beyond rounding: named
+    older.record_blocks([older.write_block(0, 1, values)])
+    bad = verify_in_process(older.location, net=config.net, kind=config.kernel.kind, sample=older.n)
+    assert [(b.i, b.j) for b in bad] == [(0, 1)] and "1 of 256 sampled entries differ" in " ".join(bad[0].reasons)
