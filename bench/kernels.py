@@ -234,7 +234,8 @@ def _comparison(n, dim, depth, activation, rounds, dtype, mine, theirs, peak) ->
         "ntkdist_entries_per_s": n * n / ours_s, "peer_entries_per_s": n * n / peer_s,
         "ratio": peer_s / ours_s,
         # The fastest run of each side: what each does on a quiet machine (the host's noise only ever adds).
-        "best_ratio": min(t[0] for t in theirs) / min(t[0] for t in mine), "flops_per_pair": flops, "gflops": gflops, "roofline_fraction": gflops / peak,
+        "best_ratio": min(t[0] for t in theirs) / min(t[0] for t in mine),
+        "flops_per_pair": flops, "gflops": gflops, "roofline_fraction": gflops / peak,
     }
 
 

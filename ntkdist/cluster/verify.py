@@ -15,8 +15,8 @@ The CPU engine is bit-identical for any block shape: an entry K(x_a, x_b) of an 
 alone equals the one computed with its whole block, and on a diagonal block so does the symmetric evaluation of
 a subset (each pair computed with the lower index as the row, as the builder does). A float64 store built on CPUs
 by this revision of the kernel arithmetic (the store's ``kernel_arithmetic``, `ntkdist.kernels.ARITHMETIC_REVISION`)
-is therefore compared exactly; one built on GPUs or by another revision within `GPU_RELATIVE_TOLERANCE`. Repair forgets the bad blocks in the manifest and rebuilds exactly those with
-`ntkdist.cluster.build_gram`.
+is therefore compared exactly; one built on GPUs or by another revision within `GPU_RELATIVE_TOLERANCE`. Repair
+forgets the bad blocks in the manifest and rebuilds exactly those with `ntkdist.cluster.build_gram`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ from .activations import (
     Sigmoid, Sin, Softplus, Tanh, available_activations, get_activation, numerical_derivative,
 )
 from .tiles import DTYPES, KINDS
-from .gram import ARITHMETIC_REVISION, ENGINES, TILE, default_threads, gram_block, nngp, ntk, resolve_engine, validate_inputs
+from .gram import (ARITHMETIC_REVISION, ENGINES, TILE, default_threads, gram_block, nngp, ntk, resolve_engine,
+                   validate_inputs)
 from .empirical import (ForwardPass, SampledWeights, backward_signals, empirical_gram_block, empirical_nngp,
                         empirical_ntk, forward, sample_weights)
 from .network import MLP
@@ -24,7 +25,8 @@ __all__ = [
     "get_activation",
     "DEFAULT_TOL", "Cos", "Custom", "Gelu", "Identity", "MehlerActivation", "PairMoments", "Polynomial", "Sigmoid",
     "Sin", "Softplus", "Tanh", "numerical_derivative",
-    "MLP", "ARITHMETIC_REVISION", "DTYPES", "ENGINES", "KINDS", "TILE", "default_threads", "gram_block", "nngp", "ntk", "resolve_engine",
+    "MLP", "ARITHMETIC_REVISION", "DTYPES", "ENGINES", "KINDS", "TILE", "default_threads", "gram_block", "nngp",
+    "ntk", "resolve_engine",
     "validate_inputs", "ForwardPass", "SampledWeights", "backward_signals", "empirical_gram_block", "empirical_nngp",
     "empirical_ntk", "forward", "sample_weights", "release_pooled_outputs",
 ]

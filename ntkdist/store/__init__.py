@@ -15,6 +15,6 @@ from .theory_variables import theory_dataset, theory_variables
 from .catalog import RunSummary, export_npy, find_runs, summarize_run
 
 __all__ = ["BlockRecord", "FORMAT_VERSION", "KERNEL_ARITHMETIC", "Lease", "RunStore", "RunSummary", "STAGES",
-           "StoredGramOperator", "block_checksum", "block_sum_squares", "export_netcdf", "export_npy", "find_runs", "is_remote",
-           "iter_gram_blocks", "open_gram", "open_inputs", "open_spectrum", "spectrum_dataset", "store_exists",
+           "StoredGramOperator", "block_checksum", "block_sum_squares", "export_netcdf", "export_npy", "find_runs",
+           "is_remote", "iter_gram_blocks", "open_gram", "open_inputs", "open_spectrum", "spectrum_dataset", "store_exists",
            "sum_squares_matches", "summarize_run", "theory_dataset", "theory_variables"]

@@ -104,7 +104,7 @@ def _transpose_into(source: np.ndarray, target: np.ndarray) -> None:
     (16 rows at a time: ~20 ms) touches a new page, and the same cache set, at every element. Reading 8 rows ×
     8 columns and writing them as 8 short rows keeps each 32-byte run whole. Outer tiles of 512 (1 MB of source
     and target together) measured 3.2–3.6 ms a 2048² float32 block on the development machine, against 5–6 ms
-    for 128 and 6.5 ms for none (BENCHMARKS.md, "What writing a block costs").
+    for 128 and 6.5 ms for none (BENCHMARKS.md, "The build with its store").
     """
     rows, cols = source.shape
     rows8, cols8 = rows - rows % 8, cols - cols % 8
