@@ -1,11 +1,14 @@
-"""One tile of the fused CPU engine, timed alone: the BLAS product, `fused_tile` at each depth, the mirror's transpose.
+"""One tile of the fused CPU engine, timed alone: the BLAS product, `fused_tile` at each depth, writing it out.
 
     python -m bench.fused_tile --activation erf --depths 1,2,3 --repeat 30
 
 A 256 × 256 tile (``gram.TILE``) of N = 8000 standard Gaussian points in R^64, in a float64 output of the whole
 N × N (so the tile's rows are 64 KB apart, as in `ntkdist.ntk`), one thread. Prints the median microseconds of the
 tile's input product (the fixed-shape GEMM), of `fused_cpu.fused_tile` at each depth (the slope between depths is
-the cost of one layer; BENCHMARKS.md uses it to compare versions of a layer), and of the mirror's transpose.
+the cost of one layer; BENCHMARKS.md uses it to compare versions of a layer), and of putting a finished tile and
+its mirror into the output: the mirror's transpose alone (a hot target), then a tile and its mirror into cold
+memory, as the engine does it for an output larger than the last-level cache (each repeat at the next tile of the
+output, so every line written is cold), in place by ordinary stores against copied out by streaming stores.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ntkdist.kernels import MLP
-from ntkdist.kernels.fused_cpu import activation_parameters, fused_tile, transpose_into
+from ntkdist.kernels.fused_cpu import (activation_parameters, fused_tile, stream_into, stream_transposed_into,
+                                      transpose_into)
 from ntkdist.kernels.gram import NEAR_PARALLEL, TILE, row_sq_norms, unit_rows
 from ntkdist.kernels.output_memory import output_array
 
@@ -31,6 +35,13 @@ def median_microseconds(step, repeat: int) -> float:
         step()
         times.append(time.perf_counter() - start)
     return 1e6 * statistics.median(times)
+
+
+def cold_tiles(n: int):
+    """Tile corners (i0, j0), i0 < j0, of an n × n output, round and round: consecutive ones share no lines."""
+    corners = [(i0, j0) for i0 in range(0, n - TILE + 1, TILE) for j0 in range(i0 + TILE, n - TILE + 1, TILE)]
+    while True:
+        yield from corners
 
 
 def main(argv=None) -> int:
@@ -62,6 +73,23 @@ def main(argv=None) -> int:
             print(f"| fused_tile, {args.activation} depth {depth} | {median_microseconds(tile, args.repeat):.0f} |")
         mirror = lambda: transpose_into(out[rows, cols], out[cols, rows])  # noqa: E731
         print(f"| mirror transpose | {median_microseconds(mirror, args.repeat):.0f} |")
+        tile_values = out[rows, cols].copy()
+        strip = np.empty((8, TILE), tile_values.dtype)
+        cold = cold_tiles(n)
+
+        def in_place():
+            i0, j0 = next(cold)
+            target = out[i0:i0 + TILE, j0:j0 + TILE]
+            target[:] = tile_values
+            transpose_into(target, out[j0:j0 + TILE, i0:i0 + TILE])
+
+        def streamed():
+            i0, j0 = next(cold)
+            stream_into(tile_values, out[i0:i0 + TILE, j0:j0 + TILE])
+            stream_transposed_into(tile_values, out[j0:j0 + TILE, i0:i0 + TILE], strip)
+
+        print(f"| tile + mirror to cold memory, ordinary stores | {median_microseconds(in_place, args.repeat):.0f} |")
+        print(f"| tile + mirror to cold memory, streaming stores | {median_microseconds(streamed, args.repeat):.0f} |")
     return 0
 
 

@@ -32,12 +32,13 @@ def test_both_precisions_need_the_peer(capsys):
     assert "--dtype both: only with --peer" in capsys.readouterr().err
 
 
-def test_fused_tile_times_the_product_each_depth_and_the_mirror(capsys):
+def test_fused_tile_times_the_product_each_depth_the_mirror_and_the_writes(capsys):
     from bench import fused_tile
 
     assert fused_tile.main(["--activation", "erf", "--depths", "1,2", "--repeat", "2", "--n", "600"]) == 0
     rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in capsys.readouterr().out.splitlines()
             if line.startswith("| ") and line.split("|")[2].strip().replace(".", "").isdigit()}
     assert set(rows) == {"input product (GEMM)", "fused_tile, erf depth 1", "fused_tile, erf depth 2",
-                         "mirror transpose"}
+                         "mirror transpose", "tile + mirror to cold memory, ordinary stores",
+                         "tile + mirror to cold memory, streaming stores"}
     assert all(value > 0 for value in rows.values())

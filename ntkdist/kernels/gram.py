@@ -18,12 +18,15 @@ the empirical kernel. The mathematics, with its conventions, errata and tests: d
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 
 from ._xp import array_module
 from .analytic import recursion
 from .network import MLP
-from .output_memory import output_array
+from .output_memory import output_array, streams_output
 from .tiles import check_kind_dtype, gemm_operand, padded, store_tile, tile_grid
 
 #: Rows and columns of one tile; fixed so that every entry's arithmetic is the same in every call.
@@ -263,28 +266,44 @@ def gram_block(X_rows, X_cols=None, *, net: MLP, kind: str = "ntk", dtype: str =
 
 
 def _fused_runner(net: MLP, kind: str, X, Y, Xp, Yp, sq_x, sq_y, symmetric: bool, out):
-    """The per-tile function of the fused CPU engine: BLAS product, then `fused_cpu.fused_tile` straight into
-    ``out`` (and the mirror tile by a blocked transpose)."""
-    from .fused_cpu import activation_parameters, fused_tile, mirror_upper, transpose_into
+    """The per-tile function of the fused CPU engine: BLAS product, then `fused_cpu.fused_tile`.
+
+    An output that fits in the last-level cache is written in place (the mirror tile by a blocked transpose). A
+    larger one (`output_memory.streams_output`) is computed into a per-thread tile, which stays in cache, and
+    streamed out with its mirror: the output's lines are written without being read first.
+    """
+    from .fused_cpu import (activation_parameters, fused_tile, mirror_upper, stream_into, stream_transposed_into,
+                            transpose_into)
 
     x_hat = unit_rows(X, sq_x)
     y_hat = x_hat if symmetric else unit_rows(Y, sq_y)
     params = activation_parameters(net.activation)
     want_ntk = kind == "ntk"
     n, m = out.shape
+    stream = streams_output(out.nbytes)
+    scratch = threading.local()
 
     def run(tile):
         i0, j0 = tile
         i1, j1 = min(i0 + TILE, n), min(j0 + TILE, m)
         inner = Xp[i0:i0 + TILE] @ gemm_operand(Yp[j0:j0 + TILE], symmetric and i0 == j0).T
-        target = out[i0:i1, j0:j1]
+        if stream:
+            if not hasattr(scratch, "tile"):  # one per pool thread, reused by all its tiles
+                scratch.tile = np.empty((TILE, TILE), out.dtype)
+                scratch.strip = np.empty((8, TILE), out.dtype)
+            target = scratch.tile[:i1 - i0, :j1 - j0]
+        else:
+            target = out[i0:i1, j0:j1]
         fused_tile(inner, x_hat[i0:i1], y_hat[j0:j1], sq_x[i0:i1], sq_y[j0:j1], NEAR_PARALLEL, net.depth,
                    net.weight_var, net.bias_var, *params, want_ntk, target)
-        if symmetric:
-            if i0 == j0:
-                mirror_upper(target)
-            else:
-                transpose_into(target, out[j0:j1, i0:i1])
+        if symmetric and i0 == j0:
+            mirror_upper(target)
+        if stream:
+            stream_into(target, out[i0:i1, j0:j1])
+            if symmetric and i0 != j0:
+                stream_transposed_into(target, out[j0:j1, i0:i1], scratch.strip)
+        elif symmetric and i0 != j0:
+            transpose_into(target, out[j0:j1, i0:i1])
 
     return run
 

@@ -20,6 +20,11 @@ that fills it takes 0.32 s to compute. Two measures follow:
   ``NTKDIST_OUTPUT_KEEP_SECONDS``; 0 turns the pool off), as allocators such as jemalloc keep freed pages for a
   few seconds. `release_pooled_outputs` unmaps everything pooled at once.
 
+A third measure is the engines' to take: an output larger than the last-level cache is written by streaming
+(non-temporal) stores when `streams_output` says so. An ordinary store to a line that is not in cache first reads
+the line from memory (read-for-ownership) only to overwrite all of it: it doubles the memory traffic of a large
+output and evicts the next tile's inputs, and that traffic is what a neighbour on a shared host slows down.
+
 The arrays are ordinary writable, C-contiguous NumPy arrays; their ``base`` is the `_Lease` that returns the
 memory. Contents are uninitialised, as with ``numpy.empty``.
 """
@@ -40,6 +45,8 @@ HUGE_PAGE_HINT_BYTES = 4 * 2**20
 #: Huge pages are asked for only while this many times the array's bytes are free in whole huge pages: then
 #: every fault finds one on a free list, with room for what other processes take meanwhile.
 HUGE_PAGE_HEADROOM = 2
+#: The last-level cache where the system does not say (`last_level_cache_bytes`).
+FALLBACK_CACHE_BYTES = 32 * 2**20
 #: Seconds a pooled mapping waits to be reused before it is unmapped (``NTKDIST_OUTPUT_KEEP_SECONDS``).
 DEFAULT_KEEP_SECONDS = 5.0
 
@@ -179,6 +186,32 @@ class OutputPool:
         self._reaper = None
 
 
+def last_level_cache_bytes(sysfs: str = "/sys/devices/system/cpu/cpu0/cache") -> int:
+    """The largest cache of CPU 0 as Linux reports it (``index*/size``); `FALLBACK_CACHE_BYTES` where unknown."""
+    sizes = []
+    try:
+        for entry in os.listdir(sysfs):
+            if entry.startswith("index"):
+                with open(os.path.join(sysfs, entry, "size")) as f:
+                    text = f.read().strip()
+                units = {"K": 2**10, "M": 2**20, "G": 2**30}
+                sizes.append(int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text))
+    except (OSError, ValueError):
+        return FALLBACK_CACHE_BYTES
+    return max(sizes, default=FALLBACK_CACHE_BYTES)
+
+
+def streams_output(nbytes: int) -> bool:
+    """Whether an engine writes an output of ``nbytes`` by streaming stores (module docstring): when it is larger
+    than the last-level cache, so that it cannot stay cached for whoever reads it next. Environment
+    ``NTKDIST_STREAM_STORES``: ``auto`` (default), ``always`` or ``never`` (for benchmarks; the values written are
+    the same either way)."""
+    mode = os.environ.get("NTKDIST_STREAM_STORES", "auto")
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"NTKDIST_STREAM_STORES: must be auto, always or never, got {mode!r}")
+    return mode == "always" or (mode == "auto" and nbytes > _LAST_LEVEL_CACHE_BYTES)
+
+
 def _keep_seconds() -> float:
     text = os.environ.get("NTKDIST_OUTPUT_KEEP_SECONDS", "")
     try:
@@ -198,6 +231,7 @@ def pool_limit_bytes() -> int:
 
 
 _POOL = OutputPool(_keep_seconds(), pool_limit_bytes())
+_LAST_LEVEL_CACHE_BYTES = last_level_cache_bytes()
 atexit.register(_POOL.close)  # arrays still alive at exit unmap their memory instead of pooling it
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_POOL._after_fork)

@@ -91,6 +91,46 @@ def test_tile_mirror_is_the_exact_transpose(shape):
     assert np.array_equal(target, source.T)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (8, 8), (9, 17), (255, 130), (256, 256)])
+@pytest.mark.parametrize("offset", [0, 1, 5, 8])
+def test_streamed_tiles_are_the_exact_copy_and_transpose(dtype, shape, offset):
+    """Streaming stores write whole cache lines and plain stores the partial ones at a row's ends: whatever the
+    alignment of the target's rows (an odd offset and row length put every row on a different one), the target
+    receives exactly the tile, or its transpose, and nothing around it is touched."""
+    from ntkdist.kernels.fused_cpu import stream_into, stream_transposed_into
+
+    rng = np.random.default_rng(sum(shape) + offset)
+    source = rng.standard_normal(shape).astype(dtype)
+    out = np.full((601, 603), np.nan, dtype)
+    rows, cols = slice(offset, offset + shape[0]), slice(300 + offset, 300 + offset + shape[1])
+    stream_into(source, out[rows, cols])
+    assert np.array_equal(out[rows, cols], source)
+    mirror_rows, mirror_cols = slice(300 + offset, 300 + offset + shape[1]), slice(offset, offset + shape[0])
+    stream_transposed_into(source, out[mirror_rows, mirror_cols], np.empty((8, 256), dtype))
+    assert np.array_equal(out[mirror_rows, mirror_cols], source.T)
+    untouched = np.ones(out.shape, bool)
+    untouched[rows, cols] = untouched[mirror_rows, mirror_cols] = False
+    assert np.isnan(out[untouched]).all()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_streamed_and_in_place_outputs_are_identical(monkeypatch, dtype):
+    """A large output is streamed out of per-thread tiles (`output_memory.streams_output`), a small one written in
+    place: the same bits either way, symmetric or not, with a ragged last tile."""
+    rng = np.random.default_rng(14)
+    X = rng.standard_normal((700, 9))
+    net = MLP(depth=2, activation="erf", bias_var=0.3)
+    results = {}
+    for mode in ("never", "always"):
+        monkeypatch.setenv("NTKDIST_STREAM_STORES", mode)
+        results[mode] = (ntkdist.ntk(X, net=net, dtype=dtype, threads=2),
+                         ntkdist.nngp(X[:300], X[1:], net=MLP(depth=3, bias_var=0.1), dtype=dtype, threads=2))
+    for never, always in zip(results["never"], results["always"]):
+        assert np.array_equal(never, always)
+    assert np.array_equal(results["always"][0], results["always"][0].T)
+
+
 def test_results_do_not_depend_on_threads_or_blocks():
     rng = np.random.default_rng(13)
     X = rng.standard_normal((900, 16))

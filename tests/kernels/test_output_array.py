@@ -16,7 +16,8 @@ import pytest
 
 import ntkdist
 from ntkdist.kernels import MLP, output_memory
-from ntkdist.kernels.output_memory import HUGE_PAGE_HINT_BYTES, OutputPool, free_huge_page_bytes, output_array
+from ntkdist.kernels.output_memory import (FALLBACK_CACHE_BYTES, HUGE_PAGE_HINT_BYTES, OutputPool, free_huge_page_bytes,
+                                          last_level_cache_bytes, output_array, streams_output)
 
 
 def mapping_of(address: int) -> dict | None:
@@ -148,3 +149,23 @@ def test_a_process_ending_with_pooled_arrays_exits():
               "cycle = [output_array(np, (1024, 1024), 'float64')]; cycle.append(cycle)\n")
     done = subprocess.run([sys.executable, "-c", script], timeout=30, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_outputs_larger_than_the_last_level_cache_are_streamed(tmp_path, monkeypatch):
+    for index, (level, size) in enumerate([(1, "32K"), (2, "1024K"), (3, "32768K")]):
+        entry = tmp_path / f"index{index}"
+        entry.mkdir()
+        (entry / "level").write_text(f"{level}\n")
+        (entry / "size").write_text(f"{size}\n")
+    assert last_level_cache_bytes(str(tmp_path)) == 32 * 2**20
+    assert last_level_cache_bytes(str(tmp_path / "missing")) == FALLBACK_CACHE_BYTES
+    cache = last_level_cache_bytes()
+    monkeypatch.delenv("NTKDIST_STREAM_STORES", raising=False)
+    assert streams_output(cache + 1) and not streams_output(cache)
+    monkeypatch.setenv("NTKDIST_STREAM_STORES", "never")
+    assert not streams_output(100 * cache)
+    monkeypatch.setenv("NTKDIST_STREAM_STORES", "always")
+    assert streams_output(1)
+    monkeypatch.setenv("NTKDIST_STREAM_STORES", "yes")
+    with pytest.raises(ValueError, match="NTKDIST_STREAM_STORES: must be auto, always or never"):
+        streams_output(1)
