@@ -21,10 +21,10 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ntkdist.kernels import MLP
-from ntkdist.kernels.fused_cpu import (activation_parameters, fused_tile, stream_into, stream_transposed_into,
-                                      transpose_into)
+from ntkdist.kernels.fused_cpu import activation_parameters, fused_tile, transpose_into
 from ntkdist.kernels.gram import NEAR_PARALLEL, TILE, row_sq_norms, unit_rows
 from ntkdist.kernels.output_memory import output_array
+from ntkdist.kernels.streaming_stores import stream_into, stream_transposed_into
 
 
 def median_microseconds(step, repeat: int) -> float:

@@ -272,8 +272,8 @@ def _fused_runner(net: MLP, kind: str, X, Y, Xp, Yp, sq_x, sq_y, symmetric: bool
     larger one (`output_memory.streams_output`) is computed into a per-thread tile, which stays in cache, and
     streamed out with its mirror: the output's lines are written without being read first.
     """
-    from .fused_cpu import (activation_parameters, fused_tile, mirror_upper, stream_into, stream_transposed_into,
-                            transpose_into)
+    from .fused_cpu import activation_parameters, fused_tile, mirror_upper, transpose_into
+    from .streaming_stores import stream_into, stream_transposed_into
 
     x_hat = unit_rows(X, sq_x)
     y_hat = x_hat if symmetric else unit_rows(Y, sq_y)

@@ -98,7 +98,7 @@ def test_streamed_tiles_are_the_exact_copy_and_transpose(dtype, shape, offset):
     """Streaming stores write whole cache lines and plain stores the partial ones at a row's ends: whatever the
     alignment of the target's rows (an odd offset and row length put every row on a different one), the target
     receives exactly the tile, or its transpose, and nothing around it is touched."""
-    from ntkdist.kernels.fused_cpu import stream_into, stream_transposed_into
+    from ntkdist.kernels.streaming_stores import stream_into, stream_transposed_into
 
     rng = np.random.default_rng(sum(shape) + offset)
     source = rng.standard_normal(shape).astype(dtype)
@@ -116,8 +116,11 @@ def test_streamed_tiles_are_the_exact_copy_and_transpose(dtype, shape, offset):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_streamed_and_in_place_outputs_are_identical(monkeypatch, dtype):
-    """A large output is streamed out of per-thread tiles (`output_memory.streams_output`), a small one written in
-    place: the same bits either way, symmetric or not, with a ragged last tile."""
+    """A large output is streamed out of its tiles (`output_memory.streams_output`), a small one written in place:
+    the same bits either way, symmetric or not, with a ragged last tile, from the fused engine (per-thread tiles),
+    the array engine and the empirical kernel (`tiles.store_tile`)."""
+    from ntkdist.kernels.empirical import empirical_ntk
+
     rng = np.random.default_rng(14)
     X = rng.standard_normal((700, 9))
     net = MLP(depth=2, activation="erf", bias_var=0.3)
@@ -125,7 +128,10 @@ def test_streamed_and_in_place_outputs_are_identical(monkeypatch, dtype):
     for mode in ("never", "always"):
         monkeypatch.setenv("NTKDIST_STREAM_STORES", mode)
         results[mode] = (ntkdist.ntk(X, net=net, dtype=dtype, threads=2),
-                         ntkdist.nngp(X[:300], X[1:], net=MLP(depth=3, bias_var=0.1), dtype=dtype, threads=2))
+                         ntkdist.nngp(X[:300], X[1:], net=MLP(depth=3, bias_var=0.1), dtype=dtype, threads=2),
+                         ntkdist.ntk(X[:300], net=MLP(depth=2, activation="tanh"), dtype=dtype, engine="array"),
+                         empirical_ntk(X[:300], net=net, width=32, seed=1, dtype=dtype),
+                         empirical_ntk(X[:200], X[5:], net=net, width=32, seed=1, dtype=dtype))
     for never, always in zip(results["never"], results["always"]):
         assert np.array_equal(never, always)
     assert np.array_equal(results["always"][0], results["always"][0].T)
