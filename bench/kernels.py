@@ -11,7 +11,7 @@
 ``bench/neural_tangents_reference.py serve`` process, and the two alternate run by run, so both see the same
 machine load. ``--dtype both`` times ntkdist's float64 and float32 outputs (float64 arithmetic in both) against the
 same peer runs: the peer's default output is float32, so the second row compares equal output precision and half
-the bytes written. The ratio is the ratio of the two medians of wall time; the CPU-time ratio (medians of the CPU
+the bytes written; ``--stores both`` likewise times ntkdist with and without streaming stores for its output. The ratio is the ratio of the two medians of wall time; the CPU-time ratio (medians of the CPU
 seconds each process spent, all threads) is printed too, as it depends less on what else runs on the machine,
 and so is the ratio of each side's fastest run ("best ÷ best"): on a shared host the same call of either side
 varies by up to 40% from one run to the next (user CPU time included, with the output pool hit and no extra
@@ -190,32 +190,43 @@ class Peer:
 
 
 def side_by_side(grid, rounds: int, peer: Peer, threads: int | None,
-                 dtypes: tuple[str, ...] = ("float64",)) -> list[dict]:
-    """Per case: all sides warmed up, then ``rounds`` × (ntkdist once in each output dtype, the peer once);
-    medians of each side, one result per ntkdist dtype against the same peer runs."""
+                 dtypes: tuple[str, ...] = ("float64",), stores: tuple[str, ...] = ("auto",)) -> list[dict]:
+    """Per case: all sides warmed up, then ``rounds`` × (ntkdist once in each output dtype and store mode, the peer
+    once); medians of each side, one result per ntkdist variant against the same peer runs. ``stores`` are values
+    of ``NTKDIST_STREAM_STORES`` (`ntkdist.kernels.output_memory.streams_output`)."""
     peak = cpu_info()["peak_gflops"]
+    variants = [(dtype, mode) for dtype in dtypes for mode in stores]
     results = []
     for n, dim, depth, activation in grid:
         X = np.random.default_rng(0).standard_normal((n, dim))
         net = MLP(depth=depth, activation=activation)
 
-        def ours(dtype: str) -> tuple[float, float]:
-            start, cpu = time.perf_counter(), time.process_time()
-            K = ntkdist.ntk(X, net=net, threads=threads, dtype=dtype)
-            elapsed = time.perf_counter() - start, time.process_time() - cpu
+        def ours(dtype: str, mode: str) -> tuple[float, float]:
+            before = os.environ.get("NTKDIST_STREAM_STORES")
+            os.environ["NTKDIST_STREAM_STORES"] = mode
+            try:
+                start, cpu = time.perf_counter(), time.process_time()
+                K = ntkdist.ntk(X, net=net, threads=threads, dtype=dtype)
+                elapsed = time.perf_counter() - start, time.process_time() - cpu
+            finally:
+                if before is None:
+                    del os.environ["NTKDIST_STREAM_STORES"]
+                else:
+                    os.environ["NTKDIST_STREAM_STORES"] = before
             del K
             return elapsed
 
-        for dtype in dtypes:
-            ours(dtype)
+        for variant in variants:
+            ours(*variant)
         peer.run(n, dim, depth, activation, net)  # jit and warm-up
-        mine, theirs = {dtype: [] for dtype in dtypes}, []
+        mine, theirs = {variant: [] for variant in variants}, []
         for _ in range(rounds):
-            for dtype in dtypes:
-                mine[dtype].append(ours(dtype))
+            for variant in variants:
+                mine[variant].append(ours(*variant))
             theirs.append(peer.run(n, dim, depth, activation, net))
-        for dtype in dtypes:
-            results.append(_comparison(n, dim, depth, activation, rounds, dtype, mine[dtype], theirs, peak))
+        for dtype, mode in variants:
+            result = _comparison(n, dim, depth, activation, rounds, dtype, mine[dtype, mode], theirs, peak)
+            results.append(dict(result, stream_stores=mode))
     return results
 
 
@@ -252,6 +263,10 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--peer", action="store_true", help="side by side with neural-tangents, same run")
     parser.add_argument("--rounds", type=int, default=5, help="--peer: alternating runs of each side per case")
+    parser.add_argument("--stores", default="auto", choices=("auto", "never", "both"),
+                        help="--peer: NTKDIST_STREAM_STORES for ntkdist's runs; \"both\" times auto (streaming "
+                             "stores for outputs larger than the last-level cache) and never against the same "
+                             "peer runs")
     parser.add_argument("--peer-dtype", default="float32", choices=("float64", "float32"),
                         help="--peer: neural-tangents' precision (ntkdist always computes in float64)")
     parser.add_argument("--peer-python", default=os.environ.get("NTKDIST_NT_PYTHON", ".venv-nt/bin/python"),
@@ -259,6 +274,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.dtype == "both" and not args.peer:
         parser.error("--dtype both: only with --peer (without it, run float64 and float32 as two commands)")
+    if args.stores != "auto" and not args.peer:
+        parser.error("--stores: only with --peer (without it, set NTKDIST_STREAM_STORES)")
     if args.case:
         grid = [(int(n), int(d), int(depth), act) for n, d, depth, act in (c.split(",") for c in args.case)]
     else:
@@ -282,9 +299,11 @@ def main(argv=None) -> int:
 
 def main_peer(args, grid) -> int:
     dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
+    stores = ("auto", "never") if args.stores == "both" else (args.stores,)
     peer = Peer(args.peer_python, args.peer_dtype)
     print(f"peer: neural-tangents (JAX {peer.version}), {args.peer_dtype}, jitted kernel_fn(x, None, \"ntk\"); "
-          f"ntkdist output {' and '.join(dtypes)} (float64 arithmetic), {args.threads or default_threads()} threads; {args.rounds} alternating runs each; "
+          f"ntkdist output {' and '.join(dtypes)} (float64 arithmetic), NTKDIST_STREAM_STORES {' and '.join(stores)}, "
+          f"{args.threads or default_threads()} threads; {args.rounds} alternating runs each; "
           f"load average {os.getloadavg()[0]:.2f} at start\n")
     print("| N | d | depth | activation | ntkdist output | ntkdist median s | ntkdist M entries/s | peer median s | "
           "peer M entries/s | ntkdist ÷ peer | best ÷ best | CPU-time ratio | flops/pair | GFLOP/s | of float64 peak |")
@@ -292,9 +311,10 @@ def main_peer(args, grid) -> int:
     try:
         results = []
         for case in grid:
-            for r in side_by_side([case], args.rounds, peer, args.threads, dtypes):
+            for r in side_by_side([case], args.rounds, peer, args.threads, dtypes, stores):
                 results.append(r)
-                print(f"| {r['n']} | {r['dim']} | {r['depth']} | {r['activation']} | {r['ntkdist_dtype']} | "
+                output = r["ntkdist_dtype"] + ("" if len(stores) == 1 else f", stores {r['stream_stores']}")
+                print(f"| {r['n']} | {r['dim']} | {r['depth']} | {r['activation']} | {output} | "
                       f"{r['ntkdist_median_s']:.3f} | "
                       f"{r['ntkdist_entries_per_s'] / 1e6:.1f} | {r['peer_median_s']:.3f} | "
                       f"{r['peer_entries_per_s'] / 1e6:.1f} | **{r['ratio']:.1f}×** | {r['best_ratio']:.1f}× | "

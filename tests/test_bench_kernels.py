@@ -13,13 +13,14 @@ from tests.kernels.test_neural_tangents import peer_python
 
 
 @pytest.mark.slow
-def test_both_output_precisions_share_the_peer_runs(tmp_path):
+def test_every_output_precision_and_store_mode_shares_the_peer_runs(tmp_path):
     out = tmp_path / "peer.json"
-    bench_kernels.main(["--peer", "--rounds", "2", "--case", "300,8,2,relu", "--dtype", "both",
+    bench_kernels.main(["--peer", "--rounds", "2", "--case", "300,8,2,relu", "--dtype", "both", "--stores", "both",
                         "--peer-python", peer_python(), "--json", str(out)])
     results = json.loads(out.read_text())["results"]
-    assert [r["ntkdist_dtype"] for r in results] == ["float64", "float32"]
-    assert results[0]["peer_s"] == results[1]["peer_s"] and len(results[0]["peer_s"]) == 2
+    assert [(r["ntkdist_dtype"], r["stream_stores"]) for r in results] == [
+        ("float64", "auto"), ("float64", "never"), ("float32", "auto"), ("float32", "never")]
+    assert all(r["peer_s"] == results[0]["peer_s"] for r in results) and len(results[0]["peer_s"]) == 2
     for r in results:
         assert r["ratio"] == pytest.approx(statistics.median(r["peer_s"]) / statistics.median(r["ntkdist_s"]))
         assert r["ntkdist_entries_per_s"] == pytest.approx(300 * 300 / r["ntkdist_median_s"])
@@ -30,6 +31,9 @@ def test_both_precisions_need_the_peer(capsys):
     with pytest.raises(SystemExit):
         bench_kernels.main(["--dtype", "both", "--case", "300,8,2,relu"])
     assert "--dtype both: only with --peer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_kernels.main(["--stores", "both", "--case", "300,8,2,relu"])
+    assert "--stores: only with --peer" in capsys.readouterr().err
 
 
 def test_fused_tile_times_the_product_each_depth_the_mirror_and_the_writes(capsys):
