@@ -7,8 +7,9 @@ N × N (so the tile's rows are 64 KB apart, as in `ntkdist.ntk`), one thread. Pr
 tile's input product (the fixed-shape GEMM), of `fused_cpu.fused_tile` at each depth (the slope between depths is
 the cost of one layer; BENCHMARKS.md uses it to compare versions of a layer), and of putting a finished tile and
 its mirror into the output: the mirror's transpose alone (a hot target), then a tile and its mirror into cold
-memory, as the engine does it for an output larger than the last-level cache (each repeat at the next tile of the
-output, so every line written is cold), in place by ordinary stores against copied out by streaming stores.
+memory, as the engine does it for an output too large to stay in the last-level cache (each repeat at the next
+tile of the output, so every line written is cold), in place by ordinary stores against copied out by streaming
+stores.
 """
 
 from __future__ import annotations

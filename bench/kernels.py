@@ -5,13 +5,18 @@
     python -m bench.kernels --case 8000,64,2,relu --repeat 7
     python -m bench.kernels --gpu --dtype float32 --case 65536,784,3,relu --repeat 3   # on a GPU machine
     python -m bench.kernels --peer --rounds 5 --dtype both   # side by side with neural-tangents (make bench-kernels)
+    python -m bench.kernels --peer --rounds 5 --case 4000,64,3,relu --width 512   # the empirical NTK, likewise
 
 ``--peer`` measures ntkdist and neural-tangents in the same run: the peer runs in its own environment
 (``--peer-python``, default ``$NTKDIST_NT_PYTHON`` or ``.venv-nt/bin/python``) as a long-lived
 ``bench/neural_tangents_reference.py serve`` process, and the two alternate run by run, so both see the same
 machine load. ``--dtype both`` times ntkdist's float64 and float32 outputs (float64 arithmetic in both) against the
 same peer runs: the peer's default output is float32, so the second row compares equal output precision and half
-the bytes written; ``--stores both`` likewise times ntkdist with and without streaming stores for its output. The ratio is the ratio of the two medians of wall time; the CPU-time ratio (medians of the CPU
+the bytes written; ``--stores both`` likewise times ntkdist with and without streaming stores for its output.
+``--width W`` compares the empirical (finite-width) NTK of one network of width W instead: `ntkdist.empirical_ntk`
+against neural-tangents' jitted ``empirical_ntk_fn`` by Jacobian contraction (the fastest of its implementations
+that runs with the JAX it imports with; see ``_empirical_fns`` in the peer script), the peer's weights in its own
+precision. The ratio is the ratio of the two medians of wall time; the CPU-time ratio (medians of the CPU
 seconds each process spent, all threads) is printed too, as it depends less on what else runs on the machine,
 and so is the ratio of each side's fastest run ("best ÷ best"): on a shared host the same call of either side
 varies by up to 40% from one run to the next (user CPU time included, with the output pool hit and no extra
@@ -61,6 +66,13 @@ FLOPS_READOUT = 5
 def flops_per_pair(dim: int, depth: int, activation: str) -> int:
     """Executed flops of one pair: the BLAS inner product (2d), the input moments, depth layers, the readout."""
     return 2 * dim + FLOPS_INPUT + depth * FLOPS_LAYER[activation] + FLOPS_READOUT
+
+def empirical_flops_per_pair(dim: int, depth: int, width: int) -> int:
+    """Flops of one pair of the empirical NTK (`ntkdist.kernels.empirical`), widths all ``width``: the Gram
+    products ⟨a_{l−1}(x), a_{l−1}(y)⟩ and ⟨δ_l(x), δ_l(y)⟩ of every layer and readout (2 flops a term) and the
+    3 flops a layer that combine them; the forward and backward passes are per point, not per pair."""
+    return 2 * (dim + depth * width) + 2 * (depth * width + 1) + 3 * (depth + 1)
+
 
 FULL_GRID = [(n, 64, depth, act) for n in (2000, 4000, 8000) for depth in (1, 2, 4) for act in ("relu", "erf")]
 QUICK_GRID = [(2000, 64, 2, "relu"), (4000, 64, 2, "relu"), (8000, 64, 2, "relu"), (4000, 64, 2, "erf")]
@@ -154,7 +166,8 @@ def cpu_info() -> dict:
 def machine() -> str:
     c = cpu_info()
     return (f"{c['model']}, {c['cpus']} CPUs at {c['mhz'] / 1e3:.2f} GHz, {c['float64_lanes']} float64 lanes × "
-            f"{c['fma_units']} FMA unit{'s' if c['fma_units'] != 1 else ''}, float64 peak {c['peak_gflops']:.0f} GFLOP/s; "
+            f"{c['fma_units']} FMA unit{'s' if c['fma_units'] != 1 else ''}, "
+            f"float64 peak {c['peak_gflops']:.0f} GFLOP/s; "
             f"Python {platform.python_version()}, numpy {np.__version__}")
 
 
@@ -175,10 +188,14 @@ class Peer:
                 return json.loads(line)
         raise SystemExit(f"the peer process exited (code {self.process.wait()}); see its messages above")
 
-    def run(self, n: int, dim: int, depth: int, activation: str, net: MLP) -> tuple[float, float]:
-        """(wall seconds, CPU seconds over the peer's threads) of one full Gram."""
+    def run(self, n: int, dim: int, depth: int, activation: str, net: MLP,
+            width: int | None = None) -> tuple[float, float]:
+        """(wall seconds, CPU seconds over the peer's threads) of one full Gram (the empirical NTK of one network of
+        ``width``, if given)."""
         request = {"n": n, "dim": dim, "depth": depth, "activation": activation,
                    "weight_var": net.weight_var, "bias_var": net.bias_var}
+        if width is not None:
+            request["width"] = width
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         reply = self._reply()
@@ -190,10 +207,13 @@ class Peer:
 
 
 def side_by_side(grid, rounds: int, peer: Peer, threads: int | None,
-                 dtypes: tuple[str, ...] = ("float64",), stores: tuple[str, ...] = ("auto",)) -> list[dict]:
+                 dtypes: tuple[str, ...] = ("float64",), stores: tuple[str, ...] = ("auto",),
+                 width: int | None = None) -> list[dict]:
     """Per case: all sides warmed up, then ``rounds`` × (ntkdist once in each output dtype and store mode, the peer
     once); medians of each side, one result per ntkdist variant against the same peer runs. ``stores`` are values
-    of ``NTKDIST_STREAM_STORES`` (`ntkdist.kernels.output_memory.streams_output`)."""
+    of ``NTKDIST_STREAM_STORES`` (`ntkdist.kernels.output_memory.streams_output`). With ``width``, both sides
+    compute the empirical NTK of one network of that width (each draws its own) instead of the infinite-width
+    one."""
     peak = cpu_info()["peak_gflops"]
     variants = [(dtype, mode) for dtype in dtypes for mode in stores]
     results = []
@@ -206,7 +226,10 @@ def side_by_side(grid, rounds: int, peer: Peer, threads: int | None,
             os.environ["NTKDIST_STREAM_STORES"] = mode
             try:
                 start, cpu = time.perf_counter(), time.process_time()
-                K = ntkdist.ntk(X, net=net, threads=threads, dtype=dtype)
+                if width is None:
+                    K = ntkdist.ntk(X, net=net, threads=threads, dtype=dtype)
+                else:
+                    K = ntkdist.empirical_ntk(X, net=net, width=width, seed=0, dtype=dtype)
                 elapsed = time.perf_counter() - start, time.process_time() - cpu
             finally:
                 if before is None:
@@ -218,24 +241,25 @@ def side_by_side(grid, rounds: int, peer: Peer, threads: int | None,
 
         for variant in variants:
             ours(*variant)
-        peer.run(n, dim, depth, activation, net)  # jit and warm-up
+        peer.run(n, dim, depth, activation, net, width)  # jit and warm-up
         mine, theirs = {variant: [] for variant in variants}, []
         for _ in range(rounds):
             for variant in variants:
                 mine[variant].append(ours(*variant))
-            theirs.append(peer.run(n, dim, depth, activation, net))
+            theirs.append(peer.run(n, dim, depth, activation, net, width))
         for dtype, mode in variants:
-            result = _comparison(n, dim, depth, activation, rounds, dtype, mine[dtype, mode], theirs, peak)
-            results.append(dict(result, stream_stores=mode))
+            flops = flops_per_pair(dim, depth, activation) if width is None else \
+                empirical_flops_per_pair(dim, depth, width)
+            result = _comparison(n, dim, depth, activation, rounds, dtype, mine[dtype, mode], theirs, peak, flops)
+            results.append(dict(result, stream_stores=mode, width=width))
     return results
 
 
-def _comparison(n, dim, depth, activation, rounds, dtype, mine, theirs, peak) -> dict:
+def _comparison(n, dim, depth, activation, rounds, dtype, mine, theirs, peak, flops) -> dict:
     """One case's medians and ratios; ``mine`` and ``theirs`` are lists of (wall s, CPU s)."""
     ours_s, peer_s = (statistics.median(t[0] for t in runs) for runs in (mine, theirs))
     # CPU seconds (all threads) are less sensitive to other processes on a shared machine than wall time.
     ours_cpu, peer_cpu = (statistics.median(t[1] for t in runs) for runs in (mine, theirs))
-    flops = flops_per_pair(dim, depth, activation)
     gflops = n * (n + 1) / 2 * flops / ours_s / 1e9
     return {
         "n": n, "dim": dim, "depth": depth, "activation": activation, "rounds": rounds, "ntkdist_dtype": dtype,
@@ -265,8 +289,10 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5, help="--peer: alternating runs of each side per case")
     parser.add_argument("--stores", default="auto", choices=("auto", "never", "both"),
                         help="--peer: NTKDIST_STREAM_STORES for ntkdist's runs; \"both\" times auto (streaming "
-                             "stores for outputs larger than the last-level cache) and never against the same "
+                             "stores for outputs too large to stay cached) and never against the same "
                              "peer runs")
+    parser.add_argument("--width", type=int, default=None,
+                        help="--peer: time the empirical NTK of one network of this width (both sides) instead")
     parser.add_argument("--peer-dtype", default="float32", choices=("float64", "float32"),
                         help="--peer: neural-tangents' precision (ntkdist always computes in float64)")
     parser.add_argument("--peer-python", default=os.environ.get("NTKDIST_NT_PYTHON", ".venv-nt/bin/python"),
@@ -274,6 +300,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.dtype == "both" and not args.peer:
         parser.error("--dtype both: only with --peer (without it, run float64 and float32 as two commands)")
+    if args.width is not None and not args.peer:
+        parser.error("--width: only with --peer")
     if args.stores != "auto" and not args.peer:
         parser.error("--stores: only with --peer (without it, set NTKDIST_STREAM_STORES)")
     if args.case:
@@ -311,10 +339,11 @@ def main_peer(args, grid) -> int:
     try:
         results = []
         for case in grid:
-            for r in side_by_side([case], args.rounds, peer, args.threads, dtypes, stores):
+            for r in side_by_side([case], args.rounds, peer, args.threads, dtypes, stores, args.width):
                 results.append(r)
                 output = r["ntkdist_dtype"] + ("" if len(stores) == 1 else f", stores {r['stream_stores']}")
-                print(f"| {r['n']} | {r['dim']} | {r['depth']} | {r['activation']} | {output} | "
+                activation = r["activation"] + ("" if args.width is None else f", empirical, width {args.width}")
+                print(f"| {r['n']} | {r['dim']} | {r['depth']} | {activation} | {output} | "
                       f"{r['ntkdist_median_s']:.3f} | "
                       f"{r['ntkdist_entries_per_s'] / 1e6:.1f} | {r['peer_median_s']:.3f} | "
                       f"{r['peer_entries_per_s'] / 1e6:.1f} | **{r['ratio']:.1f}×** | {r['best_ratio']:.1f}× | "

@@ -7,6 +7,7 @@ ntkdist through files:
     .venv-nt/bin/python bench/neural_tangents_reference.py kernels CASES.json INPUTS.npz OUT.npz
     .venv-nt/bin/python bench/neural_tangents_reference.py speed N DIM DEPTH REPEAT [float32|float64] [ACTIVATION]
     .venv-nt/bin/python bench/neural_tangents_reference.py serve [float32|float64]
+    .venv-nt/bin/python bench/neural_tangents_reference.py empirical INPUTS.npz OUT.npz [INPUTS2.npz OUT2.npz …]
 
 ``kernels`` evaluates ``stax`` ``kernel_fn`` for each case of CASES.json (a list of {"activation", "depth",
 "weight_var", "bias_var", "kind", optional "inputs": [x_name, y_name]}) on arrays of INPUTS.npz (default X and
@@ -14,8 +15,11 @@ Y), in float64; ``speed`` times the jitted
 NTK (ReLU unless ACTIVATION is given; float32 by default, the configuration the kernel-engine issue quotes;
 float64 with jax_enable_x64, the precision ntkdist computes in) and prints entries/s. ``serve`` answers timing
 requests, one JSON line in ({"n", "dim", "depth", "activation", "weight_var", "bias_var"}), one JSON
-line out ({"seconds", "cpu_seconds"}: wall time, and CPU time over all threads): `bench.kernels --peer` keeps it running so that it can alternate ntkdist and the peer,
-run by run, under the same machine load (each case is jitted and warmed up on its first request).
+line out ({"seconds", "cpu_seconds"}: wall time, and CPU time over all threads; with "width" in the request, of the
+empirical NTK of one network of that width instead): `bench.kernels --peer` keeps it running so that it can
+alternate ntkdist and the peer, run by run, under the same machine load (each case is jitted and warmed up on its
+first request). ``empirical``
+evaluates the empirical NTK and NNGP of the network whose weights INPUTS.npz holds (`empirical`), in float64.
 This file imports nothing from ntkdist. neural_tangents/__init__.py imports its ``experimental`` package, whose
 TensorFlow interop pulls in TensorFlow; nothing here uses it, so it is replaced by an empty module before the
 import (the peer environment then needs no TensorFlow: see the Makefile's .venv-nt).
@@ -68,13 +72,67 @@ def _stax_activation(stax, spec: str):
     raise ValueError(f"no stax counterpart for activation {spec!r}")
 
 
-def network(stax, activation: str, depth: int, weight_var: float, bias_var: float):
+def network(stax, activation: str, depth: int, weight_var: float, bias_var: float, widths=None):
+    """stax.serial of ``depth`` × (Dense, activation) and a Dense readout of width 1, NTK parameterization.
+    ``widths`` (one per hidden layer) matter only to the finite-width functions (default 512)."""
     w_std, b_std = weight_var ** 0.5, bias_var ** 0.5
     layers = []
-    for _ in range(depth):
-        layers += [stax.Dense(512, W_std=w_std, b_std=b_std, parameterization="ntk"), _stax_activation(stax, activation)]
+    for width in widths or [512] * depth:
+        layers += [stax.Dense(int(width), W_std=w_std, b_std=b_std, parameterization="ntk"),
+                   _stax_activation(stax, activation)]
     layers.append(stax.Dense(1, W_std=w_std, b_std=b_std, parameterization="ntk"))
     return stax.serial(*layers)
+
+
+def _stax_params(weights, biases):
+    """stax's parameter list for `network` from W_1 … W_{L+1} (input × output) and β_1 … β_{L+1}: (W, β) for each
+    Dense layer and () for each activation (ntkdist's `SampledWeights` store them in this layout)."""
+    params = []
+    for W, beta in zip(weights, biases):
+        params += [(W, beta), ()]
+    return params[:-1]
+
+
+def _empirical_fns(apply_fn):
+    """The empirical NTK and NNGP of ``apply_fn``, traced over the width-1 output.
+
+    The NTK by Jacobian contraction (neural-tangents' default): the fastest of its implementations that runs with
+    the JAX it imports with. Structured derivatives (Novak et al. 2022) fails under JAX 0.4.26 (``jax.interpreters.ad``
+    has no ``source_info_util``), and NTK-vector products took 118 s against 33 s (N = 2000, d = 64, width 512,
+    depth 3, ReLU, float32, on the development machine)."""
+    import neural_tangents as nt
+
+    ntk_fn = nt.empirical_ntk_fn(apply_fn, vmap_axes=0, implementation=nt.NtkImplementation.JACOBIAN_CONTRACTION)
+    return ntk_fn, nt.empirical_nngp_fn(apply_fn)
+
+
+def empirical(*paths: str) -> None:
+    """The empirical NTK and NNGP of given networks (float64), for each pair INPUTS.npz OUT.npz of ``paths``:
+    INPUTS.npz holds X, optionally Y, W1 … W{L+1}, b1 … b{L+1}, activation, weight_var and bias_var; OUT.npz gets
+    ntk and nngp."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    for inputs_path, out_path in zip(paths[::2], paths[1::2]):
+        _empirical_one(inputs_path, out_path)
+
+
+def _empirical_one(inputs_path: str, out_path: str) -> None:
+    import jax
+    import numpy as np
+    from neural_tangents import stax
+
+    data = np.load(inputs_path, allow_pickle=False)
+    layers = sum(1 for name in data.files if name.startswith("W"))
+    weights = [jax.numpy.asarray(data[f"W{l}"]) for l in range(1, layers + 1)]
+    biases = [jax.numpy.asarray(data[f"b{l}"]) for l in range(1, layers + 1)]
+    _, apply_fn, _ = network(stax, str(data["activation"]), layers - 1, float(data["weight_var"]),
+                             float(data["bias_var"]), [W.shape[1] for W in weights[:-1]])
+    ntk_fn, nngp_fn = _empirical_fns(apply_fn)
+    params = _stax_params(weights, biases)
+    X = jax.numpy.asarray(data["X"])
+    Y = jax.numpy.asarray(data["Y"]) if "Y" in data.files else None
+    np.savez(out_path, ntk=np.asarray(ntk_fn(X, Y, params)), nngp=np.asarray(nngp_fn(X, Y, params)))
 
 
 def kernels(cases_path: str, inputs_path: str, out_path: str) -> None:
@@ -117,6 +175,29 @@ def _timed_kernel(n: int, dim: int, depth: int, activation: str, weight_var: flo
     return once
 
 
+def _timed_empirical(n: int, dim: int, depth: int, activation: str, weight_var: float, bias_var: float, width: int,
+                     dtype: str):
+    """A function that runs the jitted empirical NTK of one network drawn by stax's init_fn on the full N × N Gram
+    once and returns (wall seconds, CPU seconds) (warmed up)."""
+    import jax
+    import numpy as np
+    from neural_tangents import stax
+
+    init_fn, apply_fn, _ = network(stax, activation, depth, weight_var, bias_var, [width] * depth)
+    _, params = init_fn(jax.random.PRNGKey(0), (-1, dim))
+    params = jax.tree_util.tree_map(lambda a: a.astype(dtype), params)
+    ntk_fn = jax.jit(_empirical_fns(apply_fn)[0])
+    X = jax.numpy.asarray(np.random.default_rng(0).standard_normal((n, dim)), dtype=dtype)
+
+    def once() -> tuple[float, float]:
+        start, cpu = time.perf_counter(), time.process_time()
+        ntk_fn(X, None, params).block_until_ready()
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    once()  # compilation
+    return once
+
+
 def speed(n: int, dim: int, depth: int, repeat: int, dtype: str = "float32", activation: str = "relu") -> None:
     import jax
 
@@ -139,9 +220,11 @@ def serve(dtype: str = "float32") -> None:
     for line in sys.stdin:
         request = json.loads(line)
         key = tuple(request[k] for k in ("n", "dim", "depth", "activation", "weight_var", "bias_var"))
-        if key not in kernels_by_case:
-            kernels_by_case[key] = _timed_kernel(*key, dtype)
-        wall, cpu = kernels_by_case[key]()
+        width = request.get("width")  # given: the empirical NTK of one network of this width
+        if (key, width) not in kernels_by_case:
+            kernels_by_case[key, width] = (_timed_kernel(*key, dtype) if width is None else
+                                           _timed_empirical(*key, width, dtype))
+        wall, cpu = kernels_by_case[key, width]()
         print(json.dumps({"seconds": wall, "cpu_seconds": cpu}), flush=True)
 
 
@@ -151,6 +234,8 @@ if __name__ == "__main__":
         kernels(*rest)
     elif command == "speed":
         speed(*(int(v) for v in rest[:4]), *rest[4:])
+    elif command == "empirical":
+        empirical(*rest)
     elif command == "serve":
         serve(*rest)
     else:

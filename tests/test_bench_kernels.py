@@ -27,6 +27,17 @@ def test_every_output_precision_and_store_mode_shares_the_peer_runs(tmp_path):
         assert r["best_ratio"] == pytest.approx(min(r["peer_s"]) / min(r["ntkdist_s"]))
 
 
+@pytest.mark.slow
+def test_the_empirical_ntk_is_timed_against_the_peers(tmp_path):
+    out = tmp_path / "peer.json"
+    bench_kernels.main(["--peer", "--rounds", "2", "--case", "300,8,2,relu", "--width", "32",
+                        "--peer-python", peer_python(), "--json", str(out)])
+    [result] = json.loads(out.read_text())["results"]
+    assert result["width"] == 32 and len(result["peer_s"]) == len(result["ntkdist_s"]) == 2
+    assert result["flops_per_pair"] == bench_kernels.empirical_flops_per_pair(8, 2, 32)
+    assert result["ratio"] == pytest.approx(statistics.median(result["peer_s"]) / result["ntkdist_median_s"])
+
+
 def test_both_precisions_need_the_peer(capsys):
     with pytest.raises(SystemExit):
         bench_kernels.main(["--dtype", "both", "--case", "300,8,2,relu"])

@@ -9,8 +9,8 @@ which would stop the vectoriser: numba's pip wheels have no SVML. The loops are 
 dependency chains (a division, two square roots, the polynomial), not by arithmetic throughput, so the
 polynomials use Estrin's scheme with explicit fused multiply-adds, and each layer is split in two loops.
 No numba threads: `gram.gram_block` runs tiles on its own thread pool with BLAS limited to one thread, so there
-is one busy thread per CPU. Tiles of an output larger than the last-level cache are computed into a per-thread
-tile and copied out, with their mirror, by streaming stores (`streaming_stores`).
+is one busy thread per CPU. Tiles of an output too large to stay in the last-level cache are computed into a
+per-thread tile and copied out, with their mirror, by streaming stores (`streaming_stores`).
 
 The arithmetic is the same as `ntkdist.kernels.closed_form_activations` (ABReLU family and erf), written out per
 element; results agree with the NumPy path to a few ulps, and are bit-for-bit reproducible for a given tile shape.

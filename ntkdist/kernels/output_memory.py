@@ -20,8 +20,8 @@ that fills it takes 0.32 s to compute. Two measures follow:
   ``NTKDIST_OUTPUT_KEEP_SECONDS``; 0 turns the pool off), as allocators such as jemalloc keep freed pages for a
   few seconds. `release_pooled_outputs` unmaps everything pooled at once.
 
-A third measure is the engines' to take: an output larger than the last-level cache is written by streaming
-(non-temporal) stores when `streams_output` says so. An ordinary store to a line that is not in cache first reads
+A third measure is the engines' to take: an output too large to stay in the last-level cache is written by
+streaming (non-temporal) stores (`streams_output` decides). An ordinary store to a line that is not in cache first reads
 the line from memory (read-for-ownership) only to overwrite all of it: it doubles the memory traffic of a large
 output and evicts the next tile's inputs, and that traffic is what a neighbour on a shared host slows down.
 
@@ -202,14 +202,16 @@ def last_level_cache_bytes(sysfs: str = "/sys/devices/system/cpu/cpu0/cache") ->
 
 
 def streams_output(nbytes: int) -> bool:
-    """Whether an engine writes an output of ``nbytes`` by streaming stores (module docstring): when it is larger
-    than the last-level cache, so that it cannot stay cached for whoever reads it next. Environment
+    """Whether an engine writes an output of ``nbytes`` by streaming stores (module docstring): when it is more
+    than a quarter of the last-level cache, which the threads' outputs and the tiles' inputs share, so that it
+    would be evicted before whoever reads it next gets to it. (Measured on the development machine: a build's
+    16 MiB blocks, two actors, 32 MiB cache: 2–3% faster streamed, store leg included.) Environment
     ``NTKDIST_STREAM_STORES``: ``auto`` (default), ``always`` or ``never`` (for benchmarks; the values written are
     the same either way)."""
     mode = os.environ.get("NTKDIST_STREAM_STORES", "auto")
     if mode not in ("auto", "always", "never"):
         raise ValueError(f"NTKDIST_STREAM_STORES: must be auto, always or never, got {mode!r}")
-    return mode == "always" or (mode == "auto" and nbytes > _LAST_LEVEL_CACHE_BYTES)
+    return mode == "always" or (mode == "auto" and 4 * nbytes > _LAST_LEVEL_CACHE_BYTES)
 
 
 def _keep_seconds() -> float:

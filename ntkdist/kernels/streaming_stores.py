@@ -1,4 +1,4 @@
-"""Streaming (non-temporal) stores for outputs larger than the last-level cache.
+"""Streaming (non-temporal) stores for outputs too large to stay in the last-level cache.
 
 An ordinary store to a cache line that is not in cache first reads the line from memory (read-for-ownership),
 only to overwrite all of it: writing a large Gram matrix that way doubles its memory traffic and evicts the
@@ -82,7 +82,7 @@ def _stream_row(source, target):
 def stream_into(source, target):
     """target[:] = source (2-D, same dtype, target rows anywhere in memory) by streaming stores.
 
-    For tiles of outputs larger than the last-level cache: the values land in memory without the output's lines
+    For tiles of outputs too large to stay cached: the values land in memory without the output's lines
     being read first, and the cache keeps the tile's inputs. Bit-for-bit the same result as an assignment.
     """
     for i in range(source.shape[0]):

@@ -121,3 +121,44 @@ def test_the_comparison_covers_every_closed_form_activation_we_have(comparison):
     _, cases, _ = comparison
     compared = {c["activation"].split("(")[0] for c in cases}
     assert {spec.split("(")[0] for spec in CLOSED + NUMERICAL} <= compared
+
+
+@pytest.mark.slow
+def test_the_empirical_ntk_and_nngp_match_neural_tangents_with_the_same_weights(tmp_path):
+    """One sampled network, the same weights in both libraries (`SampledWeights` keep stax's layout, input ×
+    output, with the NTK parameterization's scales applied in the forward pass): Θ̂ and f(x)f(y) from
+    neural-tangents' ``empirical_ntk_fn`` (Jacobian contraction) and ``empirical_nngp_fn`` agree with ours to
+    1e-11 (rounding: the two sum in different orders), for unequal widths, with and without bias, on symmetric and
+    rectangular Grams. A difference of convention (a scale, a transposed weight, a missing bias term) is O(1)."""
+    import subprocess
+
+    from ntkdist.kernels.empirical import empirical_gram_block, sample_weights
+
+    rng = np.random.default_rng(31)
+    X, Y = rng.standard_normal((40, 5)) * 1.5, rng.standard_normal((13, 5))
+    cases = [("relu", (24, 17, 31), 1.8, 0.3, True), ("erf", (16, 40), 1.3, 0.0, False),
+             ("gelu", (33,), 2.0, 0.5, False), ("tanh", (20, 12), 1.1, 0.2, True)]
+    cases = [case for case in cases if known(case[0])]
+    paths, networks = [], []
+    for index, (activation, widths, weight_var, bias_var, rectangular) in enumerate(cases):
+        net = MLP(depth=len(widths), activation=activation, weight_var=weight_var, bias_var=bias_var)
+        params = sample_weights(net, dim=X.shape[1], width=widths, seed=index)
+        arrays = {"X": X, "activation": np.array(activation), "weight_var": np.array(weight_var),
+                  "bias_var": np.array(bias_var)}
+        if rectangular:
+            arrays["Y"] = Y
+        for layer, (W, beta) in enumerate(zip(params.weights, params.biases), start=1):
+            arrays[f"W{layer}"], arrays[f"b{layer}"] = W, beta
+        np.savez(tmp_path / f"in{index}.npz", **arrays)
+        paths += [str(tmp_path / f"in{index}.npz"), str(tmp_path / f"out{index}.npz")]
+        networks.append((params, Y if rectangular else None))
+    subprocess.run([peer_python(), str(SCRIPT), "empirical", *paths], check=True, timeout=600)
+    for index, (params, cols) in enumerate(networks):
+        theirs = np.load(tmp_path / f"out{index}.npz", allow_pickle=False)
+        for kind in ("ntk", "nngp"):
+            ours = empirical_gram_block(X, cols, params=params, kind=kind)
+            diag_x = np.diag(empirical_gram_block(X, params=params, kind=kind))
+            diag_y = diag_x if cols is None else np.diag(empirical_gram_block(cols, params=params, kind=kind))
+            scale = np.sqrt(np.outer(np.abs(diag_x), np.abs(diag_y)))
+            assert theirs[kind].shape == ours.shape, (cases[index], kind)
+            assert_kernel_close(ours, theirs[kind], scale, rtol=1e-11)
