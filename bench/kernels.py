@@ -329,7 +329,9 @@ def main_peer(args, grid) -> int:
     dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
     stores = ("auto", "never") if args.stores == "both" else (args.stores,)
     peer = Peer(args.peer_python, args.peer_dtype)
-    print(f"peer: neural-tangents (JAX {peer.version}), {args.peer_dtype}, jitted kernel_fn(x, None, \"ntk\"); "
+    timed = ("jitted kernel_fn(x, None, \"ntk\")" if args.width is None else
+             f"jitted empirical_ntk_fn (Jacobian contraction) of one network of width {args.width}")
+    print(f"peer: neural-tangents (JAX {peer.version}), {args.peer_dtype}, {timed}; "
           f"ntkdist output {' and '.join(dtypes)} (float64 arithmetic), NTKDIST_STREAM_STORES {' and '.join(stores)}, "
           f"{args.threads or default_threads()} threads; {args.rounds} alternating runs each; "
           f"load average {os.getloadavg()[0]:.2f} at start\n")
