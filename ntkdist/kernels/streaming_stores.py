@@ -35,7 +35,7 @@ def _copy_line(typingctx, target_address, source_address):
 
     def codegen(context, builder, signature, args):
         line = ir.VectorType(ir.IntType(64), _LINE // 8)
-        value = builder.load(builder.inttoptr(args[1], line.as_pointer()), align=8)
+        value = builder.load(builder.inttoptr(args[1], line.as_pointer()), align=1)  # any source alignment
         store = builder.store(value, builder.inttoptr(args[0], line.as_pointer()), align=_LINE)
         if _STREAMS:
             store.set_metadata("nontemporal", builder.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
@@ -60,11 +60,17 @@ def _store_fence(typingctx):
 @njit(nogil=True, cache=True)
 def _stream_row(source, target):
     """target[:] = source (1-D, same dtype): the whole cache lines of ``target`` by streaming stores, the partial
-    lines at either end (shared with a neighbouring tile's row) by ordinary ones."""
+    lines at either end (shared with a neighbouring tile's row) by ordinary ones. A row that is strided, or not
+    aligned to its item size (a view into packed records), is copied by ordinary stores."""
     m = target.shape[0]
     size = target.itemsize
     address = target.ctypes.data
-    source_address = source.ctypes.data  # a C-contiguous row
+    source_address = source.ctypes.data
+    if (target.strides[0] != size or source.strides[0] != size or address % size != 0
+            or source_address % size != 0):
+        for j in range(m):
+            target[j] = source[j]
+        return
     head = min(((-address) % _LINE) // size, m)
     per_line = _LINE // size
     lines = (m - head) // per_line

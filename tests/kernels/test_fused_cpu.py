@@ -112,6 +112,14 @@ def test_streamed_tiles_are_the_exact_copy_and_transpose(dtype, shape, offset):
     untouched = np.ones(out.shape, bool)
     untouched[rows, cols] = untouched[mirror_rows, mirror_cols] = False
     assert np.isnan(out[untouched]).all()
+    # Rows that are strided, or not aligned to their item size, are copied by ordinary stores.
+    strided = np.full((shape[0], 2 * shape[1]), np.nan, dtype)
+    stream_into(source, strided[:, ::2])
+    assert np.array_equal(strided[:, ::2], source) and np.isnan(strided[:, 1::2]).all()
+    raw = np.zeros(source.nbytes + 64, np.uint8)
+    unaligned = raw[1:1 + source.nbytes].view(dtype).reshape(shape)
+    stream_into(source, unaligned)
+    assert np.array_equal(unaligned, source)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
