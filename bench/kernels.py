@@ -13,10 +13,10 @@
 machine load. ``--dtype both`` times ntkdist's float64 and float32 outputs (float64 arithmetic in both) against the
 same peer runs: the peer's default output is float32, so the second row compares equal output precision and half
 the bytes written; ``--stores both`` likewise times ntkdist with and without streaming stores for its output.
-``--width W`` compares the empirical (finite-width) NTK of one network of width W instead: `ntkdist.empirical_ntk`
-against neural-tangents' jitted ``empirical_ntk_fn`` by Jacobian contraction (the fastest of its implementations
-that runs with the JAX it imports with; see ``_empirical_fns`` in the peer script), the peer's weights in its own
-precision. The ratio is the ratio of the two medians of wall time; the CPU-time ratio (medians of the CPU
+``--kind nngp`` compares the NNGP instead of the NTK. ``--width W`` compares the empirical (finite-width) NTK of
+one network of width W instead: `ntkdist.empirical_ntk` against neural-tangents' jitted ``empirical_ntk_fn`` by
+Jacobian contraction (the fastest of its implementations that runs with the JAX it imports with; see
+``_empirical_fns`` in the peer script), the peer's weights in its own precision. The ratio is the ratio of the two medians of wall time; the CPU-time ratio (medians of the CPU
 seconds each process spent, all threads) is printed too, as it depends less on what else runs on the machine,
 and so is the ratio of each side's fastest run ("best ÷ best"): on a shared host the same call of either side
 varies by up to 40% from one run to the next (user CPU time included, with the output pool hit and no extra
@@ -189,11 +189,11 @@ class Peer:
         raise SystemExit(f"the peer process exited (code {self.process.wait()}); see its messages above")
 
     def run(self, n: int, dim: int, depth: int, activation: str, net: MLP,
-            width: int | None = None) -> tuple[float, float]:
-        """(wall seconds, CPU seconds over the peer's threads) of one full Gram (the empirical NTK of one network of
-        ``width``, if given)."""
+            width: int | None = None, kind: str = "ntk") -> tuple[float, float]:
+        """(wall seconds, CPU seconds over the peer's threads) of one full Gram of ``kind`` (the empirical NTK of
+        one network of ``width``, if given)."""
         request = {"n": n, "dim": dim, "depth": depth, "activation": activation,
-                   "weight_var": net.weight_var, "bias_var": net.bias_var}
+                   "weight_var": net.weight_var, "bias_var": net.bias_var, "kind": kind}
         if width is not None:
             request["width"] = width
         self.process.stdin.write(json.dumps(request) + "\n")
@@ -208,12 +208,12 @@ class Peer:
 
 def side_by_side(grid, rounds: int, peer: Peer, threads: int | None,
                  dtypes: tuple[str, ...] = ("float64",), stores: tuple[str, ...] = ("auto",),
-                 width: int | None = None) -> list[dict]:
+                 width: int | None = None, kind: str = "ntk") -> list[dict]:
     """Per case: all sides warmed up, then ``rounds`` × (ntkdist once in each output dtype and store mode, the peer
     once); medians of each side, one result per ntkdist variant against the same peer runs. ``stores`` are values
     of ``NTKDIST_STREAM_STORES`` (`ntkdist.kernels.output_memory.streams_output`). With ``width``, both sides
     compute the empirical NTK of one network of that width (each draws its own) instead of the infinite-width
-    one."""
+    one; ``kind`` "nngp" times the NNGP instead of the NTK."""
     peak = cpu_info()["peak_gflops"]
     variants = [(dtype, mode) for dtype in dtypes for mode in stores]
     results = []
@@ -227,7 +227,7 @@ def side_by_side(grid, rounds: int, peer: Peer, threads: int | None,
             try:
                 start, cpu = time.perf_counter(), time.process_time()
                 if width is None:
-                    K = ntkdist.ntk(X, net=net, threads=threads, dtype=dtype)
+                    K = ntkdist.gram_block(X, net=net, kind=kind, threads=threads, dtype=dtype)
                 else:
                     K = ntkdist.empirical_ntk(X, net=net, width=width, seed=0, dtype=dtype)
                 elapsed = time.perf_counter() - start, time.process_time() - cpu
@@ -241,17 +241,17 @@ def side_by_side(grid, rounds: int, peer: Peer, threads: int | None,
 
         for variant in variants:
             ours(*variant)
-        peer.run(n, dim, depth, activation, net, width)  # jit and warm-up
+        peer.run(n, dim, depth, activation, net, width, kind)  # jit and warm-up
         mine, theirs = {variant: [] for variant in variants}, []
         for _ in range(rounds):
             for variant in variants:
                 mine[variant].append(ours(*variant))
-            theirs.append(peer.run(n, dim, depth, activation, net, width))
+            theirs.append(peer.run(n, dim, depth, activation, net, width, kind))
         for dtype, mode in variants:
             flops = flops_per_pair(dim, depth, activation) if width is None else \
                 empirical_flops_per_pair(dim, depth, width)
             result = _comparison(n, dim, depth, activation, rounds, dtype, mine[dtype, mode], theirs, peak, flops)
-            results.append(dict(result, stream_stores=mode, width=width))
+            results.append(dict(result, stream_stores=mode, width=width, kind=kind))
     return results
 
 
@@ -291,6 +291,8 @@ def main(argv=None) -> int:
                         help="--peer: NTKDIST_STREAM_STORES for ntkdist's runs; \"both\" times auto (streaming "
                              "stores for outputs too large to stay cached) and never against the same "
                              "peer runs")
+    parser.add_argument("--kind", default="ntk", choices=("ntk", "nngp"),
+                        help="--peer: the kernel both sides compute")
     parser.add_argument("--width", type=int, default=None,
                         help="--peer: time the empirical NTK of one network of this width (both sides) instead")
     parser.add_argument("--peer-dtype", default="float32", choices=("float64", "float32"),
@@ -302,6 +304,8 @@ def main(argv=None) -> int:
         parser.error("--dtype both: only with --peer (without it, run float64 and float32 as two commands)")
     if args.width is not None and not args.peer:
         parser.error("--width: only with --peer")
+    if args.kind != "ntk" and (not args.peer or args.width is not None):
+        parser.error("--kind nngp: only with --peer, and not with --width (the empirical NNGP is f(x)·f(y))")
     if args.stores != "auto" and not args.peer:
         parser.error("--stores: only with --peer (without it, set NTKDIST_STREAM_STORES)")
     if args.case:
@@ -329,7 +333,7 @@ def main_peer(args, grid) -> int:
     dtypes = ("float64", "float32") if args.dtype == "both" else (args.dtype,)
     stores = ("auto", "never") if args.stores == "both" else (args.stores,)
     peer = Peer(args.peer_python, args.peer_dtype)
-    timed = ("jitted kernel_fn(x, None, \"ntk\")" if args.width is None else
+    timed = (f"jitted kernel_fn(x, None, \"{args.kind}\")" if args.width is None else
              f"jitted empirical_ntk_fn (Jacobian contraction) of one network of width {args.width}")
     print(f"peer: neural-tangents (JAX {peer.version}), {args.peer_dtype}, {timed}; "
           f"ntkdist output {' and '.join(dtypes)} (float64 arithmetic), NTKDIST_STREAM_STORES {' and '.join(stores)}, "
@@ -341,10 +345,11 @@ def main_peer(args, grid) -> int:
     try:
         results = []
         for case in grid:
-            for r in side_by_side([case], args.rounds, peer, args.threads, dtypes, stores, args.width):
+            for r in side_by_side([case], args.rounds, peer, args.threads, dtypes, stores, args.width, args.kind):
                 results.append(r)
                 output = r["ntkdist_dtype"] + ("" if len(stores) == 1 else f", stores {r['stream_stores']}")
-                activation = r["activation"] + ("" if args.width is None else f", empirical, width {args.width}")
+                activation = r["activation"] + ("" if args.width is None else f", empirical, width {args.width}") + \
+                    ("" if args.kind == "ntk" else f", {args.kind}")
                 print(f"| {r['n']} | {r['dim']} | {r['depth']} | {activation} | {output} | "
                       f"{r['ntkdist_median_s']:.3f} | "
                       f"{r['ntkdist_entries_per_s'] / 1e6:.1f} | {r['peer_median_s']:.3f} | "

@@ -15,8 +15,8 @@ Y), in float64; ``speed`` times the jitted
 NTK (ReLU unless ACTIVATION is given; float32 by default, the configuration the kernel-engine issue quotes;
 float64 with jax_enable_x64, the precision ntkdist computes in) and prints entries/s. ``serve`` answers timing
 requests, one JSON line in ({"n", "dim", "depth", "activation", "weight_var", "bias_var"}), one JSON
-line out ({"seconds", "cpu_seconds"}: wall time, and CPU time over all threads; with "width" in the request, of the
-empirical NTK of one network of that width instead): `bench.kernels --peer` keeps it running so that it can
+line out ({"seconds", "cpu_seconds"}: wall time, and CPU time over all threads; with "kind": "nngp" in the request,
+of the NNGP; with "width", of the empirical NTK of one network of that width instead): `bench.kernels --peer` keeps it running so that it can
 alternate ntkdist and the peer, run by run, under the same machine load (each case is jitted and warmed up on its
 first request). ``empirical``
 evaluates the empirical NTK and NNGP of the network whose weights INPUTS.npz holds (`empirical`), in float64.
@@ -155,8 +155,10 @@ def kernels(cases_path: str, inputs_path: str, out_path: str) -> None:
     np.savez(out_path, **results)
 
 
-def _timed_kernel(n: int, dim: int, depth: int, activation: str, weight_var: float, bias_var: float, dtype: str):
-    """A function that runs the jitted NTK of the full N × N Gram once and returns its wall time (warmed up)."""
+def _timed_kernel(n: int, dim: int, depth: int, activation: str, weight_var: float, bias_var: float, dtype: str,
+                  kind: str = "ntk"):
+    """A function that runs the jitted NTK (or NNGP) of the full N × N Gram once and returns its wall time (warmed
+    up)."""
     import jax
     import numpy as np
     from neural_tangents import stax
@@ -168,7 +170,7 @@ def _timed_kernel(n: int, dim: int, depth: int, activation: str, weight_var: flo
     def once() -> tuple[float, float]:
         """(wall seconds, CPU seconds of the process over all its threads)."""
         start, cpu = time.perf_counter(), time.process_time()
-        kernel_fn(X, None, "ntk").block_until_ready()
+        kernel_fn(X, None, kind).block_until_ready()
         return time.perf_counter() - start, time.process_time() - cpu
 
     once()  # compilation
@@ -221,10 +223,11 @@ def serve(dtype: str = "float32") -> None:
         request = json.loads(line)
         key = tuple(request[k] for k in ("n", "dim", "depth", "activation", "weight_var", "bias_var"))
         width = request.get("width")  # given: the empirical NTK of one network of this width
-        if (key, width) not in kernels_by_case:
-            kernels_by_case[key, width] = (_timed_kernel(*key, dtype) if width is None else
-                                           _timed_empirical(*key, width, dtype))
-        wall, cpu = kernels_by_case[key, width]()
+        kind = request.get("kind", "ntk")
+        if (key, width, kind) not in kernels_by_case:
+            kernels_by_case[key, width, kind] = (_timed_kernel(*key, dtype, kind) if width is None else
+                                                 _timed_empirical(*key, width, dtype))
+        wall, cpu = kernels_by_case[key, width, kind]()
         print(json.dumps({"seconds": wall, "cpu_seconds": cpu}), flush=True)
 
 

@@ -38,6 +38,15 @@ def test_the_empirical_ntk_is_timed_against_the_peers(tmp_path):
     assert result["ratio"] == pytest.approx(statistics.median(result["peer_s"]) / result["ntkdist_median_s"])
 
 
+@pytest.mark.slow
+def test_the_nngp_is_timed_against_the_peers(tmp_path):
+    out = tmp_path / "peer.json"
+    bench_kernels.main(["--peer", "--rounds", "2", "--case", "300,8,2,erf", "--kind", "nngp",
+                        "--peer-python", peer_python(), "--json", str(out)])
+    [result] = json.loads(out.read_text())["results"]
+    assert result["kind"] == "nngp" and result["width"] is None and len(result["peer_s"]) == 2
+
+
 def test_both_precisions_need_the_peer(capsys):
     with pytest.raises(SystemExit):
         bench_kernels.main(["--dtype", "both", "--case", "300,8,2,relu"])
@@ -45,6 +54,9 @@ def test_both_precisions_need_the_peer(capsys):
     with pytest.raises(SystemExit):
         bench_kernels.main(["--stores", "both", "--case", "300,8,2,relu"])
     assert "--stores: only with --peer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_kernels.main(["--peer", "--kind", "nngp", "--width", "64", "--case", "300,8,2,relu"])
+    assert "--kind nngp: only with --peer, and not with --width" in capsys.readouterr().err
 
 
 def test_fused_tile_times_the_product_each_depth_the_mirror_and_the_writes(capsys):
