@@ -16,9 +16,9 @@ the bytes written; ``--stores both`` likewise times ntkdist with and without str
 ``--kind nngp`` compares the NNGP instead of the NTK. ``--width W`` compares the empirical (finite-width) NTK of
 one network of width W instead: `ntkdist.empirical_ntk` against neural-tangents' jitted ``empirical_ntk_fn`` by
 Jacobian contraction (the fastest of its implementations that runs with the JAX it imports with; see
-``_empirical_fns`` in the peer script), the peer's weights in its own precision. The ratio is the ratio of the two medians of wall time; the CPU-time ratio (medians of the CPU
-seconds each process spent, all threads) is printed too, as it depends less on what else runs on the machine,
-and so is the ratio of each side's fastest run ("best ÷ best"): on a shared host the same call of either side
+``_empirical_fns`` in the peer script), the peer's weights in its own precision. The ratio is the ratio of the
+two medians of wall time; the CPU-time ratio (medians of the CPU seconds each process spent, all threads) is
+printed too, as it depends less on what else runs on the machine, and so is the ratio of each side's fastest run ("best ÷ best"): on a shared host the same call of either side
 varies by up to 40% from one run to the next (user CPU time included, with the output pool hit and no extra
 page faults), and noise only ever adds time.
 The roofline fraction is the executed float64 flops (`flops_per_pair`, counted from the engine's code) per

@@ -14,12 +14,12 @@ ntkdist through files:
 Y), in float64; ``speed`` times the jitted
 NTK (ReLU unless ACTIVATION is given; float32 by default, the configuration the kernel-engine issue quotes;
 float64 with jax_enable_x64, the precision ntkdist computes in) and prints entries/s. ``serve`` answers timing
-requests, one JSON line in ({"n", "dim", "depth", "activation", "weight_var", "bias_var"}), one JSON
-line out ({"seconds", "cpu_seconds"}: wall time, and CPU time over all threads; with "kind": "nngp" in the request,
-of the NNGP; with "width", of the empirical NTK of one network of that width instead): `bench.kernels --peer` keeps it running so that it can
-alternate ntkdist and the peer, run by run, under the same machine load (each case is jitted and warmed up on its
-first request). ``empirical``
-evaluates the empirical NTK and NNGP of the network whose weights INPUTS.npz holds (`empirical`), in float64.
+requests, one JSON line in ({"n", "dim", "depth", "activation", "weight_var", "bias_var"}), one JSON line out
+({"seconds", "cpu_seconds"}: wall time, and CPU time over all threads; with "kind": "nngp" in the request, of
+the NNGP; with "width", of the empirical NTK of one network of that width instead): `bench.kernels --peer` keeps
+it running so that it can alternate ntkdist and the peer, run by run, under the same machine load (each case is
+jitted and warmed up on its first request). ``empirical`` evaluates the empirical NTK and NNGP of the network
+whose weights INPUTS.npz holds (`empirical`), in float64.
 This file imports nothing from ntkdist. neural_tangents/__init__.py imports its ``experimental`` package, whose
 TensorFlow interop pulls in TensorFlow; nothing here uses it, so it is replaced by an empty module before the
 import (the peer environment then needs no TensorFlow: see the Makefile's .venv-nt).

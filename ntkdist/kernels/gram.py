@@ -268,7 +268,7 @@ def gram_block(X_rows, X_cols=None, *, net: MLP, kind: str = "ntk", dtype: str =
 def _fused_runner(net: MLP, kind: str, X, Y, Xp, Yp, sq_x, sq_y, symmetric: bool, out):
     """The per-tile function of the fused CPU engine: BLAS product, then `fused_cpu.fused_tile`.
 
-    An output that fits in the last-level cache is written in place (the mirror tile by a blocked transpose). A
+    An output small enough to stay in cache is written in place (the mirror tile by a blocked transpose). A
     larger one (`output_memory.streams_output`) is computed into a per-thread tile, which stays in cache, and
     streamed out with its mirror: the output's lines are written without being read first.
     """

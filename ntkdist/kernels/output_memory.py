@@ -21,9 +21,10 @@ that fills it takes 0.32 s to compute. Two measures follow:
   few seconds. `release_pooled_outputs` unmaps everything pooled at once.
 
 A third measure is the engines' to take: an output too large to stay in the last-level cache is written by
-streaming (non-temporal) stores (`streams_output` decides). An ordinary store to a line that is not in cache first reads
-the line from memory (read-for-ownership) only to overwrite all of it: it doubles the memory traffic of a large
-output and evicts the next tile's inputs, and that traffic is what a neighbour on a shared host slows down.
+streaming (non-temporal) stores (`streams_output` decides). An ordinary store to a line that is not in cache
+first reads the line from memory (read-for-ownership) only to overwrite all of it: it doubles the memory traffic
+of a large output and evicts the next tile's inputs, and that traffic is what a neighbour on a shared host slows
+down.
 
 The arrays are ordinary writable, C-contiguous NumPy arrays; their ``base`` is the `_Lease` that returns the
 memory. Contents are uninitialised, as with ``numpy.empty``.
