@@ -13,6 +13,7 @@ import numpy as np
 
 from ..kernels import MLP, TILE, gram_block
 from ..kernels._xp import to_numpy
+from ..kernels.blas_threads import one_blas_thread
 from ..store import RunStore
 from .builder import _choose_array_module
 
@@ -77,9 +78,7 @@ class GramPanelWorker:
     def _blas(self):
         if self._xp is not np:
             return nullcontext()
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(limits=1, user_api="blas")
+        return one_blas_thread()
 
     def _map(self, fn, items):
         """``map`` in order; over a thread pool when this actor has several CPUs (BLAS stays single-threaded)."""

@@ -204,8 +204,9 @@ def _input_row(i, inner, sq_x, sq_y, x_hat, y_hat, near, cov, gap_lo, gap_hi):
 
 @njit(nogil=True, cache=True, error_model="numpy")
 def fused_tile(inner, x_hat, y_hat, sq_x, sq_y, near, depth, w, b, act_kind, ab, alpha2, beta2, second,
-               want_ntk, out):
-    """NNGP or NTK of one tile, every layer fused; writes ``out`` (n, m) float64.
+               want_ntk, out, upper=False):
+    """NNGP or NTK of one tile, every layer fused; writes ``out`` (n, m) float64, or with ``upper`` (a diagonal
+    tile of a symmetric Gram) only its entries j ≥ i, the rest being their mirror.
 
     Parameters
     ----------
@@ -228,27 +229,35 @@ def fused_tile(inner, x_hat, y_hat, sq_x, sq_y, near, depth, w, b, act_kind, ab,
     theta = np.empty(m)
     scales = np.empty(m)
     for i in range(n):
-        _input_row(i, inner, sq_x, sq_y, x_hat, y_hat, near, cov, gap_lo, gap_hi)
-        for j in range(m):
-            cov[j] *= inv_d
-            gap_lo[j] *= inv_d
-            gap_hi[j] *= inv_d
-            dcov[j] = 0.0
-            theta[j] = 0.0
+        # Row i's sweep over columns start … m − 1, on views that begin there: loops over a view from 0 vectorise
+        # (an index from a run-time start would keep numba's negative-index wraparound in the loop), and an
+        # entry's arithmetic does not depend on where its sweep starts.
+        start = i if upper else 0
+        c_cov, c_lo, c_hi, c_dcov, c_theta = cov[start:], gap_lo[start:], gap_hi[start:], dcov[start:], theta[start:]
+        _input_row(i, inner[:, start:], sq_x, sq_y[start:], x_hat, y_hat[start:], near, c_cov, c_lo, c_hi)
+        for j in range(m - start):
+            c_cov[j] *= inv_d
+            c_lo[j] *= inv_d
+            c_hi[j] *= inv_d
+            c_dcov[j] = 0.0
+            c_theta[j] = 0.0
         for layer in range(depth):
             if act_kind == 0:
                 # The readout needs only Σ and Θ: the last activation layer skips the gaps.
-                _abrelu_layer(root_var_x[layer, i], root_q_x[layer, i], root_var_y[layer], root_q_y[layer],
-                              w, b, ab, alpha2, beta2, cov, gap_lo, gap_hi, dcov, theta, scales, layer < depth - 1)
+                _abrelu_layer(root_var_x[layer, i], root_q_x[layer, i], root_var_y[layer, start:],
+                              root_q_y[layer, start:], w, b, ab, alpha2, beta2, c_cov, c_lo, c_hi, c_dcov, c_theta,
+                              scales[start:], layer < depth - 1)
             else:
                 _erf_layer(root_var_x[layer, i], root_q_x[layer, i], q_x[layer, i], inv_x[layer, i],
-                           root_var_x[layer + 1, i], root_var_y[layer], root_q_y[layer], q_y[layer], inv_y[layer],
-                           root_var_y[layer + 1], w, b, cov, gap_lo, gap_hi, dcov, theta)
+                           root_var_x[layer + 1, i], root_var_y[layer, start:], root_q_y[layer, start:],
+                           q_y[layer, start:], inv_y[layer, start:], root_var_y[layer + 1, start:], w, b,
+                           c_cov, c_lo, c_hi, c_dcov, c_theta)
         # The readout Dense layer: Σ and Θ only.
-        for j in range(m):
-            sigma = w * cov[j] + b
-            theta[j] = sigma + w * dcov[j] * theta[j]
-            out[i, j] = theta[j] if want_ntk else sigma
+        row = out[i, start:]
+        for j in range(m - start):
+            sigma = w * c_cov[j] + b
+            c_theta[j] = sigma + w * c_dcov[j] * c_theta[j]
+            row[j] = c_theta[j] if want_ntk else sigma
 
 
 @njit(inline="always", cache=True, error_model="numpy")

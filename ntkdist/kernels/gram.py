@@ -25,6 +25,7 @@ import numpy as np
 
 from ._xp import array_module
 from .analytic import recursion
+from .blas_threads import one_blas_thread
 from .network import MLP
 from .output_memory import output_array, streams_output
 from .tiles import check_kind_dtype, gemm_operand, padded, store_tile, tile_grid
@@ -249,12 +250,10 @@ def gram_block(X_rows, X_cols=None, *, net: MLP, kind: str = "ntk", dtype: str =
         for tile in tiles:
             run(tile)
         return out
-    from threadpoolctl import threadpool_limits
-
     # Parallel over tiles, one BLAS thread each: the tile GEMMs are small and many, and a multi-threaded BLAS
     # inside a busy tile loop spends its time waiting for its own threads.
     workers = min(threads or default_threads(), len(tiles))
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         if workers <= 1:
             for tile in tiles:
                 run(tile)
@@ -294,10 +293,11 @@ def _fused_runner(net: MLP, kind: str, X, Y, Xp, Yp, sq_x, sq_y, symmetric: bool
             target = scratch.tile[:i1 - i0, :j1 - j0]
         else:
             target = out[i0:i1, j0:j1]
+        diagonal = symmetric and i0 == j0
         fused_tile(inner, x_hat[i0:i1], y_hat[j0:j1], sq_x[i0:i1], sq_y[j0:j1], NEAR_PARALLEL, net.depth,
-                   net.weight_var, net.bias_var, *params, want_ntk, target)
-        if symmetric and i0 == j0:
-            mirror_upper(target)
+                   net.weight_var, net.bias_var, *params, want_ntk, target, diagonal)
+        if diagonal:
+            mirror_upper(target)  # the lower triangle, which fused_tile left out
         if stream:
             stream_into(target, out[i0:i1, j0:j1])
             if symmetric and i0 != j0:

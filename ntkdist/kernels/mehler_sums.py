@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._xp import array_module, to_numpy
+from .blas_threads import blas_controller
 
 #: Rectangles with at most this many (distinct row, distinct column) coefficient pairs use scalar Horner.
 _SCALAR_GROUPS = 4
@@ -62,17 +63,15 @@ def _single_threaded_dger():
     (60× slower on a loaded machine); the broadcast product then does the same arithmetic without BLAS.
     """
     try:
-        if "controller" not in _BLAS:
+        if "dger" not in _BLAS:
             from scipy.linalg.blas import dger
-            from threadpoolctl import ThreadpoolController
 
             _BLAS["dger"] = dger
-            _BLAS["controller"] = ThreadpoolController().select(user_api="blas").lib_controllers
-        libraries = _BLAS["controller"]
+        libraries = blas_controller().lib_controllers
         if libraries and all(library.num_threads == 1 for library in libraries):
             return _BLAS["dger"]
     except Exception:  # pragma: no cover - no threadpoolctl, or an unknown BLAS: the broadcast path is exact too
-        _BLAS["controller"] = []
+        pass
     return None
 
 

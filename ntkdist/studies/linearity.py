@@ -35,6 +35,7 @@ from pydantic import Field, model_validator
 
 from ..config import _Section, load_config
 from ..kernels import MLP, get_activation, sample_weights
+from ..kernels.blas_threads import one_blas_thread
 from ..kernels.linearity import (gradient_descent, hessian_norm, kernel_change_in_ball, relative_change,
                                  tangent_gram)
 from ..theory.scaling import fit_log_log
@@ -184,12 +185,10 @@ def hidden_widths(config: LinearityConfig, variant: str, width: int) -> list[int
 
 def measure(config: LinearityConfig, variant: str, width: int, seed: int, X, y) -> dict:
     """One network's measurements: Hessian norms at the first points, NTK change in training, losses."""
-    from threadpoolctl import threadpool_limits
-
     output = config.sweep.output if variant == "nonlinear_output" else "identity"
     # One row (Hessian) or N rows (training) against m×m weights: one BLAS thread is fastest, and several
     # contend badly on a shared machine (measured 10× slower with two threads under load).
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         params = sample_weights(config.net, dim=config.data.dim, width=hidden_widths(config, variant, width),
                                 seed=seed)
         norms = [hessian_norm(params, X[i], output=output, seed=seed, tol=config.hessian.tol)
