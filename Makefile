@@ -18,7 +18,7 @@ NT_PYTHON ?= $(PYTHON)
 NT_STAMP := $(NT_VENV)/.installed-stamp
 NT_PINS  := jax==0.4.26 jaxlib==0.4.26 numpy==1.26.4 scipy==1.12.0 ml_dtypes==0.5.4 opt_einsum==3.4.0 frozendict==2.5.1
 
-.PHONY: demo test bench bench-kernels bench-peer bench-solvers bench-build bench-io-cost bench-write-cost bench-fused-tile bench-fresh-memory install clean-venv
+.PHONY: demo test bench bench-kernels bench-peer bench-solvers bench-build bench-io-cost bench-write-cost bench-fused-tile bench-fresh-memory bench-small-calls install clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,10 @@ bench-write-cost: $(STAMP)
 # One tile of the fused CPU engine, step by step: the GEMM, each depth of fused_tile, the mirror.
 bench-fused-tile: $(STAMP)
 	$(BIN)/python -m bench.fused_tile --activation erf --depths 1,2,3 --repeat 30
+
+# The fixed cost of a small ntk call (N = 16 … 1000, one thread).
+bench-small-calls: $(STAMP)
+	$(BIN)/python -m bench.small_calls --repeat 21
 
 # What fresh memory costs against memory already mapped (the reason for the engines' output pool).
 bench-fresh-memory: $(STAMP)

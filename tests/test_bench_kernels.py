@@ -69,3 +69,12 @@ def test_fused_tile_times_the_product_each_depth_the_mirror_and_the_writes(capsy
                          "mirror transpose", "tile + mirror to cold memory, ordinary stores",
                          "tile + mirror to cold memory, streaming stores"}
     assert all(value > 0 for value in rows.values())
+
+
+def test_small_calls_prints_a_median_per_size(capsys):
+    from bench import small_calls
+
+    assert small_calls.main(["--repeat", "2", "--sizes", "16,300"]) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and
+            line.split("|")[1].strip().isdigit()]
+    assert [int(row[1]) for row in rows] == [16, 300] and all(float(row[2]) > 0 for row in rows)
