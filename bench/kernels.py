@@ -16,10 +16,11 @@ the bytes written; ``--stores both`` likewise times ntkdist with and without str
 ``--kind nngp`` compares the NNGP instead of the NTK. ``--width W`` compares the empirical (finite-width) NTK of
 one network of width W instead: `ntkdist.empirical_ntk` against neural-tangents' jitted ``empirical_ntk_fn`` by
 Jacobian contraction (the fastest of its implementations that runs with the JAX it imports with; see
-``_empirical_fns`` in the peer script), the peer's weights in its own precision. The ratio is the ratio of the
-two medians of wall time; the CPU-time ratio (medians of the CPU seconds each process spent, all threads) is
-printed too, as it depends less on what else runs on the machine, and so is the ratio of each side's fastest run ("best ÷ best"): on a shared host the same call of either side
-varies by up to 40% from one run to the next (user CPU time included, with the output pool hit and no extra
+``_empirical_fns`` in the peer script), the peer's weights in its own precision (ours are drawn inside each timed
+call). The ratio is the ratio of the two medians of wall time; the CPU-time ratio (medians of the CPU seconds each
+process spent, all threads) is printed too, as it depends less on what else runs on the machine, and so is the
+ratio of each side's fastest run ("best ÷ best"): on a shared host the same call of either side varies by up to
+40% from one run to the next (user CPU time included, with the output pool hit and no extra
 page faults), and noise only ever adds time.
 The roofline fraction is the executed float64 flops (`flops_per_pair`, counted from the engine's code) per
 second over the peak implied by /proc/cpuinfo (`cpu_info`). Grid: the issue's acceptance cases (ReLU NTK at depth 2
@@ -66,6 +67,7 @@ FLOPS_READOUT = 5
 def flops_per_pair(dim: int, depth: int, activation: str) -> int:
     """Executed flops of one pair: the BLAS inner product (2d), the input moments, depth layers, the readout."""
     return 2 * dim + FLOPS_INPUT + depth * FLOPS_LAYER[activation] + FLOPS_READOUT
+
 
 def empirical_flops_per_pair(dim: int, depth: int, width: int) -> int:
     """Flops of one pair of the empirical NTK (`ntkdist.kernels.empirical`), widths all ``width``: the Gram
