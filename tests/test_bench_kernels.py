@@ -1,5 +1,6 @@
-"""bench/kernels.py side by side with neural-tangents on a tiny case: both of ntkdist's output precisions are timed
-against the same peer runs, and the ratios are of those medians."""
+"""bench/kernels.py side by side with neural-tangents on a tiny case: every ntkdist variant (output precision, store
+mode) is timed against the same peer runs, the ratios are of those medians, and the NNGP and the empirical NTK are
+timed likewise; bench/fused_tile.py and bench/small_calls.py print their rows."""
 
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ from bench import kernels as bench_kernels
 from tests.kernels.test_neural_tangents import peer_python
 
 
+def peer_results(tmp_path, *args: str) -> list[dict]:
+    """The JSON results of ``bench.kernels --peer --rounds 2`` with ``args``, against the real peer."""
+    out = tmp_path / "peer.json"
+    bench_kernels.main(["--peer", "--rounds", "2", *args, "--peer-python", peer_python(), "--json", str(out)])
+    return json.loads(out.read_text())["results"]
+
+
 @pytest.mark.slow
 def test_every_output_precision_and_store_mode_shares_the_peer_runs(tmp_path):
-    out = tmp_path / "peer.json"
-    bench_kernels.main(["--peer", "--rounds", "2", "--case", "300,8,2,relu", "--dtype", "both", "--stores", "both",
-                        "--peer-python", peer_python(), "--json", str(out)])
-    results = json.loads(out.read_text())["results"]
+    results = peer_results(tmp_path, "--case", "300,8,2,relu", "--dtype", "both", "--stores", "both")
     assert [(r["ntkdist_dtype"], r["stream_stores"]) for r in results] == [
         ("float64", "auto"), ("float64", "never"), ("float32", "auto"), ("float32", "never")]
     assert all(r["peer_s"] == results[0]["peer_s"] for r in results) and len(results[0]["peer_s"]) == 2
@@ -29,10 +34,7 @@ def test_every_output_precision_and_store_mode_shares_the_peer_runs(tmp_path):
 
 @pytest.mark.slow
 def test_the_empirical_ntk_is_timed_against_the_peers(tmp_path):
-    out = tmp_path / "peer.json"
-    bench_kernels.main(["--peer", "--rounds", "2", "--case", "300,8,2,relu", "--width", "32",
-                        "--peer-python", peer_python(), "--json", str(out)])
-    [result] = json.loads(out.read_text())["results"]
+    [result] = peer_results(tmp_path, "--case", "300,8,2,relu", "--width", "32")
     assert result["width"] == 32 and len(result["peer_s"]) == len(result["ntkdist_s"]) == 2
     assert result["flops_per_pair"] == bench_kernels.empirical_flops_per_pair(8, 2, 32)
     assert result["ratio"] == pytest.approx(statistics.median(result["peer_s"]) / result["ntkdist_median_s"])
@@ -40,10 +42,7 @@ def test_the_empirical_ntk_is_timed_against_the_peers(tmp_path):
 
 @pytest.mark.slow
 def test_the_nngp_is_timed_against_the_peers(tmp_path):
-    out = tmp_path / "peer.json"
-    bench_kernels.main(["--peer", "--rounds", "2", "--case", "300,8,2,erf", "--kind", "nngp",
-                        "--peer-python", peer_python(), "--json", str(out)])
-    [result] = json.loads(out.read_text())["results"]
+    [result] = peer_results(tmp_path, "--case", "300,8,2,erf", "--kind", "nngp")
     assert result["kind"] == "nngp" and result["width"] is None and len(result["peer_s"]) == 2
 
 
