@@ -52,7 +52,7 @@ import numpy as np
 from ._xp import array_module, to_numpy
 from .gram import validate_inputs
 from .network import MLP
-from .output_memory import output_array
+from .output_memory import output_array, streams_output
 from .tiles import check_kind_dtype, gemm_operand, padded, store_tile
 
 #: Rows of one tile, for the forward/backward pass and for each side of a Gram product. Fixed, so that every
@@ -389,6 +389,7 @@ def empirical_gram_block(X_rows, X_cols=None, *, params: SampledWeights, kind: s
     if n == 0 or m == 0:
         return out
     params = params.to(xp)
+    stream = streams_output(out.nbytes)
     Xp = padded(X, TILE)
     Yp = Xp if symmetric else padded(Y, TILE)
     panel_tiles = max(1, FEATURE_BYTES // (_feature_bytes_per_row(params, kind) * TILE))
@@ -410,7 +411,7 @@ def empirical_gram_block(X_rows, X_cols=None, *, params: SampledWeights, kind: s
                                           [gemm_operand(d, diagonal) for d in cols.deltas],
                                           gemm_operand(cols.output, diagonal))
                 tile = _tile_kernel(params, kind, rows, cols_here)[:i1 - i0, :j1 - j0]
-                store_tile(out, tile, i0, j0, symmetric)
+                store_tile(out, tile, i0, j0, symmetric, stream)
     return out
 
 

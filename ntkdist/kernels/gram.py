@@ -239,12 +239,14 @@ def gram_block(X_rows, X_cols=None, *, net: MLP, kind: str = "ntk", dtype: str =
     if engine == "fused":
         run = _fused_runner(net, kind, X, Y, Xp, Yp, sq_x, sq_y, symmetric, out)
     else:
+        stream = streams_output(out.nbytes)
+
         def run(tile):
             i0, j0 = tile
             i1, j1 = min(i0 + TILE, n), min(j0 + TILE, m)
             Y_tile = gemm_operand(Yp[j0:j0 + TILE], symmetric and i0 == j0)
             values = _tile_kernel(net, kind, Xp[i0:i0 + TILE], Y_tile, sq_x[i0:i1], sq_y[j0:j1], i1 - i0, j1 - j0)
-            store_tile(out, values, i0, j0, symmetric)
+            store_tile(out, values, i0, j0, symmetric, stream)
 
     if xp.__name__ != "numpy":
         for tile in tiles:
@@ -272,7 +274,7 @@ def _fused_runner(net: MLP, kind: str, X, Y, Xp, Yp, sq_x, sq_y, symmetric: bool
     streamed out with its mirror: the output's lines are written without being read first.
     """
     from .fused_cpu import activation_parameters, fused_tile, mirror_upper, transpose_into
-    from .streaming_stores import stream_into, stream_transposed_into
+    from .streaming_stores import stream_tile
 
     x_hat = unit_rows(X, sq_x)
     y_hat = x_hat if symmetric else unit_rows(Y, sq_y)
@@ -285,7 +287,8 @@ def _fused_runner(net: MLP, kind: str, X, Y, Xp, Yp, sq_x, sq_y, symmetric: bool
     def run(tile):
         i0, j0 = tile
         i1, j1 = min(i0 + TILE, n), min(j0 + TILE, m)
-        inner = Xp[i0:i0 + TILE] @ gemm_operand(Yp[j0:j0 + TILE], symmetric and i0 == j0).T
+        diagonal = symmetric and i0 == j0
+        inner = Xp[i0:i0 + TILE] @ gemm_operand(Yp[j0:j0 + TILE], diagonal).T
         if stream:
             if not hasattr(scratch, "tile"):  # one per pool thread, reused by all its tiles
                 scratch.tile = np.empty((TILE, TILE), out.dtype)
@@ -293,16 +296,13 @@ def _fused_runner(net: MLP, kind: str, X, Y, Xp, Yp, sq_x, sq_y, symmetric: bool
             target = scratch.tile[:i1 - i0, :j1 - j0]
         else:
             target = out[i0:i1, j0:j1]
-        diagonal = symmetric and i0 == j0
         fused_tile(inner, x_hat[i0:i1], y_hat[j0:j1], sq_x[i0:i1], sq_y[j0:j1], NEAR_PARALLEL, net.depth,
                    net.weight_var, net.bias_var, *params, want_ntk, target, diagonal)
         if diagonal:
             mirror_upper(target)  # the lower triangle, which fused_tile left out
         if stream:
-            stream_into(target, out[i0:i1, j0:j1])
-            if symmetric and i0 != j0:
-                stream_transposed_into(target, out[j0:j1, i0:i1], scratch.strip)
-        elif symmetric and i0 != j0:
+            stream_tile(target, out, i0, j0, symmetric and not diagonal, scratch.strip)
+        elif symmetric and not diagonal:
             transpose_into(target, out[j0:j1, i0:i1])
 
     return run

@@ -97,6 +97,16 @@ def stream_into(source, target):
 
 
 @njit(nogil=True, cache=True)
+def stream_tile(values, out, i0, j0, mirror, strip):
+    """out[i0:, j0:] = values (a tile in the output's dtype, rows contiguous) and, with ``mirror``, its transpose
+    at (j0, i0), by streaming stores; ``strip`` is an (8, ≥ rows) scratch of the same dtype."""
+    n, m = values.shape
+    stream_into(values, out[i0:i0 + n, j0:j0 + m])
+    if mirror:
+        stream_transposed_into(values, out[j0:j0 + m, i0:i0 + n], strip)
+
+
+@njit(nogil=True, cache=True)
 def stream_transposed_into(source, target, strip):
     """target[:] = source.T by streaming stores: 8 columns of ``source`` (cache-resident) at a time are transposed
     into ``strip`` (8 × n, in L1), whose rows are then streamed out whole."""

@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._xp import array_module
-from .output_memory import streams_output
-from .streaming_stores import stream_into, stream_transposed_into
+from .streaming_stores import stream_tile
 
 KINDS = ("ntk", "nngp")
 DTYPES = ("float64", "float32")
@@ -50,23 +49,21 @@ def gemm_operand(cols, diagonal: bool):
     return cols.copy() if diagonal else cols
 
 
-def store_tile(out, values, i0: int, j0: int, symmetric: bool) -> None:
+def store_tile(out, values, i0: int, j0: int, symmetric: bool, stream: bool = False) -> None:
     """Write a tile's (i1 − i0, j1 − j0) values into ``out`` at (i0, j0); in a symmetric Gram also its mirror.
 
     A diagonal tile of a symmetric Gram keeps its upper triangle (row = lower index) and mirrors it into the
-    lower one; an off-diagonal tile is written again, transposed, at (j0, i0). A NumPy output too large to stay
-    cached (`output_memory.streams_output`) is written by streaming stores.
+    lower one; an off-diagonal tile is written again, transposed, at (j0, i0). With ``stream`` (the caller asks
+    `output_memory.streams_output` once per output) a NumPy output is written by streaming stores.
     """
     xp = array_module(out)
     i1, j1 = i0 + values.shape[0], j0 + values.shape[1]
     diagonal = symmetric and i0 == j0
     if diagonal:
         values = xp.triu(values) + xp.triu(values, 1).T
-    if xp is np and streams_output(out.nbytes):
+    if stream and xp is np:
         values = np.ascontiguousarray(values, dtype=out.dtype)  # rounded to the output's precision, as below
-        stream_into(values, out[i0:i1, j0:j1])
-        if symmetric and not diagonal:
-            stream_transposed_into(values, out[j0:j1, i0:i1], np.empty((8, values.shape[0]), out.dtype))
+        stream_tile(values, out, i0, j0, symmetric and not diagonal, np.empty((8, values.shape[0]), out.dtype))
         return
     out[i0:i1, j0:j1] = values
     if symmetric and not diagonal:
